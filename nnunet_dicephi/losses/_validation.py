@@ -1,0 +1,158 @@
+"""Argument checks shared by the loss functions and modules.
+
+Every check raises ``ValueError`` naming the argument, what was received and what is accepted.
+Checks that would need a device synchronisation (looking at tensor values) are kept apart so
+modules can run them once at construction instead of at every step.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Literal, Union
+
+import torch
+from torch import Tensor
+
+Phi = Literal["I", "CI", "BI", "BCI"]
+PHIS: tuple[str, ...] = ("I", "CI", "BI", "BCI")
+Epsilon = Union[float, Tensor]
+
+
+def check_phi(phi: object) -> str:
+    if phi not in PHIS:
+        raise ValueError(
+            f"phi must be one of {', '.join(repr(p) for p in PHIS)} "
+            "(image-wise, class-wise, batch-wise, all-wise); "
+            f"got {phi!r}"
+        )
+    return phi  # type: ignore[return-value]
+
+
+def check_probs(probs: object, name: str = "probs") -> Tensor:
+    if not isinstance(probs, Tensor) or not probs.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor of shape (B, C, *spatial); got {_describe(probs)}")
+    if probs.ndim < 3:
+        raise ValueError(
+            f"{name} must have shape (B, C, *spatial) with at least one spatial axis; got shape {tuple(probs.shape)}"
+        )
+    return probs
+
+
+def check_target(probs: Tensor, target: object) -> bool:
+    """Validate ``target`` against ``probs``; return True for an integer label map.
+
+    Accepted: a dense (one-hot or soft) floating-point target of the same shape as ``probs``, or an
+    integer label map ``(B, 1, *spatial)`` with values in ``[0, C)``.
+    """
+    if not isinstance(target, Tensor):
+        raise ValueError(f"target must be a tensor; got {_describe(target)}")
+    if target.is_floating_point() or target.dtype == torch.bool:
+        if target.shape != probs.shape:
+            raise ValueError(
+                "target must have the same shape as probs (a one-hot or soft target) or be an integer "
+                f"label map of shape (B, 1, *spatial); got target shape {tuple(target.shape)} for probs shape "
+                f"{tuple(probs.shape)}"
+            )
+        return False
+    expected = (probs.shape[0], 1, *probs.shape[2:])
+    if tuple(target.shape) != expected:
+        raise ValueError(
+            f"an integer label map target must have shape (B, 1, *spatial) = {expected}; got {tuple(target.shape)} "
+            "(pass a floating-point one-hot target of the same shape as probs instead, if that is what you have)"
+        )
+    return True
+
+
+def check_label_values(labels: Tensor, num_classes: int, name: str = "target") -> None:
+    """Raise if an integer label map holds values outside ``[0, num_classes)`` (synchronises)."""
+    if labels.numel() == 0:
+        return
+    lo, hi = torch.aminmax(labels)
+    lo_i, hi_i = int(lo), int(hi)
+    if lo_i < 0 or hi_i >= num_classes:
+        raise ValueError(
+            f"{name} holds label values in [{lo_i}, {hi_i}] but probs has {num_classes} channels, so labels must lie "
+            f"in [0, {num_classes - 1}]; map ignore/padding values away or pass a voxel_mask"
+        )
+
+
+def check_eps(name: str, eps: object, num_classes: int) -> Epsilon:
+    """ε is a non-negative scalar (added once per subset) or a per-class ``(C,)`` tensor (added per map)."""
+    if isinstance(eps, bool):
+        raise ValueError(f"{name} must be a non-negative number or a (C,) tensor; got a bool")
+    if isinstance(eps, numbers.Real):
+        value = float(eps)
+        if not value >= 0.0 or value == float("inf"):
+            raise ValueError(f"{name} must be a finite number >= 0 (a voxel count); got {eps!r}")
+        return value
+    if isinstance(eps, Tensor):
+        if eps.ndim == 0:
+            return check_eps(name, float(eps), num_classes)
+        if eps.shape != (num_classes,):
+            raise ValueError(
+                f"{name} as a tensor must have shape (C,) = ({num_classes},), one value per class; "
+                f"got shape {tuple(eps.shape)}"
+            )
+        if not bool(torch.isfinite(eps).all()) or bool((eps < 0).any()):
+            raise ValueError(f"{name} must hold finite values >= 0 (voxel counts); got {eps.tolist()}")
+        return eps
+    raise ValueError(f"{name} must be a non-negative number or a (C,) tensor; got {_describe(eps)}")
+
+
+def check_annotated(annotated: object, batch: int, num_classes: int) -> Tensor | None:
+    if annotated is None:
+        return None
+    if not isinstance(annotated, Tensor):
+        raise ValueError(f"annotated must be a (B, C) bool tensor or None; got {_describe(annotated)}")
+    if tuple(annotated.shape) != (batch, num_classes):
+        raise ValueError(
+            f"annotated must have shape (B, C) = ({batch}, {num_classes}), True where class c is annotated in "
+            f"batch element b; got shape {tuple(annotated.shape)}"
+        )
+    if annotated.dtype != torch.bool:
+        raise ValueError(f"annotated must have dtype torch.bool; got {annotated.dtype}")
+    return annotated
+
+
+def check_voxel_mask(voxel_mask: object, probs: Tensor) -> Tensor | None:
+    if voxel_mask is None:
+        return None
+    expected = (probs.shape[0], 1, *probs.shape[2:])
+    if not isinstance(voxel_mask, Tensor) or tuple(voxel_mask.shape) != expected:
+        got = tuple(voxel_mask.shape) if isinstance(voxel_mask, Tensor) else _describe(voxel_mask)
+        raise ValueError(
+            f"voxel_mask must be a tensor of shape (B, 1, *spatial) = {expected}, 1/True for voxels that count; got {got}"
+        )
+    return voxel_mask
+
+
+def check_class_weights(weights: object, batch: int, num_classes: int) -> Tensor | None:
+    if weights is None:
+        return None
+    if not isinstance(weights, Tensor) or weights.shape not in ((num_classes,), (batch, num_classes)):
+        got = tuple(weights.shape) if isinstance(weights, Tensor) else _describe(weights)
+        raise ValueError(
+            f"class_weights must be a tensor of shape (C,) = ({num_classes},) or (B, C) = ({batch}, {num_classes}); "
+            f"got {got}"
+        )
+    if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
+        raise ValueError("class_weights must be finite and >= 0")
+    return weights
+
+
+def check_probability(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value):
+        raise ValueError(f"{name} must be a number >= 0; got {value!r}")
+    return float(value)
+
+
+def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}; got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, Tensor):
+        return f"tensor of dtype {value.dtype} and shape {tuple(value.shape)}"
+    return f"{type(value).__name__} {value!r}"

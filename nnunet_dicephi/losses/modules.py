@@ -1,0 +1,425 @@
+"""``nn.Module`` losses with nnU-Net's call convention: ``loss(logits, target, annotated=None)``.
+
+* ``nonlinearity="softmax"``: ``target`` is nnU-Net's integer label map ``(B, 1, *spatial)``; the
+  ``ignore_label`` value, if any, is removed from every sum (a voxel-wise "unknown").
+* ``nonlinearity="sigmoid"`` (nnU-Net region training): ``target`` is the one-hot region tensor
+  ``(B, R, *spatial)``; with an ignore label nnU-Net appends one channel that is 1 on ignored voxels,
+  and ``ignore_label`` (any non-None value) says that channel is there.
+* ``annotated`` is ``(B, C)`` bool over the network's output channels (background included for
+  softmax), True where the class is annotated in the case of that batch element.
+
+Each module checks its options once at construction and calls the pure functions of this package;
+the math lives there.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from ._validation import (
+    Epsilon,
+    check_annotated,
+    check_choice,
+    check_eps,
+    check_label_values,
+    check_phi,
+    check_probability,
+    check_probs,
+)
+from .lovasz import lovasz_softmax_loss
+from .mime import _check_constant, mime_from_sums
+from .overlap import (
+    MapSums,
+    dice_from_sums,
+    drop_background,
+    generalized_dice_from_sums,
+    jaccard_from_sums,
+    map_sums,
+    tversky_from_sums,
+)
+from .partial import exclusion_loss, marginal_cross_entropy, marginalize_probs, masked_binary_cross_entropy
+
+__all__ = [
+    "Prepared",
+    "SegmentationLoss",
+    "DiceLoss",
+    "VNetDiceLoss",
+    "LeafDiceLoss",
+    "GeneralizedDiceLoss",
+    "JaccardLoss",
+    "TverskyLoss",
+    "MimeLoss",
+    "MarginalDiceLoss",
+    "LovaszSoftmaxLoss",
+    "ExclusionLoss",
+    "CrossEntropyLoss",
+    "DiceCELoss",
+]
+
+NONLINEARITIES = ("softmax", "sigmoid")
+
+
+class Prepared(NamedTuple):
+    """A batch after the nonlinearity and ignore-label handling, shared by compound losses."""
+
+    logits: Tensor
+    probs: Tensor
+    target: Tensor
+    """Label map ``(B, 1, *spatial)`` (softmax) or dense regions ``(B, R, *spatial)`` (sigmoid)."""
+    voxel_mask: Tensor | None
+
+
+class SegmentationLoss(nn.Module):
+    """Base class: nonlinearity, ignore label, background and ``annotated`` handling."""
+
+    def __init__(
+        self,
+        *,
+        nonlinearity: str = "softmax",
+        include_background: bool | None = None,
+        ignore_label: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.nonlinearity = check_choice("nonlinearity", nonlinearity, NONLINEARITIES)
+        if include_background is None:
+            include_background = nonlinearity == "sigmoid"
+        if nonlinearity == "sigmoid" and not include_background:
+            raise ValueError(
+                "include_background=False needs a softmax output with a background channel; sigmoid (region) "
+                "outputs have none, so every channel counts"
+            )
+        self.include_background = bool(include_background)
+        if ignore_label is not None and (isinstance(ignore_label, bool) or not isinstance(ignore_label, int)):
+            raise ValueError(f"ignore_label must be an int or None; got {ignore_label!r}")
+        self.ignore_label = ignore_label
+
+    def prepare(self, logits: Tensor, target: Tensor) -> Prepared:
+        check_probs(logits, "logits")
+        if self.nonlinearity == "softmax":
+            expected = (logits.shape[0], 1, *logits.shape[2:])
+            if tuple(target.shape) != expected:
+                raise ValueError(
+                    f"target must be nnU-Net's label map of shape (B, 1, *spatial) = {expected}; "
+                    f"got {tuple(target.shape)}"
+                )
+            labels = target.long()
+            voxel_mask = None
+            if self.ignore_label is not None:
+                voxel_mask = labels != self.ignore_label
+                labels = torch.where(voxel_mask, labels, 0)
+            check_label_values(labels, logits.shape[1])
+            return Prepared(logits, torch.softmax(logits, 1), labels, voxel_mask)
+        channels = logits.shape[1] + (self.ignore_label is not None)
+        expected = (logits.shape[0], channels, *logits.shape[2:])
+        if tuple(target.shape) != expected:
+            raise ValueError(
+                f"target must be the one-hot region tensor of shape {expected}"
+                f"{' (regions plus the trailing ignore channel)' if self.ignore_label is not None else ''}; "
+                f"got {tuple(target.shape)}"
+            )
+        voxel_mask = None
+        if self.ignore_label is not None:
+            voxel_mask = target[:, -1:] == 0
+            target = target[:, :-1]
+        return Prepared(logits, torch.sigmoid(logits), target.to(logits.dtype), voxel_mask)
+
+    def forward(self, logits: Tensor, target: Tensor, annotated: Tensor | None = None) -> Tensor:
+        prepared = self.prepare(logits, target)
+        return self.loss_from_prepared(prepared, self._annotated(annotated, logits))
+
+    def loss_from_prepared(self, prepared: Prepared, annotated: Tensor | None) -> Tensor:
+        raise NotImplementedError
+
+    @staticmethod
+    def _annotated(annotated: Tensor | None, logits: Tensor) -> Tensor | None:
+        return check_annotated(annotated, logits.shape[0], logits.shape[1])
+
+    def extra_repr(self) -> str:
+        return (
+            f"nonlinearity={self.nonlinearity!r}, include_background={self.include_background}, "
+            f"ignore_label={self.ignore_label}"
+        )
+
+
+class _OverlapLoss(SegmentationLoss):
+    """Losses computed from the per-map sums: Dice, V-Net, leaf, GDL, Jaccard, Tversky, Mime."""
+
+    squared = False
+
+    def __init__(self, *, phi: str = "I", eps_nr: Epsilon = 1e-7, eps_dr: Epsilon | None = None, **base) -> None:
+        super().__init__(**base)
+        self.phi = check_phi(phi)
+        self._store_eps("eps_nr", eps_nr)
+        self._store_eps("eps_dr", eps_nr if eps_dr is None else eps_dr)
+
+    def _store_eps(self, name: str, value: Epsilon) -> None:
+        # A per-class ε is a buffer, so it follows .to(device); a scalar stays a Python float.
+        classes = value.shape[0] if isinstance(value, Tensor) and value.ndim == 1 else 1
+        value = check_eps(name, value, classes)
+        if isinstance(value, Tensor):
+            self.register_buffer(name, value.detach().clone().float())
+        else:
+            setattr(self, name, value)
+
+    def loss_from_prepared(self, prepared: Prepared, annotated: Tensor | None) -> Tensor:
+        sums = map_sums(
+            prepared.probs, prepared.target, squared=self.squared, voxel_mask=prepared.voxel_mask, validate=False
+        )
+        return self.loss_from_sums(sums, annotated)
+
+    def loss_from_sums(self, sums: MapSums, annotated: Tensor | None) -> Tensor:
+        eps_nr, eps_dr = self.eps_nr, self.eps_dr
+        for name, eps in (("eps_nr", eps_nr), ("eps_dr", eps_dr)):
+            if isinstance(eps, Tensor) and eps.shape[0] != sums.intersection.shape[1]:
+                raise ValueError(
+                    f"{name} has {eps.shape[0]} per-class values but the network has {sums.intersection.shape[1]} "
+                    "output channels (background included)"
+                )
+        extra = self._per_class_extras()
+        if not self.include_background:
+            sums, annotated, eps_nr, eps_dr, *extra = drop_background(sums, annotated, eps_nr, eps_dr, *extra)
+        return self._from_sums(sums, annotated, eps_nr, eps_dr, *extra)
+
+    def _per_class_extras(self) -> tuple:
+        return ()
+
+    def _from_sums(self, sums: MapSums, annotated: Tensor | None, eps_nr: Epsilon, eps_dr: Epsilon, *extra) -> Tensor:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"phi={self.phi!r}, eps_nr={self.eps_nr}, eps_dr={self.eps_dr}, " + super().extra_repr()
+
+
+class DiceLoss(_OverlapLoss):
+    """General Dice loss (Eq. 3) on network logits; see :func:`~nnunet_dicephi.losses.soft_dice_loss`.
+
+    Args:
+        phi: ``"I"``, ``"CI"``, ``"BI"`` or ``"BCI"``.
+        eps_nr: scalar (per subset) or ``(C,)`` tensor over output channels (per map).
+        eps_dr: defaults to ``eps_nr``.
+        squared: V-Net denominator.
+        class_weights: optional ``(C,)`` weights over output channels, inside the sums.
+        nonlinearity: ``"softmax"`` or ``"sigmoid"``.
+        include_background: default False for softmax, True (required) for sigmoid.
+        ignore_label: nnU-Net's ignore label, or None.
+
+    Example:
+        >>> loss = DiceLoss(phi="BI", eps_nr=1e-5)
+        >>> logits = torch.randn(2, 3, 16, 16, requires_grad=True)
+        >>> loss(logits, torch.randint(0, 3, (2, 1, 16, 16))).backward()
+    """
+
+    drop_empty_subsets = False
+
+    def __init__(self, *, squared: bool = False, class_weights: Tensor | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.squared = bool(squared)
+        if class_weights is not None:
+            class_weights = torch.as_tensor(class_weights, dtype=torch.float32)
+            if class_weights.ndim != 1 or not bool(torch.isfinite(class_weights).all()) or bool(
+                (class_weights < 0).any()
+            ):
+                raise ValueError(f"class_weights must be a (C,) tensor of finite values >= 0; got {class_weights}")
+            self.register_buffer("class_weights", class_weights)
+        else:
+            self.class_weights = None
+
+    def _per_class_extras(self) -> tuple:
+        return (self.class_weights,)
+
+    def _from_sums(self, sums, annotated, eps_nr, eps_dr, class_weights=None) -> Tensor:
+        return dice_from_sums(
+            sums,
+            phi=self.phi,
+            eps_nr=eps_nr,
+            eps_dr=eps_dr,
+            class_weights=class_weights,
+            annotated=annotated,
+            drop_empty_subsets=self.drop_empty_subsets,
+        )
+
+
+class VNetDiceLoss(DiceLoss):
+    """V-Net Dice (Milletari et al., 2016): squared denominator y² + ỹ²."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(squared=True, **kwargs)
+
+
+class LeafDiceLoss(DiceLoss):
+    """Leaf Dice (Fidon et al., 2021): subsets whose labels sum to zero are dropped at every step."""
+
+    drop_empty_subsets = True
+
+
+class GeneralizedDiceLoss(_OverlapLoss):
+    """Generalized Dice (Sudre et al., 2017), Φ = CI by default; empty classes as documented in
+    :func:`~nnunet_dicephi.losses.generalized_dice_weights`."""
+
+    def __init__(self, *, phi: str = "CI", **kwargs) -> None:
+        super().__init__(phi=phi, **kwargs)
+
+    def _from_sums(self, sums, annotated, eps_nr, eps_dr) -> Tensor:
+        return generalized_dice_from_sums(sums, phi=self.phi, eps_nr=eps_nr, eps_dr=eps_dr, annotated=annotated)
+
+
+class JaccardLoss(_OverlapLoss):
+    """Soft Jaccard loss over Φ."""
+
+    def __init__(self, *, squared: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.squared = bool(squared)
+
+    def _from_sums(self, sums, annotated, eps_nr, eps_dr) -> Tensor:
+        return jaccard_from_sums(sums, phi=self.phi, eps_nr=eps_nr, eps_dr=eps_dr, annotated=annotated)
+
+
+class TverskyLoss(_OverlapLoss):
+    """Tversky loss over Φ; ``alpha`` weighs false positives, ``beta`` false negatives."""
+
+    def __init__(self, *, alpha: float = 0.3, beta: float = 0.7, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.alpha, self.beta = check_probability("alpha", alpha), check_probability("beta", beta)
+
+    def _from_sums(self, sums, annotated, eps_nr, eps_dr) -> Tensor:
+        return tversky_from_sums(
+            sums, alpha=self.alpha, beta=self.beta, phi=self.phi, eps_nr=eps_nr, eps_dr=eps_dr, annotated=annotated
+        )
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}, beta={self.beta}, " + super().extra_repr()
+
+
+class MimeLoss(_OverlapLoss):
+    """Mime loss (Kervadec & de Bruijne, 2023) with constants ``a``, ``b`` over output channels.
+
+    Φ and ε play no role: the loss is linear in ỹ, averaged over the kept maps.
+    """
+
+    def __init__(self, *, a: Tensor | float, b: Tensor | float, **kwargs) -> None:
+        super().__init__(**kwargs)
+        a_t, b_t = torch.as_tensor(a, dtype=torch.float32), torch.as_tensor(b, dtype=torch.float32)
+        classes = a_t.shape[0] if a_t.ndim else (b_t.shape[0] if b_t.ndim else 1)
+        self.register_buffer("a", _check_constant("a", a_t, classes).float())
+        self.register_buffer("b", _check_constant("b", b_t, classes).float())
+
+    def _per_class_extras(self) -> tuple:
+        return (self.a, self.b)
+
+    def _from_sums(self, sums, annotated, eps_nr, eps_dr, a=None, b=None) -> Tensor:
+        return mime_from_sums(sums, a, b, annotated)
+
+
+class MarginalDiceLoss(DiceLoss):
+    """Marginal Dice (Fidon et al., 2021; Shi et al., 2021): unannotated classes merged into
+    background before the Dice loss. Softmax only; without ``annotated`` it is the plain Dice loss."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if self.nonlinearity != "softmax":
+            raise ValueError("MarginalDiceLoss needs nonlinearity='softmax' (a background channel to merge into)")
+
+    def loss_from_prepared(self, prepared: Prepared, annotated: Tensor | None) -> Tensor:
+        if annotated is None:
+            return super().loss_from_prepared(prepared, None)
+        annotated = annotated.to(prepared.probs.device)
+        kept = annotated.clone()
+        kept[:, 0] = True
+        merged = prepared._replace(probs=marginalize_probs(prepared.probs, annotated))
+        return super().loss_from_prepared(merged, kept)
+
+
+class LovaszSoftmaxLoss(SegmentationLoss):
+    """Lovász-Softmax; see :func:`~nnunet_dicephi.losses.lovasz_softmax_loss`."""
+
+    def __init__(self, *, per_image: bool = True, classes: str = "present", **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.per_image = bool(per_image)
+        self.classes = check_choice("classes", classes, ("present", "all"))
+
+    def loss_from_prepared(self, prepared: Prepared, annotated: Tensor | None) -> Tensor:
+        return lovasz_softmax_loss(
+            prepared.probs,
+            prepared.target,
+            per_image=self.per_image,
+            classes=self.classes,
+            voxel_mask=prepared.voxel_mask,
+            annotated=annotated,
+            include_background=self.include_background,
+            validate=False,
+        )
+
+
+class ExclusionLoss(SegmentationLoss):
+    """Exclusion loss (Shi et al., 2021); softmax only. Without ``annotated`` it is 0."""
+
+    def __init__(self, *, eps: float = 1e-7, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if self.nonlinearity != "softmax":
+            raise ValueError("ExclusionLoss needs nonlinearity='softmax'")
+        self.eps = check_eps("eps", eps, 1)
+
+    def loss_from_prepared(self, prepared: Prepared, annotated: Tensor | None) -> Tensor:
+        if annotated is None:
+            return prepared.probs.sum() * 0.0
+        return exclusion_loss(
+            prepared.probs, prepared.target, annotated, eps=self.eps, voxel_mask=prepared.voxel_mask
+        )
+
+
+class CrossEntropyLoss(SegmentationLoss):
+    """Cross-entropy that honours ``annotated`` and the ignore label.
+
+    Softmax: :func:`~nnunet_dicephi.losses.marginal_cross_entropy`; sigmoid:
+    :func:`~nnunet_dicephi.losses.masked_binary_cross_entropy`. With everything annotated these are
+    nnU-Net's ``RobustCrossEntropyLoss`` and ``BCEWithLogitsLoss``.
+    """
+
+    def loss_from_prepared(self, prepared: Prepared, annotated: Tensor | None) -> Tensor:
+        if self.nonlinearity == "softmax":
+            return marginal_cross_entropy(
+                prepared.logits, prepared.target, annotated, voxel_mask=prepared.voxel_mask, validate=False
+            )
+        return masked_binary_cross_entropy(
+            prepared.logits, prepared.target, annotated, voxel_mask=prepared.voxel_mask
+        )
+
+
+class DiceCELoss(nn.Module):
+    """``weight_region · region_loss + weight_ce · CE`` sharing one nonlinearity and ignore-label pass.
+
+    The CE term follows the region loss's nonlinearity and ignore label and honours ``annotated``
+    (marginal CE), so unannotated lesions are not taught as background.
+
+    Example:
+        >>> loss = DiceCELoss(DiceLoss(phi="I", eps_nr=1e-5, ignore_label=3))
+        >>> logits = torch.randn(2, 3, 16, 16, requires_grad=True)
+        >>> loss(logits, torch.randint(0, 4, (2, 1, 16, 16))).backward()
+    """
+
+    def __init__(self, region_loss: SegmentationLoss, weight_region: float = 1.0, weight_ce: float = 1.0) -> None:
+        super().__init__()
+        if not isinstance(region_loss, SegmentationLoss):
+            raise ValueError(f"region_loss must be one of this package's SegmentationLoss modules; got {region_loss!r}")
+        self.region_loss = region_loss
+        self.ce = CrossEntropyLoss(
+            nonlinearity=region_loss.nonlinearity,
+            include_background=True,
+            ignore_label=region_loss.ignore_label,
+        )
+        self.weight_region = check_probability("weight_region", weight_region)
+        self.weight_ce = check_probability("weight_ce", weight_ce)
+
+    def forward(self, logits: Tensor, target: Tensor, annotated: Tensor | None = None) -> Tensor:
+        prepared = self.region_loss.prepare(logits, target)
+        annotated = SegmentationLoss._annotated(annotated, logits)
+        loss = self.weight_region * self.region_loss.loss_from_prepared(prepared, annotated)
+        if self.weight_ce:
+            loss = loss + self.weight_ce * self.ce.loss_from_prepared(prepared, annotated)
+        return loss
+
+    def extra_repr(self) -> str:
+        return f"weight_region={self.weight_region}, weight_ce={self.weight_ce}"

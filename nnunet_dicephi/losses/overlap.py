@@ -1,0 +1,581 @@
+r"""The general Dice loss over reduction sets Φ, and the overlap losses that share its statistics.
+
+Everything here works on probabilities ``(B, C, *spatial)`` and a target that is either dense (one-hot
+or soft, same shape) or an integer label map ``(B, 1, *spatial)``. The only pass over the voxels is
+:func:`map_sums`, which reduces each ``(b, c)`` map to three numbers:
+
+.. math::
+
+    I_{bc} = \sum_i y_{bci}\,\tilde y_{bci}, \qquad
+    P_{bc} = \sum_i \tilde y_{bci}, \qquad
+    G_{bc} = \sum_i y_{bci}
+
+(with :math:`\tilde y^2, y^2` for the squared relaxation). Every Φ of the paper is a union of whole
+maps, so these ``(B, C)`` sums are sufficient for every Φ, for Jaccard and for Tversky: the
+reduction to subsets happens afterwards on tiny tensors. This is also what makes the batch-wise Φ
+distributable: processes exchange their ``(B, C)`` sums (any B per process) and divide afterwards.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from ._validation import (
+    Epsilon,
+    check_annotated,
+    check_class_weights,
+    check_eps,
+    check_label_values,
+    check_phi,
+    check_probability,
+    check_probs,
+    check_target,
+    check_voxel_mask,
+)
+
+__all__ = [
+    "MapSums",
+    "map_sums",
+    "dice_from_sums",
+    "soft_dice_loss",
+    "vnet_dice_loss",
+    "generalized_dice_loss",
+    "generalized_dice_weights",
+    "jaccard_loss",
+    "tversky_loss",
+    "leaf_dice_loss",
+]
+
+
+class MapSums(NamedTuple):
+    """Per-map sums over the voxels kept by the voxel mask; every field but ``voxels`` is ``(B, C)``."""
+
+    intersection: Tensor
+    """Σ_i y·ỹ."""
+    pred: Tensor
+    """Σ_i ỹ (Σ_i ỹ² when squared)."""
+    target: Tensor
+    """Σ_i y (Σ_i y² when squared)."""
+    voxels: Tensor
+    """``(B,)`` number of voxels that count in each batch element."""
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half types (fp16 overflows at 65504 voxels), float64 stays float64."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def no_autocast(device: torch.device) -> torch.autocast:
+    """Reductions and divisions run outside autocast: their inputs are sums of thousands of voxels."""
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
+def map_sums(
+    probs: Tensor,
+    target: Tensor,
+    *,
+    squared: bool = False,
+    voxel_mask: Tensor | None = None,
+    validate: bool = True,
+) -> MapSums:
+    """Reduce probabilities and target to the per-map sums :class:`MapSums`.
+
+    Args:
+        probs: ``(B, C, *spatial)`` probabilities.
+        target: dense ``(B, C, *spatial)`` target, or integer label map ``(B, 1, *spatial)``.
+        squared: use ỹ² and y² in ``pred`` and ``target`` (the V-Net relaxation).
+        voxel_mask: ``(B, 1, *spatial)``, nonzero for voxels that count (nnU-Net's ignore label).
+        validate: check shapes and label values; modules switch this off after their own checks.
+
+    Returns:
+        The sums, accumulated in float32 (float64 for float64 input) whatever the input precision.
+    """
+    if validate:
+        check_probs(probs)
+        labels = check_target(probs, target)
+        voxel_mask = check_voxel_mask(voxel_mask, probs)
+        if labels:
+            check_label_values(target, probs.shape[1])
+    else:
+        labels = not (target.is_floating_point() or target.dtype == torch.bool)
+    with no_autocast(probs.device):
+        if labels:
+            return _sums_from_labels(probs, target, voxel_mask, squared)
+        return _sums_from_dense(probs, target, voxel_mask, squared)
+
+
+def _sums_from_labels(probs: Tensor, labels: Tensor, voxel_mask: Tensor | None, squared: bool) -> MapSums:
+    batch, classes = probs.shape[:2]
+    acc = accumulation_dtype(probs.dtype)
+    p = probs.reshape(batch, classes, -1)
+    lab = labels.reshape(batch, -1).long()
+    # The intersection only needs ỹ at the labelled class of each voxel: gather it and scatter-add it
+    # per class, instead of materialising a (B, C, N) one-hot and a (B, C, N) product as nnU-Net does.
+    p_true = p.gather(1, lab.unsqueeze(1)).squeeze(1).to(acc)
+    flat = (lab + torch.arange(batch, device=lab.device).unsqueeze(1) * classes).reshape(-1)
+    if voxel_mask is None:
+        voxels = torch.full((batch,), p.shape[-1], dtype=acc, device=p.device)
+        gt = torch.bincount(flat, minlength=batch * classes).reshape(batch, classes).to(acc)
+        pred = (p * p).sum(-1, dtype=acc) if squared else p.sum(-1, dtype=acc)
+    else:
+        m = voxel_mask.reshape(batch, -1).bool().to(acc)
+        voxels = m.sum(-1)
+        p_true = p_true * m
+        gt = torch.bincount(flat, weights=m.reshape(-1), minlength=batch * classes).reshape(batch, classes).to(acc)
+        q = (p * p) if squared else p
+        pred = torch.bmm(q.to(acc), m.unsqueeze(-1)).squeeze(-1)
+    inter = torch.zeros((batch, classes), dtype=acc, device=p.device).scatter_add_(1, lab, p_true)
+    return MapSums(inter, pred, gt, voxels)
+
+
+def _sums_from_dense(probs: Tensor, target: Tensor, voxel_mask: Tensor | None, squared: bool) -> MapSums:
+    batch, classes = probs.shape[:2]
+    acc = accumulation_dtype(probs.dtype)
+    p = probs.reshape(batch, classes, -1)
+    y = target.reshape(batch, classes, -1).to(acc)
+    if voxel_mask is None:
+        voxels = torch.full((batch,), p.shape[-1], dtype=acc, device=p.device)
+    else:
+        m = voxel_mask.reshape(batch, 1, -1).bool().to(acc)
+        voxels = m.sum((1, 2))
+        y = y * m
+        p = p * m
+    inter = (p * y).sum(-1, dtype=acc)
+    if squared:
+        return MapSums(inter, (p * p).sum(-1, dtype=acc), (y * y).sum(-1), voxels)
+    return MapSums(inter, p.sum(-1, dtype=acc), y.sum(-1), voxels)
+
+
+# --- Φ: from maps to subsets --------------------------------------------------------------------
+
+
+def reduce_maps(x: Tensor, phi: str, op: str = "sum") -> Tensor:
+    """Reduce a ``(B, C)`` per-map tensor to one value per subset of Φ.
+
+    Subset shapes: I → ``(B, C)``, CI → ``(B,)``, BI → ``(C,)``, BCI → ``()``.
+    """
+    reduce = torch.sum if op == "sum" else torch.amax
+    if phi == "I":
+        return x
+    if phi == "CI":
+        return reduce(x, 1)
+    if phi == "BI":
+        return reduce(x, 0)
+    return reduce(x, (0, 1))
+
+
+def expand_subsets(x: Tensor, phi: str, shape: torch.Size) -> Tensor:
+    """Broadcast one value per subset back to the ``(B, C)`` maps it holds."""
+    if phi == "CI":
+        x = x.unsqueeze(1)
+    elif phi == "BI":
+        x = x.unsqueeze(0)
+    return x.expand(shape)
+
+
+def _eps_per_subset(eps: Epsilon, keep: Tensor, phi: str, dtype: torch.dtype) -> Tensor | float:
+    # A scalar ε is added once per subset; a per-class ε is the share of each kept (b, c) map, so a
+    # subset's ε is the sum over its maps (the heuristic ε is a volume, and so is a subset's).
+    if isinstance(eps, Tensor):
+        per_map = torch.where(keep, eps.to(device=keep.device, dtype=dtype).unsqueeze(0), 0.0)
+        return reduce_maps(per_map, phi)
+    return eps
+
+
+def ratio_loss(
+    numerator: Tensor,
+    denominator: Tensor,
+    keep: Tensor,
+    *,
+    phi: str,
+    eps_nr: Epsilon,
+    eps_dr: Epsilon,
+    labels_required: Tensor | None = None,
+) -> Tensor:
+    """``mean over present subsets of 1 − (Σ_φ num + ε_nr) / (Σ_φ den + ε_dr)``.
+
+    ``numerator`` and ``denominator`` are ``(B, C)`` per-map terms, linear in the map sums, so
+    summing them per subset equals reducing the voxels of the subset directly. Maps where ``keep``
+    is False leave every subset; a subset with no kept map leaves Φ (it is not counted in |Φ|). With
+    ``labels_required`` (per-map label volumes), subsets whose labels sum to zero leave Φ as well.
+
+    A denominator of exactly 0 (only possible with ``eps_dr = 0``: empty labels, zero probabilities)
+    counts as perfect agreement, ratio 1, and passes no gradient; this keeps every output finite.
+    """
+    numerator = torch.where(keep, numerator, 0.0)
+    denominator = torch.where(keep, denominator, 0.0)
+    num = reduce_maps(numerator, phi) + _eps_per_subset(eps_nr, keep, phi, numerator.dtype)
+    den = reduce_maps(denominator, phi) + _eps_per_subset(eps_dr, keep, phi, denominator.dtype)
+    present = reduce_maps(keep.to(numerator.dtype), phi) > 0
+    if labels_required is not None:
+        present = present & (reduce_maps(torch.where(keep, labels_required, 0.0), phi) > 0)
+    safe = den > 0
+    ratio = torch.where(safe, num / torch.where(safe, den, 1.0), 1.0)
+    per_subset = torch.where(present, 1.0 - ratio, 0.0)
+    return per_subset.sum() / present.sum().clamp_min(1)
+
+
+def kept_maps(sums: MapSums, annotated: Tensor | None) -> Tensor:
+    """Maps that count: annotated, in a batch element with at least one voxel left by the mask."""
+    keep = (sums.voxels > 0).unsqueeze(1).expand_as(sums.intersection)
+    if annotated is not None:
+        keep = keep & annotated.to(keep.device)
+    return keep
+
+
+def _without_background(x: Tensor | None) -> Tensor | None:
+    return None if x is None else x[..., 1:]
+
+
+def drop_background(sums: MapSums, annotated: Tensor | None, *extra: Epsilon | Tensor | None):
+    """Remove class 0 from the sums and from every per-class argument."""
+    dropped = MapSums(sums.intersection[:, 1:], sums.pred[:, 1:], sums.target[:, 1:], sums.voxels)
+    rest = tuple(e[..., 1:] if isinstance(e, Tensor) and e.ndim > 0 else e for e in extra)
+    return (dropped, _without_background(annotated), *rest)
+
+
+class _Prepared(NamedTuple):
+    sums: MapSums
+    phi: str
+    eps_nr: Epsilon
+    eps_dr: Epsilon
+    annotated: Tensor | None
+    class_weights: Tensor | None
+
+
+def prepare_overlap(
+    probs: Tensor,
+    target: Tensor,
+    *,
+    phi: str,
+    eps_nr: Epsilon,
+    eps_dr: Epsilon,
+    squared: bool = False,
+    voxel_mask: Tensor | None = None,
+    annotated: Tensor | None = None,
+    class_weights: Tensor | None = None,
+    include_background: bool = True,
+) -> _Prepared:
+    """Validate the arguments shared by the overlap losses and compute the map sums."""
+    phi = check_phi(phi)
+    sums = map_sums(probs, target, squared=squared, voxel_mask=voxel_mask)
+    batch, classes = probs.shape[:2]
+    eps_nr = check_eps("eps_nr", eps_nr, classes)
+    eps_dr = check_eps("eps_dr", eps_dr, classes)
+    annotated = check_annotated(annotated, batch, classes)
+    class_weights = check_class_weights(class_weights, batch, classes)
+    if not include_background:
+        sums, annotated, eps_nr, eps_dr, class_weights = drop_background(
+            sums, annotated, eps_nr, eps_dr, class_weights
+        )
+    return _Prepared(sums, phi, eps_nr, eps_dr, annotated, class_weights)
+
+
+# --- Dice ---------------------------------------------------------------------------------------
+
+
+def dice_from_sums(
+    sums: MapSums,
+    *,
+    phi: str = "I",
+    eps_nr: Epsilon = 1e-7,
+    eps_dr: Epsilon = 1e-7,
+    class_weights: Tensor | None = None,
+    annotated: Tensor | None = None,
+    drop_empty_subsets: bool = False,
+) -> Tensor:
+    """The Dice loss of Eq. 3 from precomputed :class:`MapSums` (no validation, no background logic).
+
+    This is the step a distributed caller runs after exchanging the sums of all processes.
+    """
+    keep = kept_maps(sums, annotated)
+    inter, union = sums.intersection, sums.pred + sums.target
+    if class_weights is not None:
+        w = class_weights.to(device=inter.device, dtype=inter.dtype)
+        inter, union = inter * w, union * w
+    return ratio_loss(
+        2.0 * inter,
+        union,
+        keep,
+        phi=phi,
+        eps_nr=eps_nr,
+        eps_dr=eps_dr,
+        labels_required=sums.target if drop_empty_subsets else None,
+    )
+
+
+def soft_dice_loss(
+    probs: Tensor,
+    target: Tensor,
+    *,
+    phi: str = "I",
+    eps_nr: Epsilon = 1e-7,
+    eps_dr: Epsilon = 1e-7,
+    squared: bool = False,
+    class_weights: Tensor | None = None,
+    voxel_mask: Tensor | None = None,
+    annotated: Tensor | None = None,
+    include_background: bool = True,
+) -> Tensor:
+    r"""General Dice loss over the reduction sets Φ (Tilborghs, Bertels et al., MICCAI 2022, Eq. 3).
+
+    .. math::
+
+        \mathrm{DL} = 1 - \frac{1}{|\Phi|}\sum_{\phi\in\Phi}
+            \frac{2\sum_{\omega\in\phi} w_c\,y_\omega\tilde y_\omega + \epsilon_{nr}}
+                 {\sum_{\omega\in\phi} w_c\,(y_\omega + \tilde y_\omega) + \epsilon_{dr}}
+
+    with ω = (b, c, i). One subset φ of Φ is one ``(b, c)`` map for ``phi="I"``, one batch element
+    (all classes) for ``"CI"``, one class (all batch elements) for ``"BI"``, and everything for
+    ``"BCI"``. Within a subset the gradient takes two values only, for y = 0 and y = 1 (Eq. 4).
+
+    Args:
+        probs: ``(B, C, *spatial)`` probabilities (softmax or sigmoid outputs), any float dtype.
+        target: dense ``(B, C, *spatial)`` one-hot or soft target, or integer label map
+            ``(B, 1, *spatial)`` with values in ``[0, C)``.
+        phi: ``"I"``, ``"CI"``, ``"BI"`` or ``"BCI"``.
+        eps_nr: ε of the numerator. A number is added once to every subset; a ``(C,)`` tensor is
+            added per kept ``(b, c)`` map, so a subset gets the sum over its maps (ε is a volume).
+        eps_dr: ε of the denominator, same forms.
+        squared: V-Net relaxation, ``y² + ỹ²`` in the denominator (loses the two-value gradient).
+        class_weights: ``(C,)`` or ``(B, C)`` weights ``w_c`` inside the sums (Sudre's form). In a
+            single-class subset (Φ = I, BI) a weight only rescales that class against ε.
+        voxel_mask: ``(B, 1, *spatial)``; zero removes the voxel from every subset.
+        annotated: ``(B, C)`` bool; False removes map ``(b, c)`` from every subset.
+        include_background: False drops channel 0 from the loss.
+
+    Returns:
+        Scalar loss in float32 (float64 for float64 input). Subsets left with no map leave Φ; if
+        none is left the loss is 0 with a zero gradient. With ε_nr = ε_dr = 0, a subset with empty
+        labels and zero probabilities contributes 0 (ratio 1) and no gradient.
+
+    Example:
+        >>> probs = torch.rand(2, 3, 8, 8, requires_grad=True)
+        >>> labels = torch.randint(0, 3, (2, 1, 8, 8))
+        >>> loss = soft_dice_loss(probs.softmax(1), labels, phi="BI", eps_nr=1e-5, eps_dr=1e-5)
+        >>> loss.backward()
+    """
+    p = prepare_overlap(
+        probs,
+        target,
+        phi=phi,
+        eps_nr=eps_nr,
+        eps_dr=eps_dr,
+        squared=squared,
+        voxel_mask=voxel_mask,
+        annotated=annotated,
+        class_weights=class_weights,
+        include_background=include_background,
+    )
+    return dice_from_sums(
+        p.sums, phi=p.phi, eps_nr=p.eps_nr, eps_dr=p.eps_dr, class_weights=p.class_weights, annotated=p.annotated
+    )
+
+
+def vnet_dice_loss(probs: Tensor, target: Tensor, **kwargs) -> Tensor:
+    """V-Net Dice (Milletari et al., 2016): :func:`soft_dice_loss` with ``squared=True``."""
+    return soft_dice_loss(probs, target, squared=True, **kwargs)
+
+
+def leaf_dice_loss(
+    probs: Tensor,
+    target: Tensor,
+    *,
+    phi: str = "I",
+    eps_nr: Epsilon = 1e-7,
+    eps_dr: Epsilon = 1e-7,
+    squared: bool = False,
+    class_weights: Tensor | None = None,
+    voxel_mask: Tensor | None = None,
+    annotated: Tensor | None = None,
+    include_background: bool = True,
+) -> Tensor:
+    """Leaf Dice (Fidon et al., 2021) as a choice of Φ: subsets whose labels sum to zero are dropped.
+
+    Same arguments as :func:`soft_dice_loss`. Subsets are dropped afresh at every call, so an
+    unannotated or empty structure never receives a gradient; with ``annotated`` the unannotated
+    maps leave the subsets first.
+    """
+    p = prepare_overlap(
+        probs,
+        target,
+        phi=phi,
+        eps_nr=eps_nr,
+        eps_dr=eps_dr,
+        squared=squared,
+        voxel_mask=voxel_mask,
+        annotated=annotated,
+        class_weights=class_weights,
+        include_background=include_background,
+    )
+    return dice_from_sums(
+        p.sums,
+        phi=p.phi,
+        eps_nr=p.eps_nr,
+        eps_dr=p.eps_dr,
+        class_weights=p.class_weights,
+        annotated=p.annotated,
+        drop_empty_subsets=True,
+    )
+
+
+# --- Generalized Dice ---------------------------------------------------------------------------
+
+
+def generalized_dice_weights(sums: MapSums, keep: Tensor, phi: str) -> Tensor:
+    """Sudre's weights 1/(Σ y)² per class and subset, as a ``(B, C)`` tensor (no gradient).
+
+    Rule for a class whose labels are empty in a subset (weight 1/0): it takes the largest weight
+    of the non-empty classes of that subset, so its false positives still count and nothing becomes
+    inf or NaN; a subset with no labelled class gets equal weights. The weights are then scaled to
+    mean 1 over the kept maps of each subset, which leaves the ratio unchanged when ε = 0 and keeps ε
+    comparable to a voxel count otherwise. For Φ = I and BI (one class per subset) all weights are
+    1 and the loss equals the plain Dice loss.
+    """
+    with torch.no_grad():
+        gt = torch.where(keep, sums.target, 0.0)
+        volume = gt if phi in ("I", "CI") else gt.sum(0, keepdim=True).expand_as(gt)
+        labelled = volume > 0
+        inv = torch.where(labelled, 1.0 / torch.where(labelled, volume, 1.0) ** 2, 0.0)
+        inv = torch.where(keep, inv, 0.0)
+        largest = expand_subsets(reduce_maps(inv, phi, "amax"), phi, inv.shape)
+        w = torch.where(labelled, inv, largest)
+        w = torch.where(w > 0, w, 1.0)
+        w = torch.where(keep, w, 0.0)
+        total = expand_subsets(reduce_maps(w, phi), phi, w.shape)
+        count = expand_subsets(reduce_maps(keep.to(w.dtype), phi), phi, w.shape)
+        return torch.where(keep, w * count / torch.where(total > 0, total, 1.0), 0.0)
+
+
+def generalized_dice_loss(
+    probs: Tensor,
+    target: Tensor,
+    *,
+    phi: str = "CI",
+    eps_nr: Epsilon = 1e-7,
+    eps_dr: Epsilon = 1e-7,
+    voxel_mask: Tensor | None = None,
+    annotated: Tensor | None = None,
+    include_background: bool = True,
+) -> Tensor:
+    """Generalized Dice loss (Sudre et al., 2017): the Dice loss with class weights 1/(Σ_φ y_c)².
+
+    Sudre's loss is Φ = CI (one subset per image, all classes); ``phi="BCI"`` weights classes by
+    their volume in the whole batch. See :func:`generalized_dice_weights` for empty classes.
+    """
+    p = prepare_overlap(
+        probs,
+        target,
+        phi=phi,
+        eps_nr=eps_nr,
+        eps_dr=eps_dr,
+        voxel_mask=voxel_mask,
+        annotated=annotated,
+        include_background=include_background,
+    )
+    return generalized_dice_from_sums(p.sums, phi=p.phi, eps_nr=p.eps_nr, eps_dr=p.eps_dr, annotated=p.annotated)
+
+
+def generalized_dice_from_sums(
+    sums: MapSums, *, phi: str, eps_nr: Epsilon, eps_dr: Epsilon, annotated: Tensor | None
+) -> Tensor:
+    weights = generalized_dice_weights(sums, kept_maps(sums, annotated), phi)
+    return dice_from_sums(sums, phi=phi, eps_nr=eps_nr, eps_dr=eps_dr, class_weights=weights, annotated=annotated)
+
+
+# --- Jaccard and Tversky ------------------------------------------------------------------------
+
+
+def jaccard_from_sums(
+    sums: MapSums, *, phi: str, eps_nr: Epsilon, eps_dr: Epsilon, annotated: Tensor | None
+) -> Tensor:
+    inter = sums.intersection
+    return ratio_loss(
+        inter, sums.pred + sums.target - inter, kept_maps(sums, annotated), phi=phi, eps_nr=eps_nr, eps_dr=eps_dr
+    )
+
+
+def jaccard_loss(
+    probs: Tensor,
+    target: Tensor,
+    *,
+    phi: str = "I",
+    eps_nr: Epsilon = 1e-7,
+    eps_dr: Epsilon = 1e-7,
+    squared: bool = False,
+    voxel_mask: Tensor | None = None,
+    annotated: Tensor | None = None,
+    include_background: bool = True,
+) -> Tensor:
+    r"""Soft Jaccard loss over Φ: ``1 − mean_φ (I_φ + ε_nr) / (U_φ − I_φ + ε_dr)``, U_φ = Σ_φ (y + ỹ)."""
+    p = prepare_overlap(
+        probs,
+        target,
+        phi=phi,
+        eps_nr=eps_nr,
+        eps_dr=eps_dr,
+        squared=squared,
+        voxel_mask=voxel_mask,
+        annotated=annotated,
+        include_background=include_background,
+    )
+    return jaccard_from_sums(p.sums, phi=p.phi, eps_nr=p.eps_nr, eps_dr=p.eps_dr, annotated=p.annotated)
+
+
+def tversky_from_sums(
+    sums: MapSums,
+    *,
+    alpha: float,
+    beta: float,
+    phi: str,
+    eps_nr: Epsilon,
+    eps_dr: Epsilon,
+    annotated: Tensor | None,
+) -> Tensor:
+    inter = sums.intersection
+    false_pos, false_neg = sums.pred - inter, sums.target - inter
+    return ratio_loss(
+        inter,
+        inter + alpha * false_pos + beta * false_neg,
+        kept_maps(sums, annotated),
+        phi=phi,
+        eps_nr=eps_nr,
+        eps_dr=eps_dr,
+    )
+
+
+def tversky_loss(
+    probs: Tensor,
+    target: Tensor,
+    *,
+    alpha: float = 0.3,
+    beta: float = 0.7,
+    phi: str = "I",
+    eps_nr: Epsilon = 1e-7,
+    eps_dr: Epsilon = 1e-7,
+    voxel_mask: Tensor | None = None,
+    annotated: Tensor | None = None,
+    include_background: bool = True,
+) -> Tensor:
+    r"""Tversky loss over Φ: ``1 − mean_φ (I + ε_nr) / (I + α·FP + β·FN + ε_dr)``.
+
+    FP = Σ (1 − y)·ỹ and FN = Σ y·(1 − ỹ) per subset; α weighs false positives, β false
+    negatives. α = β = ½ gives the Dice loss with ε doubled.
+    """
+    alpha, beta = check_probability("alpha", alpha), check_probability("beta", beta)
+    p = prepare_overlap(
+        probs,
+        target,
+        phi=phi,
+        eps_nr=eps_nr,
+        eps_dr=eps_dr,
+        voxel_mask=voxel_mask,
+        annotated=annotated,
+        include_background=include_background,
+    )
+    return tversky_from_sums(
+        p.sums, alpha=alpha, beta=beta, phi=p.phi, eps_nr=p.eps_nr, eps_dr=p.eps_dr, annotated=p.annotated
+    )

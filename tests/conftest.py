@@ -1,0 +1,24 @@
+import os
+
+import pytest
+import torch
+from hypothesis import settings
+
+settings.register_profile("default", deadline=None, max_examples=60)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def random_case(batch=3, classes=4, spatial=(5, 6), dtype=torch.float64, seed=0, empty=()):
+    """Softmax probabilities, a label map and its one-hot; classes in ``empty`` never labelled."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(batch, classes, *spatial, generator=g, dtype=dtype)
+    labels = torch.randint(0, classes, (batch, 1, *spatial), generator=g)
+    for c in empty:
+        labels[labels == c] = 0
+    onehot = torch.zeros_like(logits).scatter_(1, labels, 1.0)
+    return logits.softmax(1), labels, onehot
