@@ -44,8 +44,9 @@ def _eps(eps, phi_maps):
     return float(sum(eps[c] for _, c in phi_maps))
 
 
-def dice_terms(p, y, phi, eps_nr, eps_dr, squared, weights, voxel_mask, annotated, include_background,
-               drop_empty=False):
+def dice_terms(
+    p, y, phi, eps_nr, eps_dr, squared, weights, voxel_mask, annotated, include_background, drop_empty=False
+):
     """Per-subset (numerator, denominator, maps) of Eq. 3, weights w[b, c] inside the sums."""
     batch, classes = p.shape[:2]
     p = p.reshape(batch, classes, -1)
@@ -66,18 +67,29 @@ def dice_terms(p, y, phi, eps_nr, eps_dr, squared, weights, voxel_mask, annotate
     return terms
 
 
-def dice_loss(p, y, phi="I", eps_nr=1e-7, eps_dr=1e-7, squared=False, weights=None, voxel_mask=None,
-              annotated=None, include_background=True, drop_empty=False):
+def dice_loss(
+    p,
+    y,
+    phi="I",
+    eps_nr=1e-7,
+    eps_dr=1e-7,
+    squared=False,
+    weights=None,
+    voxel_mask=None,
+    annotated=None,
+    include_background=True,
+    drop_empty=False,
+):
     """Eq. 3: 1 − (1/|Φ|) Σ_φ (2 Σ y ỹ + ε_nr) / (Σ (y + ỹ) + ε_dr)."""
-    terms = dice_terms(p, y, phi, eps_nr, eps_dr, squared, weights, voxel_mask, annotated, include_background,
-                       drop_empty)
+    terms = dice_terms(
+        p, y, phi, eps_nr, eps_dr, squared, weights, voxel_mask, annotated, include_background, drop_empty
+    )
     if not terms:
         return 0.0
     return 1.0 - np.mean([num / den if den > 0 else 1.0 for num, den, _ in terms])
 
 
-def dice_gradient(p, y, phi="I", eps_nr=1e-7, eps_dr=1e-7, voxel_mask=None, annotated=None,
-                  include_background=True):
+def dice_gradient(p, y, phi="I", eps_nr=1e-7, eps_dr=1e-7, voxel_mask=None, annotated=None, include_background=True):
     """Eq. 4: ∂DL/∂ỹ_ω = −(1/|Φ|)(2 y_ω / (U + ε_dr) − (2 I + ε_nr) / (U + ε_dr)²), 0 outside Φ."""
     terms = dice_terms(p, y, phi, eps_nr, eps_dr, False, None, voxel_mask, annotated, include_background)
     batch, classes = p.shape[:2]

@@ -15,7 +15,7 @@ from torch import Tensor
 
 Phi = Literal["I", "CI", "BI", "BCI"]
 PHIS: tuple[str, ...] = ("I", "CI", "BI", "BCI")
-Epsilon = Union[float, Tensor]
+Epsilon = Union[float, Tensor]  # noqa: UP007 - a runtime alias, kept valid on Python 3.10
 
 
 def check_phi(phi: object) -> str:
@@ -72,7 +72,8 @@ def check_label_values(labels: Tensor, num_classes: int, name: str = "target") -
     if lo_i < 0 or hi_i >= num_classes:
         raise ValueError(
             f"{name} holds label values in [{lo_i}, {hi_i}] but probs has {num_classes} channels, so labels must lie "
-            f"in [0, {num_classes - 1}]; map ignore/padding values away or pass a voxel_mask"
+            f"in [0, {num_classes - 1}]; replace ignore or padding values by a valid label and drop those voxels "
+            "with voxel_mask"
         )
 
 
@@ -121,7 +122,8 @@ def check_voxel_mask(voxel_mask: object, probs: Tensor) -> Tensor | None:
     if not isinstance(voxel_mask, Tensor) or tuple(voxel_mask.shape) != expected:
         got = tuple(voxel_mask.shape) if isinstance(voxel_mask, Tensor) else _describe(voxel_mask)
         raise ValueError(
-            f"voxel_mask must be a tensor of shape (B, 1, *spatial) = {expected}, 1/True for voxels that count; got {got}"
+            f"voxel_mask must be a tensor of shape (B, 1, *spatial) = {expected}, nonzero for voxels that count; "
+            f"got {got}"
         )
     return voxel_mask
 

@@ -33,6 +33,7 @@ from .lovasz import lovasz_softmax_loss
 from .mime import _check_constant, mime_from_sums
 from .overlap import (
     MapSums,
+    accumulation_dtype,
     dice_from_sums,
     drop_background,
     generalized_dice_from_sums,
@@ -219,8 +220,10 @@ class DiceLoss(_OverlapLoss):
         self.squared = bool(squared)
         if class_weights is not None:
             class_weights = torch.as_tensor(class_weights, dtype=torch.float32)
-            if class_weights.ndim != 1 or not bool(torch.isfinite(class_weights).all()) or bool(
-                (class_weights < 0).any()
+            if (
+                class_weights.ndim != 1
+                or not bool(torch.isfinite(class_weights).all())
+                or bool((class_weights < 0).any())
             ):
                 raise ValueError(f"class_weights must be a (C,) tensor of finite values >= 0; got {class_weights}")
             self.register_buffer("class_weights", class_weights)
@@ -256,8 +259,11 @@ class LeafDiceLoss(DiceLoss):
 
 
 class GeneralizedDiceLoss(_OverlapLoss):
-    """Generalized Dice (Sudre et al., 2017), Φ = CI by default; empty classes as documented in
-    :func:`~nnunet_dicephi.losses.generalized_dice_weights`."""
+    """Generalized Dice (Sudre et al., 2017), Φ = CI by default.
+
+    Classes empty in a subset are weighted as documented in
+    :func:`~nnunet_dicephi.losses.generalized_dice_weights`.
+    """
 
     def __init__(self, *, phi: str = "CI", **kwargs) -> None:
         super().__init__(phi=phi, **kwargs)
@@ -314,8 +320,10 @@ class MimeLoss(_OverlapLoss):
 
 
 class MarginalDiceLoss(DiceLoss):
-    """Marginal Dice (Fidon et al., 2021; Shi et al., 2021): unannotated classes merged into
-    background before the Dice loss. Softmax only; without ``annotated`` it is the plain Dice loss."""
+    """Marginal Dice (Fidon et al., 2021; Shi et al., 2021): unannotated classes merged into background.
+
+    Softmax only; without ``annotated`` it is the plain Dice loss.
+    """
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -364,10 +372,9 @@ class ExclusionLoss(SegmentationLoss):
 
     def loss_from_prepared(self, prepared: Prepared, annotated: Tensor | None) -> Tensor:
         if annotated is None:
-            return prepared.probs.sum() * 0.0
-        return exclusion_loss(
-            prepared.probs, prepared.target, annotated, eps=self.eps, voxel_mask=prepared.voxel_mask
-        )
+            # nothing to exclude; keep the graph connected so backward() works as for any loss
+            return prepared.probs.sum(dtype=accumulation_dtype(prepared.probs.dtype)) * 0.0
+        return exclusion_loss(prepared.probs, prepared.target, annotated, eps=self.eps, voxel_mask=prepared.voxel_mask)
 
 
 class CrossEntropyLoss(SegmentationLoss):
@@ -383,9 +390,7 @@ class CrossEntropyLoss(SegmentationLoss):
             return marginal_cross_entropy(
                 prepared.logits, prepared.target, annotated, voxel_mask=prepared.voxel_mask, validate=False
             )
-        return masked_binary_cross_entropy(
-            prepared.logits, prepared.target, annotated, voxel_mask=prepared.voxel_mask
-        )
+        return masked_binary_cross_entropy(prepared.logits, prepared.target, annotated, voxel_mask=prepared.voxel_mask)
 
 
 class DiceCELoss(nn.Module):

@@ -268,9 +268,7 @@ def prepare_overlap(
     annotated = check_annotated(annotated, batch, classes)
     class_weights = check_class_weights(class_weights, batch, classes)
     if not include_background:
-        sums, annotated, eps_nr, eps_dr, class_weights = drop_background(
-            sums, annotated, eps_nr, eps_dr, class_weights
-        )
+        sums, annotated, eps_nr, eps_dr, class_weights = drop_background(sums, annotated, eps_nr, eps_dr, class_weights)
     return _Prepared(sums, phi, eps_nr, eps_dr, annotated, class_weights)
 
 
@@ -489,9 +487,7 @@ def generalized_dice_from_sums(
 # --- Jaccard and Tversky ------------------------------------------------------------------------
 
 
-def jaccard_from_sums(
-    sums: MapSums, *, phi: str, eps_nr: Epsilon, eps_dr: Epsilon, annotated: Tensor | None
-) -> Tensor:
+def jaccard_from_sums(sums: MapSums, *, phi: str, eps_nr: Epsilon, eps_dr: Epsilon, annotated: Tensor | None) -> Tensor:
     inter = sums.intersection
     return ratio_loss(
         inter, sums.pred + sums.target - inter, kept_maps(sums, annotated), phi=phi, eps_nr=eps_nr, eps_dr=eps_dr

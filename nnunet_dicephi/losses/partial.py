@@ -76,7 +76,12 @@ def marginal_dice_loss(
         target: integer label map ``(B, 1, *spatial)`` or dense target; unannotated classes must not
             be labelled.
         annotated: ``(B, C)`` bool; column 0 is ignored (background is always the merged class).
-        phi, eps_nr, eps_dr, squared, voxel_mask, include_background: as in :func:`soft_dice_loss`.
+        phi: reduction set, as in :func:`soft_dice_loss`.
+        eps_nr: numerator ε, as in :func:`soft_dice_loss`.
+        eps_dr: denominator ε, as in :func:`soft_dice_loss`.
+        squared: V-Net relaxation.
+        voxel_mask: ``(B, 1, *spatial)``; zero removes the voxel.
+        include_background: False drops the merged background from the loss.
     """
     check_probs(probs)
     annotated = check_annotated(annotated, probs.shape[0], probs.shape[1])
@@ -188,8 +193,7 @@ def exclusion_loss(
     eps: Epsilon = 1e-7,
     voxel_mask: Tensor | None = None,
 ) -> Tensor:
-    """Exclusion loss (Shi et al., 2021): an unannotated class must not be predicted where an
-    annotated class is labelled.
+    """Exclusion loss (Shi et al., 2021): no unannotated class where an annotated class is labelled.
 
     For batch element b and unannotated foreground class j, the exclusion region E_b is the set of
     voxels labelled with an annotated foreground class; the loss is the mean over such (b, j) with a

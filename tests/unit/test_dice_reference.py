@@ -77,7 +77,13 @@ def test_background_exclusion_and_batch_weights(phi, include_background):
         probs, labels, phi=phi, class_weights=weights, include_background=include_background, eps_nr=PER_CLASS
     )
     expected = reference.dice_loss(
-        probs.numpy(), onehot.numpy(), phi, PER_CLASS.numpy(), 1e-7, False, weights.numpy(),
+        probs.numpy(),
+        onehot.numpy(),
+        phi,
+        PER_CLASS.numpy(),
+        1e-7,
+        False,
+        weights.numpy(),
         include_background=include_background,
     )
     assert abs(loss.item() - expected) < 1e-10
