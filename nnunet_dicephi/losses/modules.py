@@ -67,7 +67,7 @@ class Prepared(NamedTuple):
     """A batch after the nonlinearity and ignore-label handling, shared by compound losses."""
 
     logits: Tensor
-    probs: Tensor
+    probs: Tensor | None
     target: Tensor
     """Label map ``(B, 1, *spatial)`` (softmax) or dense regions ``(B, R, *spatial)`` (sigmoid)."""
     voxel_mask: Tensor | None
@@ -75,6 +75,9 @@ class Prepared(NamedTuple):
 
 class SegmentationLoss(nn.Module):
     """Base class: nonlinearity, ignore label, background and ``annotated`` handling."""
+
+    needs_probs = True
+    """False for losses computed from the logits alone (cross-entropy): no softmax pass."""
 
     def __init__(
         self,
@@ -112,7 +115,7 @@ class SegmentationLoss(nn.Module):
                 voxel_mask = labels != self.ignore_label
                 labels = torch.where(voxel_mask, labels, 0)
             check_label_values(labels, logits.shape[1])
-            return Prepared(logits, torch.softmax(logits, 1), labels, voxel_mask)
+            return Prepared(logits, torch.softmax(logits, 1) if self.needs_probs else None, labels, voxel_mask)
         channels = logits.shape[1] + (self.ignore_label is not None)
         expected = (logits.shape[0], channels, *logits.shape[2:])
         if tuple(target.shape) != expected:
@@ -125,7 +128,8 @@ class SegmentationLoss(nn.Module):
         if self.ignore_label is not None:
             voxel_mask = target[:, -1:] == 0
             target = target[:, :-1]
-        return Prepared(logits, torch.sigmoid(logits), target.to(logits.dtype), voxel_mask)
+        probs = torch.sigmoid(logits) if self.needs_probs else None
+        return Prepared(logits, probs, target.to(logits.dtype), voxel_mask)
 
     def forward(self, logits: Tensor, target: Tensor, annotated: Tensor | None = None) -> Tensor:
         prepared = self.prepare(logits, target)
@@ -384,6 +388,8 @@ class CrossEntropyLoss(SegmentationLoss):
     :func:`~nnunet_dicephi.losses.masked_binary_cross_entropy`. With everything annotated these are
     nnU-Net's ``RobustCrossEntropyLoss`` and ``BCEWithLogitsLoss``.
     """
+
+    needs_probs = False
 
     def loss_from_prepared(self, prepared: Prepared, annotated: Tensor | None) -> Tensor:
         if self.nonlinearity == "softmax":

@@ -107,27 +107,72 @@ def map_sums(
         return _sums_from_dense(probs, target, voxel_mask, squared)
 
 
+class _LabelMapSums(torch.autograd.Function):
+    """Σ y·ỹ and Σ ỹ per map from a label map, with the two-valued gradient written directly.
+
+    With a label map, ∂I_bc/∂ỹ_bci = [label_bi = c] and ∂P_bc/∂ỹ_bci = 1, so the gradient of any
+    function of (I, P) is ``g_P[b, c]`` everywhere plus ``g_I[b, c]`` on the voxels labelled c: one
+    broadcast write and one scatter over the voxels. Autograd through gather/scatter would allocate
+    and add two (B, C, N) tensors instead.
+    """
+
+    @staticmethod
+    def forward(ctx, probs: Tensor, labels: Tensor, mask: Tensor | None):  # noqa: D102
+        batch, classes, _ = probs.shape
+        acc = accumulation_dtype(probs.dtype)
+        p_true = probs.gather(1, labels.unsqueeze(1)).squeeze(1).to(acc)
+        if mask is None:
+            pred = probs.sum(-1, dtype=acc)
+        else:
+            p_true = p_true * mask
+            pred = torch.bmm(probs.to(acc), mask.unsqueeze(-1)).squeeze(-1)
+        inter = torch.zeros((batch, classes), dtype=acc, device=probs.device).scatter_add_(1, labels, p_true)
+        ctx.save_for_backward(labels, mask)
+        ctx.probs_dtype = probs.dtype
+        ctx.classes = classes
+        return inter, pred
+
+    @staticmethod
+    def backward(ctx, grad_inter: Tensor | None, grad_pred: Tensor | None):  # noqa: D102
+        labels, mask = ctx.saved_tensors
+        batch, voxels = labels.shape
+        dtype = grad_inter.dtype if grad_inter is not None else grad_pred.dtype
+        if grad_pred is None:
+            grad = torch.zeros((batch, ctx.classes, voxels), dtype=dtype, device=labels.device)
+        elif mask is None:
+            grad = grad_pred.unsqueeze(-1).expand(batch, ctx.classes, voxels).clone()
+        else:
+            grad = grad_pred.unsqueeze(-1) * mask.unsqueeze(1)
+        if grad_inter is not None:
+            on_label = grad_inter.gather(1, labels)
+            if mask is not None:
+                on_label = on_label * mask
+            grad.scatter_add_(1, labels.unsqueeze(1), on_label.unsqueeze(1))
+        return grad.to(ctx.probs_dtype), None, None
+
+
 def _sums_from_labels(probs: Tensor, labels: Tensor, voxel_mask: Tensor | None, squared: bool) -> MapSums:
     batch, classes = probs.shape[:2]
     acc = accumulation_dtype(probs.dtype)
     p = probs.reshape(batch, classes, -1)
     lab = labels.reshape(batch, -1).long()
-    # The intersection only needs ỹ at the labelled class of each voxel: gather it and scatter-add it
-    # per class, instead of materialising a (B, C, N) one-hot and a (B, C, N) product as nnU-Net does.
-    p_true = p.gather(1, lab.unsqueeze(1)).squeeze(1).to(acc)
-    flat = (lab + torch.arange(batch, device=lab.device).unsqueeze(1) * classes).reshape(-1)
-    if voxel_mask is None:
+    m = None if voxel_mask is None else voxel_mask.reshape(batch, -1).bool().to(acc)
+    if m is None:
         voxels = torch.full((batch,), p.shape[-1], dtype=acc, device=p.device)
-        gt = torch.bincount(flat, minlength=batch * classes).reshape(batch, classes).to(acc)
-        pred = (p * p).sum(-1, dtype=acc) if squared else p.sum(-1, dtype=acc)
+        ones = torch.ones((1, 1), dtype=acc, device=p.device).expand_as(lab)
+        gt = torch.zeros((batch, classes), dtype=acc, device=p.device).scatter_add_(1, lab, ones)
     else:
-        m = voxel_mask.reshape(batch, -1).bool().to(acc)
         voxels = m.sum(-1)
-        p_true = p_true * m
-        gt = torch.bincount(flat, weights=m.reshape(-1), minlength=batch * classes).reshape(batch, classes).to(acc)
-        q = (p * p) if squared else p
-        pred = torch.bmm(q.to(acc), m.unsqueeze(-1)).squeeze(-1)
-    inter = torch.zeros((batch, classes), dtype=acc, device=p.device).scatter_add_(1, lab, p_true)
+        gt = torch.zeros((batch, classes), dtype=acc, device=p.device).scatter_add_(1, lab, m)
+    if squared:
+        # y² = y for a label map; only the prediction term changes, and plain autograd is fine here
+        q = p * p
+        pred = q.sum(-1, dtype=acc) if m is None else torch.bmm(q.to(acc), m.unsqueeze(-1)).squeeze(-1)
+        p_true = p.gather(1, lab.unsqueeze(1)).squeeze(1).to(acc)
+        p_true = p_true if m is None else p_true * m
+        inter = torch.zeros((batch, classes), dtype=acc, device=p.device).scatter_add_(1, lab, p_true)
+        return MapSums(inter, pred, gt, voxels)
+    inter, pred = _LabelMapSums.apply(p, lab, m)
     return MapSums(inter, pred, gt, voxels)
 
 

@@ -139,16 +139,21 @@ def marginal_cross_entropy(
     with no_autocast(logits.device):
         acc = accumulation_dtype(logits.dtype)
         z = logits.reshape(batch, classes, -1).to(acc)
-        lab = target.reshape(batch, 1, -1).long()
-        log_norm = torch.logsumexp(z, dim=1)
-        log_numerator = z.gather(1, lab).squeeze(1)
-        if annotated is not None:
+        lab = target.reshape(batch, -1).long()
+        if annotated is None or bool(annotated[:, 1:].all()):
+            # everything annotated: the plain, fused cross-entropy kernel
+            nll = F.cross_entropy(z, lab, reduction="none" if voxel_mask is not None else "mean")
+        else:
+            log_probs = torch.log_softmax(z, dim=1)
             merged = _merged_into_background(annotated.to(z.device))
-            log_merged = torch.logsumexp(z.masked_fill(~merged.unsqueeze(-1), float("-inf")), dim=1)
-            log_numerator = torch.where(lab.squeeze(1) == 0, log_merged, log_numerator)
-        nll = log_norm - log_numerator
+            # log Σ_{c∈M} ỹ_c = logsumexp over M of log ỹ_c; the −inf entries drop out of the sum
+            log_merged = torch.logsumexp(log_probs + torch.log(merged.to(acc)).unsqueeze(-1), dim=1)
+            log_label = log_probs.gather(1, lab.unsqueeze(1)).squeeze(1)
+            nll = -torch.where(lab == 0, log_merged, log_label)
+            if voxel_mask is None:
+                return nll.mean()
         if voxel_mask is None:
-            return nll.mean()
+            return nll
         m = voxel_mask.reshape(batch, -1).bool()
         return torch.where(m, nll, 0.0).sum() / m.sum().clamp_min(1)
 

@@ -1,0 +1,32 @@
+"""The README's two commands are what CI runs, and the console script answers."""
+
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _command(which):
+    out = subprocess.run(
+        [sys.executable, str(ROOT / ".ci" / "readme_command.py"), which], capture_output=True, text=True, check=True
+    )
+    return out.stdout.strip()
+
+
+def test_readme_has_the_two_fresh_machine_commands():
+    main, test = _command("main"), _command("test")
+    assert main.startswith("python3 -m venv .venv") and "pip install ." in main
+    assert "benchmarks/loss_benchmark.py" in main
+    assert "pip install -e '.[test]'" in test and test.endswith("pytest")
+
+
+def test_ci_runs_the_readme_test_command():
+    text = (ROOT / ".ci" / "run").read_text()
+    assert "readme_command.py test" in text
+
+
+def test_console_script_info():
+    from nnunet_dicephi.cli import main
+
+    assert main(["info"]) == 0
