@@ -29,13 +29,15 @@ def _grad(fn, probs, *args, **kwargs):
 @pytest.mark.parametrize("phi", PHIS)
 @pytest.mark.parametrize("eps", [(1e-7, 1e-7), (0.0, 0.0), (5.0, 20.0)])
 @pytest.mark.parametrize("masked", [False, True])
-def test_autograd_equals_eq4(phi, eps, masked):
+@pytest.mark.parametrize("dense", [False, True])
+def test_autograd_equals_eq4(phi, eps, masked, dense):
     probs, labels, onehot = random_case(empty=(3,), seed=11)
     g = torch.Generator().manual_seed(2)
     voxel_mask = (torch.rand(3, 1, 5, 6, generator=g) > 0.3) if masked else None
     annotated = (torch.rand(3, 4, generator=g) > 0.3) if masked else None
+    target = onehot if dense else labels
     grad = _grad(
-        soft_dice_loss, probs, labels, phi=phi, eps_nr=eps[0], eps_dr=eps[1], voxel_mask=voxel_mask, annotated=annotated
+        soft_dice_loss, probs, target, phi=phi, eps_nr=eps[0], eps_dr=eps[1], voxel_mask=voxel_mask, annotated=annotated
     )
     expected = reference.dice_gradient(
         probs.numpy(),
