@@ -1,0 +1,57 @@
+"""nnU-Net trainers of this project: the presets, and any name of the grammar on demand.
+
+``from nnunet_dicephi.trainers import TrainerDiceBI`` returns a preset; any other valid name, e.g.
+``TrainerDiceBI_eps1e-5_CE``, is built on first access (PEP 562) and cached, so nnU-Net's lookup by
+``hasattr`` finds it. Classes are named exactly as requested and live in this module, so they pickle.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from .base import DeepSupervisedLoss, DicePhiTrainer, build_level_loss
+from .naming import GRAMMAR, LossConfig, TrainerNameError, parse_trainer_name, trainer_name
+from .presets import PRESETS
+
+__all__ = [
+    "DicePhiTrainer",
+    "DeepSupervisedLoss",
+    "build_level_loss",
+    "LossConfig",
+    "TrainerNameError",
+    "GRAMMAR",
+    "parse_trainer_name",
+    "trainer_name",
+    "trainer_class",
+    *PRESETS,
+]
+
+_CLASSES: dict[str, type[DicePhiTrainer]] = {}
+
+
+def trainer_class(name: str) -> type[DicePhiTrainer]:
+    """The trainer class called ``name`` (a preset or any valid name); raises TrainerNameError."""
+    if name not in _CLASSES:
+        config = PRESETS.get(name) or parse_trainer_name(name)
+        cls = type(name, (DicePhiTrainer,), {"loss_config": config, "__module__": __name__, "__qualname__": name})
+        cls.__doc__ = f"nnU-Net trainer with the loss {trainer_name(config)}: {config}"
+        _CLASSES[name] = cls
+    return _CLASSES[name]
+
+
+for _name in PRESETS:
+    globals()[_name] = trainer_class(_name)
+
+
+def __getattr__(name: str) -> type[DicePhiTrainer]:
+    # nnU-Net looks trainers up with hasattr(), which only swallows AttributeError: anything that is
+    # not ours must raise exactly that. A name that looks like ours but breaks the grammar is
+    # explained on stderr, since nnU-Net's own message will only say it was not found.
+    if not name.startswith("Trainer"):
+        raise AttributeError(name)
+    try:
+        return trainer_class(name)
+    except TrainerNameError as error:
+        if not name.startswith("__"):
+            print(f"nnunet-dicephi: {error}", file=sys.stderr)
+        raise AttributeError(name) from None

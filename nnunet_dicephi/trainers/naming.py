@@ -1,0 +1,241 @@
+"""Trainer names ⇄ loss configurations.
+
+nnU-Net finds a trainer by class name only, so the name carries the whole loss configuration::
+
+    Trainer<Loss>[<Phi>][_<option>]...
+
+    <Loss>    Dice | VNetDice | GDL | Jaccard | Tversky | Lovasz | Mime | LeafDice | MarginalDice
+    <Phi>     I | CI | BI | BCI        (required for Dice; other losses default to I, GDL to CI;
+                                        Lovasz and Mime take none)
+    options, in this order, each at most once:
+      eps<N> | epsH                    ε_nr = ε_dr = N voxels, or the heuristic ε from the data
+      epsnr<N|H>_epsdr<N|H>            numerator and denominator ε apart
+      alpha<N>_beta<N>                 Tversky weights of false positives / negatives
+      CE                               add a cross-entropy term that respects unannotated labels
+      bg                               include the background channel (softmax)
+      ep<K>                            train K epochs
+      it<K>                            K training iterations per epoch
+    <N> is a number without a dot: 0, 12412, 1e-5, 2e3, 5e-1 (= 0.5); <K> a positive integer.
+
+Defaults are left out of a name (ε = 1e-7, α = 0.3, β = 0.7, no CE, no background), so each
+configuration has exactly one name. ``TrainerDiceIEps`` is the paper's name for ``TrainerDiceI_epsH``.
+Names never contain ``__`` or ``.`` (nnU-Net splits folder names on ``__``; pickle splits on ``.``).
+This module imports neither torch nor nnU-Net.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Union
+
+HEURISTIC = "H"
+EpsValue = Union[float, str]  # noqa: UP007 - a number of voxels, or HEURISTIC
+
+# loss token -> (default Φ or None when the loss takes no Φ, Φ must be written)
+LOSSES: dict[str, tuple[str | None, bool]] = {
+    "Dice": ("I", True),
+    "VNetDice": ("I", False),
+    "GDL": ("CI", False),
+    "Jaccard": ("I", False),
+    "Tversky": ("I", False),
+    "Lovasz": (None, False),
+    "Mime": (None, False),
+    "LeafDice": ("I", False),
+    "MarginalDice": ("I", False),
+}
+PHIS = ("I", "CI", "BI", "BCI")
+DEFAULT_EPS = 1e-7
+ALIASES = {"TrainerDiceIEps": "TrainerDiceI_epsH"}
+
+GRAMMAR = __doc__.split("::", 1)[1].split("Defaults are", 1)[0].rstrip()
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Everything that defines a trainer's loss; one-to-one with a canonical trainer name."""
+
+    loss: str = "Dice"
+    phi: str | None = "I"
+    eps_nr: EpsValue = DEFAULT_EPS
+    eps_dr: EpsValue = DEFAULT_EPS
+    alpha: float = 0.3
+    beta: float = 0.7
+    ce: bool = False
+    include_background: bool = False
+    epochs: int | None = None
+    iterations: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}; got {self.loss!r}")
+        default_phi, _ = LOSSES[self.loss]
+        if default_phi is None and self.phi is not None:
+            raise ValueError(f"{self.loss} takes no Φ; got phi={self.phi!r}")
+        if default_phi is not None and self.phi not in PHIS:
+            raise ValueError(f"phi must be one of {', '.join(PHIS)} for {self.loss}; got {self.phi!r}")
+        for name in ("eps_nr", "eps_dr"):
+            value = getattr(self, name)
+            if value != HEURISTIC and not (isinstance(value, (int, float)) and value >= 0):
+                raise ValueError(f"{name} must be a number of voxels >= 0 or {HEURISTIC!r}; got {value!r}")
+        if (self.alpha, self.beta) != (0.3, 0.7) and self.loss != "Tversky":
+            raise ValueError("alpha and beta apply to Tversky only")
+        for name in ("epochs", "iterations"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer or None; got {value!r}")
+
+    @property
+    def uses_heuristic_eps(self) -> bool:
+        return HEURISTIC in (self.eps_nr, self.eps_dr)
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "trainer_name": trainer_name(self)}
+
+
+class TrainerNameError(ValueError):
+    """A trainer name that does not follow the grammar; the message shows it and the closest name."""
+
+
+def format_number(value: float) -> str:
+    """Shortest dot-free spelling: 1e-07 → '1e-7', 0.5 → '5e-1', 12412 → '12412', 2000 → '2e3'."""
+    sign, digits, exponent = Decimal(repr(float(value))).normalize().as_tuple()
+    mantissa = int("".join(map(str, digits)) or "0")
+    if mantissa == 0:
+        return "0"
+    if exponent == 0:
+        return str(mantissa)
+    return f"{mantissa}e{exponent}"
+
+
+def _parse_number(text: str) -> float:
+    if not re.fullmatch(r"\d+(e-?\d+)?", text):
+        raise ValueError(text)
+    return float(text)
+
+
+def trainer_name(config: LossConfig) -> str:
+    """The canonical trainer name of a configuration."""
+    default_phi, phi_required = LOSSES[config.loss]
+    name = "Trainer" + config.loss
+    if config.phi is not None and (phi_required or config.phi != default_phi):
+        name += config.phi
+    options = []
+
+    def eps_text(value: EpsValue) -> str:
+        return HEURISTIC if value == HEURISTIC else format_number(value)
+
+    if config.eps_nr == config.eps_dr:
+        if config.eps_nr != DEFAULT_EPS:
+            options.append("eps" + eps_text(config.eps_nr))
+    else:
+        options += ["epsnr" + eps_text(config.eps_nr), "epsdr" + eps_text(config.eps_dr)]
+    if (config.alpha, config.beta) != (0.3, 0.7):
+        options += ["alpha" + format_number(config.alpha), "beta" + format_number(config.beta)]
+    if config.ce:
+        options.append("CE")
+    if config.include_background:
+        options.append("bg")
+    if config.epochs is not None:
+        options.append(f"ep{config.epochs}")
+    if config.iterations is not None:
+        options.append(f"it{config.iterations}")
+    return "_".join([name, *options])
+
+
+_HEAD = re.compile(r"Trainer(?P<loss>" + "|".join(sorted(LOSSES, key=len, reverse=True)) + r")(?P<phi>BCI|CI|BI|I)?")
+
+
+def parse_trainer_name(name: str) -> LossConfig:
+    """Configuration of a trainer name; raises :class:`TrainerNameError` for anything not canonical."""
+    name = ALIASES.get(name, name)
+    try:
+        config = _parse(name)
+    except (ValueError, TypeError) as error:
+        raise TrainerNameError(_explain(name, str(error))) from None
+    canonical = trainer_name(config)
+    if canonical != name:
+        raise TrainerNameError(_explain(name, "this configuration is spelled differently", suggestion=canonical))
+    return config
+
+
+def _parse(name: str) -> LossConfig:
+    head, *tokens = name.split("_")
+    match = _HEAD.fullmatch(head)
+    if match is None:
+        raise ValueError(f"{head!r} is not Trainer<Loss>[<Phi>]")
+    loss = match["loss"]
+    default_phi, _ = LOSSES[loss]
+    fields: dict = {"loss": loss, "phi": match["phi"] or default_phi}
+    if default_phi is None and match["phi"]:
+        raise ValueError(f"{loss} takes no Φ")
+    for token in tokens:
+        key, value = _option(token)
+        if key in fields:
+            raise ValueError(f"option {token!r} repeats {key}")
+        fields[key] = value
+    if "eps" in fields:
+        if "eps_nr" in fields or "eps_dr" in fields:
+            raise ValueError("eps and epsnr/epsdr exclude each other")
+        fields["eps_nr"] = fields["eps_dr"] = fields.pop("eps")
+    return LossConfig(**fields)
+
+
+def _option(token: str) -> tuple[str, object]:
+    patterns = [
+        (r"eps(H|\d.*)", "eps"),
+        (r"epsnr(H|\d.*)", "eps_nr"),
+        (r"epsdr(H|\d.*)", "eps_dr"),
+        (r"alpha(\d.*)", "alpha"),
+        (r"beta(\d.*)", "beta"),
+        (r"ep(\d+)", "epochs"),
+        (r"it(\d+)", "iterations"),
+    ]
+    if token == "CE":
+        return "ce", True
+    if token == "bg":
+        return "include_background", True
+    for pattern, key in patterns:
+        match = re.fullmatch(pattern, token)
+        if match is None:
+            continue
+        text = match[1]
+        if key in ("epochs", "iterations"):
+            return key, int(text)
+        if text == HEURISTIC:
+            return key, HEURISTIC
+        try:
+            return key, _parse_number(text)
+        except ValueError:
+            raise ValueError(f"{text!r} in option {token!r} is not a number such as 0, 12412, 1e-5 or 5e-1") from None
+    raise ValueError(f"unknown option {token!r}")
+
+
+def known_names() -> list[str]:
+    """Preset names (the ones most users type), for suggestions."""
+    from . import presets  # noqa: PLC0415 - presets import this module
+
+    return sorted(presets.PRESETS)
+
+
+def _repaired(name: str) -> str | None:
+    """The canonical name after respelling decimal numbers (eps0.5 → eps5e-1) and reordering options."""
+    respelled = re.sub(r"\d+\.\d*(e-?\d+)?", lambda m: format_number(float(m[0])), ALIASES.get(name, name))
+    try:
+        return trainer_name(_parse(respelled))
+    except (ValueError, TypeError):
+        return None
+
+
+def _explain(name: str, problem: str, suggestion: str | None = None) -> str:
+    suggestion = suggestion or _repaired(name)
+    if suggestion is None:
+        close = difflib.get_close_matches(name, known_names(), n=1, cutoff=0.0)
+        suggestion = close[0] if close else "TrainerDiceI"
+    return (
+        f"{name!r} is not a valid nnunet-dicephi trainer name: {problem}.\n"
+        f"Closest valid name: {suggestion}\nGrammar:\n{GRAMMAR}"
+    )

@@ -1,0 +1,144 @@
+"""Trainer names ⇄ loss configurations, and how nnU-Net finds the classes."""
+
+import os
+import pickle
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import nnunet_dicephi.trainers as T
+from nnunet_dicephi.trainers.naming import (
+    HEURISTIC,
+    LOSSES,
+    LossConfig,
+    TrainerNameError,
+    format_number,
+    parse_trainer_name,
+    trainer_name,
+)
+from nnunet_dicephi.trainers.presets import PRESETS
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_presets_round_trip_and_respect_nnunet_name_rules(name):
+    config = PRESETS[name]
+    assert parse_trainer_name(name) == config
+    assert parse_trainer_name(trainer_name(config)) == config
+    assert "__" not in name and "." not in name and "/" not in name
+    assert getattr(T, name).loss_config == config
+
+
+def test_paper_defaults():
+    assert PRESETS["TrainerDiceBI"] == LossConfig(loss="Dice", phi="BI", eps_nr=1e-7, eps_dr=1e-7)
+    assert PRESETS["TrainerDiceIEps"].eps_nr == HEURISTIC
+    assert PRESETS["TrainerGDL"].phi == "CI"
+    assert not any(c.include_background for c in PRESETS.values())
+
+
+@st.composite
+def configs(draw):
+    loss = draw(st.sampled_from(list(LOSSES)))
+    default_phi, _ = LOSSES[loss]
+    phi = None if default_phi is None else draw(st.sampled_from(["I", "CI", "BI", "BCI"]))
+    number = st.one_of(st.just(HEURISTIC), st.sampled_from([0.0, 1e-7, 1e-5, 0.5, 12412.0, 2000.0, 1.5e-5]))
+    eps_nr = draw(number)
+    eps_dr = draw(st.one_of(st.just(eps_nr), number))
+    tversky = loss == "Tversky" and draw(st.booleans())
+    return LossConfig(
+        loss=loss,
+        phi=phi,
+        eps_nr=eps_nr,
+        eps_dr=eps_dr,
+        alpha=0.5 if tversky else 0.3,
+        beta=0.25 if tversky else 0.7,
+        ce=draw(st.booleans()),
+        include_background=draw(st.booleans()),
+        epochs=draw(st.one_of(st.none(), st.integers(1, 2000))),
+        iterations=draw(st.one_of(st.none(), st.integers(1, 500))),
+    )
+
+
+@given(configs())
+def test_every_configuration_has_one_name_and_back(config):
+    name = trainer_name(config)
+    assert "__" not in name and "." not in name
+    assert parse_trainer_name(name) == config
+
+
+@pytest.mark.parametrize(
+    ("name", "closest"),
+    [
+        ("TrainerDiceBI_CE_eps1e-5", "TrainerDiceBI_eps1e-5_CE"),
+        ("TrainerDiceI_eps0.5", "TrainerDiceI_eps5e-1"),
+        ("TrainerDiceI_eps1e-7", "TrainerDiceI"),
+        ("TrainerDice", "TrainerDiceI"),
+        ("TrainerDicBI", "TrainerDiceBI"),
+        ("TrainerLovaszI", "TrainerLovasz"),
+        ("TrainerDiceBI_fast", "TrainerDiceBI"),
+    ],
+)
+def test_malformed_names_show_grammar_and_closest_name(name, closest):
+    with pytest.raises(TrainerNameError, match="Grammar:") as error:
+        parse_trainer_name(name)
+    assert f"Closest valid name: {closest}" in str(error.value)
+
+
+def test_format_number():
+    assert [format_number(v) for v in (1e-7, 0.5, 12412, 2000, 0, 1.5e-5)] == [
+        "1e-7",
+        "5e-1",
+        "12412",
+        "2e3",
+        "0",
+        "15e-6",
+    ]
+
+
+def test_parametric_classes_are_cached_named_and_picklable():
+    cls = T.__getattr__("TrainerJaccardBI_eps1e-5_CE")
+    assert cls is T.__getattr__("TrainerJaccardBI_eps1e-5_CE")
+    assert (cls.__name__, cls.__qualname__, cls.__module__) == (
+        "TrainerJaccardBI_eps1e-5_CE",
+        "TrainerJaccardBI_eps1e-5_CE",
+        "nnunet_dicephi.trainers",
+    )
+    assert pickle.loads(pickle.dumps(cls)) is cls
+
+
+def test_lookup_of_foreign_names_raises_attribute_error_only(capsys):
+    assert not hasattr(T, "nnUNetTrainer_5epochs")
+    assert not hasattr(T, "TrainerDiceQ")
+    assert "Closest valid name" in capsys.readouterr().err
+
+
+def _fresh_python(code, **env_changes):
+    env = {k: v for k, v in os.environ.items() if k not in ("nnUNet_extTrainer", "NNUNET_DICEPHI_NO_REGISTER")}
+    env.update(env_changes)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+
+
+def test_startup_hook_registers_without_importing_torch():
+    out = _fresh_python("import os, sys; print(os.environ.get('nnUNet_extTrainer')); print('torch' in sys.modules)")
+    folder, torch_loaded = out.split()
+    assert os.path.isfile(os.path.join(folder, "dicephi_trainers.py"))
+    assert torch_loaded == "False"
+
+
+def test_startup_hook_keeps_user_entries_first_and_can_be_switched_off():
+    out = _fresh_python("import os; print(os.environ.get('nnUNet_extTrainer'))", nnUNet_extTrainer="/my/trainers")
+    assert out.strip().split(os.pathsep)[0] == "/my/trainers" and len(out.strip().split(os.pathsep)) == 2
+    off = _fresh_python("import os; print(os.environ.get('nnUNet_extTrainer'))", NNUNET_DICEPHI_NO_REGISTER="1")
+    assert off.strip() == "None"
+
+
+def test_stock_lookup_finds_presets_and_parametric_names():
+    code = (
+        "from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as find\n"
+        "for n in ('TrainerDiceBI', 'TrainerDiceI_eps2e3_CE'):\n"
+        "    c = find(n); print(c.__module__, c.__name__, c.loss_config.phi)\n"
+    )
+    lines = [line for line in _fresh_python(code).splitlines() if line.startswith("nnunet_dicephi.")]
+    assert lines == ["nnunet_dicephi.trainers TrainerDiceBI BI", "nnunet_dicephi.trainers TrainerDiceI_eps2e3_CE I"]
