@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 
@@ -23,6 +24,40 @@ def _info(_: argparse.Namespace) -> int:
     return 0
 
 
+def _stats(args: argparse.Namespace) -> int:
+    import json
+
+    import numpy as np
+    import torch
+
+    from nnunet_dicephi.trainers import trainer_class
+
+    fold = args.fold if args.fold == "all" else int(args.fold)
+    trainer_class(args.trainer)  # validates the name before nnU-Net's lookup prints its own message
+    from nnunetv2.run.run_training import get_trainer_from_args
+
+    # nnU-Net reports on stdout; keep stdout for the JSON report
+    with contextlib.redirect_stdout(sys.stderr):
+        trainer = get_trainer_from_args(
+            str(args.dataset), args.configuration, fold, args.trainer, args.plans, device=torch.device("cpu")
+        )
+        trainer._set_batch_size_and_oversample()
+        stats = trainer.dataset_statistics()
+    a, b = stats.mime_constants()
+    scales = trainer._level_scales()
+    report = {
+        "channels": list(stats.channels),
+        "training_cases": stats.cases,
+        "patch_voxels": stats.patch_voxels,
+        "heuristic_eps": [round(v, 3) for v in stats.expected_volume],
+        "heuristic_eps_per_level": [[round(v * s, 3) for v in stats.expected_volume] for s in scales],
+        "mime_a": np.round(a, 10).tolist(),
+        "mime_b": np.round(b, 10).tolist(),
+    }
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nnunet-dicephi",
@@ -31,6 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     info = verbs.add_parser("info", help="print versions and the available losses")
     info.set_defaults(func=_info)
+    stats = verbs.add_parser(
+        "stats",
+        help="heuristic epsilon and Mime constants of a dataset fold, as the trainers compute them",
+        description="Expected labelled voxels per class in one training patch (nnU-Net's patch sampling, "
+        "foreground oversampling included) over the fold's training cases, per deep-supervision output, and "
+        "the Mime constants. Needs nnUNet_preprocessed; results are cached beside the preprocessed data.",
+    )
+    stats.add_argument("dataset", help="dataset id or name, e.g. 901 or Dataset901_Blobs")
+    stats.add_argument("configuration", help="nnU-Net configuration, e.g. 2d or 3d_fullres")
+    stats.add_argument("fold", help="fold number or 'all'")
+    stats.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
+    stats.add_argument("-tr", "--trainer", default="TrainerDiceIEps", help="trainer whose sampling to model")
+    stats.set_defaults(func=_stats)
     return parser
 
 

@@ -41,11 +41,14 @@ def write_dataset(
     cases: int = 6,
     shape: tuple[int, int, int] = (4, 40, 40),
     seed: int = 0,
+    unannotated: dict[int, tuple[str, ...]] | None = None,
     extra_json: dict | None = None,
 ) -> Path:
     """Write ``Dataset{id:03d}_{name}`` into ``raw_root``; returns its folder.
 
-    Every case holds both blob types. Refuses to overwrite an existing dataset folder.
+    Every case holds both blob types. ``unannotated`` maps case indices to label names whose
+    annotations are removed (set to background) in that case; a partial-label manifest saying so is
+    written into dataset.json. Refuses to overwrite an existing dataset folder.
     """
     import SimpleITK as sitk  # noqa: PLC0415 - heavy, only needed here
     from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json  # noqa: PLC0415
@@ -60,9 +63,16 @@ def write_dataset(
     try:
         (staging / "imagesTr").mkdir()
         (staging / "labelsTr").mkdir()
+        names = {"bright": 1, "dark": 2}
+        manifest = {}
         for index in range(cases):
             image, labels = make_case(shape, rng, (1, 2))
             case = f"case_{index:03d}"
+            missing = (unannotated or {}).get(index, ())
+            if missing:
+                for label in missing:
+                    labels[labels == names[label]] = 0
+                manifest[case] = [label for label in names if label not in missing]
             for array, path in ((image, f"imagesTr/{case}_0000.nii.gz"), (labels, f"labelsTr/{case}.nii.gz")):
                 itk = sitk.GetImageFromArray(array)
                 itk.SetSpacing((1.0, 1.0, 2.0))
@@ -74,6 +84,7 @@ def write_dataset(
             num_training_cases=cases,
             file_ending=".nii.gz",
             dataset_name=target.name,
+            **({"dicephi_partial_labels": {"complete": False, "cases": manifest}} if manifest else {}),
             **(extra_json or {}),
         )
         os.replace(staging, target)

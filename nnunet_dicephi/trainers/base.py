@@ -8,6 +8,7 @@ rebuilds trainers from their name and its five standard arguments.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from typing import ClassVar
@@ -18,10 +19,14 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch import Tensor, nn
 
 from nnunet_dicephi import losses as L
+from nnunet_dicephi import statistics
+from nnunet_dicephi.partial_labels import AnnotationTable, load_manifest
 
-from .naming import HEURISTIC, LossConfig, trainer_name
+from .naming import HEURISTIC, LossConfig
 
 CONFIG_FILE = "dicephi_loss.json"
+STATISTICS_FILE = "dicephi_statistics.json"
+CHECKPOINT_KEY = "dicephi"
 
 
 class DeepSupervisedLoss(nn.Module):
@@ -37,8 +42,12 @@ class DeepSupervisedLoss(nn.Module):
             raise ValueError("one loss per level and at least one non-zero weight are needed")
         self.levels = nn.ModuleList(levels)
         self.weights = tuple(float(w) for w in weights)
+        self.annotated: Tensor | None = None
+        """The batch's ``(B, C)`` annotated mask; nnU-Net calls ``loss(output, target)`` only, so the
+        trainer sets it around each step (see ``DicePhiTrainer.train_step``)."""
 
     def forward(self, outputs, targets, annotated: Tensor | None = None) -> Tensor:
+        annotated = self.annotated if annotated is None else annotated
         if not isinstance(outputs, (list, tuple)):
             return self.levels[0](outputs, targets, annotated)
         total = None
@@ -53,7 +62,13 @@ class DeepSupervisedLoss(nn.Module):
 def build_level_loss(
     config: LossConfig, *, eps_nr, eps_dr, has_regions: bool, ignore_label: int | None, mime: tuple | None = None
 ) -> nn.Module:
-    """The loss module for one output, from the configuration and that output's ε."""
+    """The loss module for one output, from the configuration and that output's ε.
+
+    ε values are numbers, or per-class lists over the output channels.
+    """
+    eps_nr, eps_dr = (
+        torch.tensor(e, dtype=torch.float32) if isinstance(e, (list, tuple)) else e for e in (eps_nr, eps_dr)
+    )
     common = {
         "nonlinearity": "sigmoid" if has_regions else "softmax",
         "include_background": True if has_regions else config.include_background,
@@ -102,6 +117,8 @@ class DicePhiTrainer(nnUNetTrainer):
         config = self.loss_config
         if config.epochs is not None:
             self.num_epochs = config.epochs
+            # short runs (sweeps, tests) checkpoint often enough to be resumed with --c
+            self.save_every = max(1, min(self.save_every, config.epochs // 4))
         if config.iterations is not None:
             self.num_iterations_per_epoch = config.iterations
             self.num_val_iterations_per_epoch = max(1, config.iterations // 5)
@@ -114,27 +131,112 @@ class DicePhiTrainer(nnUNetTrainer):
             return [1.0]
         return [float(np.prod(scale)) for scale in self._get_deep_supervision_scales()]
 
-    def _eps_full_resolution(self) -> tuple:
+    # --- data: manifest and statistics ---------------------------------------------------------
+
+    def _annotation_table(self) -> AnnotationTable | None:
+        """The validated partial-label manifest of the dataset (None when there is none)."""
+        if not hasattr(self, "_dicephi_table"):
+            if self.dataset_class is None:
+                self.do_split()
+            cases = self.dataset_class.get_identifiers(self.preprocessed_dataset_folder)
+            self._dicephi_table = load_manifest(self.dataset_json, cases)
+        return self._dicephi_table
+
+    def _annotated_mask(self, keys) -> Tensor | None:
+        table = self._annotation_table()
+        if table is None:
+            return None
+        return torch.from_numpy(table.mask(keys)).to(self.device)
+
+    def _sampling_model(self) -> statistics.SamplingModel:
+        patch = tuple(int(p) for p in self.configuration_manager.patch_size)
+        initial = tuple(int(p) for p in self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()[2])
+        if len(patch) == 2:  # nnU-Net samples 2D patches as (1, x, y) windows of the 3D case
+            patch, initial = (1, *patch), (1, *initial)
+        return statistics.SamplingModel(
+            patch_size=patch,
+            initial_patch_size=initial,
+            batch_size=int(self.batch_size),
+            oversample_foreground_percent=float(self.oversample_foreground_percent),
+            ignore_label=self.label_manager.ignore_label,
+        )
+
+    def dataset_statistics(self) -> statistics.DatasetStatistics:
+        """Expected labelled volume per output channel of one training patch.
+
+        Over this fold's training cases only; cached in the preprocessed dataset folder.
+        """
+        train_keys, _ = self.do_split()
+        model = self._sampling_model()
+        key = json.dumps(
+            {
+                "plans": self.plans_manager.plans_name,
+                "configuration": self.configuration_name,
+                "fold": self.fold,
+                "model": model.__dict__,
+                "cases": sorted(train_keys),
+            },
+            sort_keys=True,
+        )
+
+        def compute() -> statistics.DatasetStatistics:
+            dataset = self.dataset_class(self.preprocessed_dataset_folder, train_keys)
+            segs = (dataset.load_case(k)[1][:] for k in dataset.identifiers)
+            return statistics.compute_statistics(segs, self.label_manager, model)
+
+        path = os.path.join(self.preprocessed_dataset_folder_base, STATISTICS_FILE)
+        stats, _ = statistics.cached(path, key, compute)
+        return stats
+
+    def _recorded(self) -> dict | None:
+        path = os.path.join(self.output_folder, CONFIG_FILE)
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as handle:
+                return json.load(handle)
+        return None
+
+    def resolved_eps(self) -> tuple:
+        """Full-resolution ε_nr, ε_dr: numbers, or per-class lists for the heuristic.
+
+        A run that already recorded its ε (fresh start, then ``--c`` or ``--val``) reuses the
+        recorded values, so they never change under a trained model.
+        """
         config = self.loss_config
-        if config.uses_heuristic_eps:
-            raise NotImplementedError(
-                f"{trainer_name(config)} uses the heuristic ε, which needs the dataset statistics pass; "
-                "use a numeric ε (e.g. _eps1e3) with this version"
-            )
-        return config.eps_nr, config.eps_dr
+        if not config.uses_heuristic_eps:
+            return config.eps_nr, config.eps_dr
+        record = self._recorded()
+        if record is not None and record.get("eps_per_class") is not None:
+            heuristic = record["eps_per_class"]
+        else:
+            heuristic = list(self.dataset_statistics().heuristic_eps)
+        return tuple(heuristic if value == HEURISTIC else value for value in (config.eps_nr, config.eps_dr))
+
+    def _mime_constants(self) -> tuple | None:
+        if self.loss_config.loss != "Mime":
+            return None
+        record = self._recorded()
+        if record is not None and record.get("mime") is not None:
+            a, b = record["mime"]["a"], record["mime"]["b"]
+        else:
+            a, b = (values.tolist() for values in self.dataset_statistics().mime_constants())
+        return torch.tensor(a, dtype=torch.float32), torch.tensor(b, dtype=torch.float32)
+
+    # --- loss --------------------------------------------------------------------------------
 
     def _build_loss(self) -> nn.Module:
         config = self.loss_config
-        eps_nr, eps_dr = self._eps_full_resolution()
         lm = self.label_manager
-        ignore = lm.ignore_label if lm.ignore_label is not None else None
+        self._annotation_table()  # validate the manifest before anything trains
+        eps_nr, eps_dr = self.resolved_eps()
+        mime = self._mime_constants()
         levels = [
             build_level_loss(
                 config,
                 eps_nr=_scaled(eps_nr, scale),
                 eps_dr=_scaled(eps_dr, scale),
                 has_regions=lm.has_regions,
-                ignore_label=ignore,
+                ignore_label=lm.ignore_label,
+                mime=mime,
             )
             for scale in self._level_scales()
         ]
@@ -146,36 +248,119 @@ class DicePhiTrainer(nnUNetTrainer):
         weights = weights / weights.sum()
         return DeepSupervisedLoss(levels, weights.tolist())
 
+    @contextlib.contextmanager
+    def _batch_annotation(self, batch: dict):
+        """Hand the batch's annotated mask to the loss for the duration of one step."""
+        self.loss.annotated = self._annotated_mask(batch["keys"])
+        try:
+            yield self.loss.annotated
+        finally:
+            self.loss.annotated = None
+
+    def train_step(self, batch: dict) -> dict:
+        with self._batch_annotation(batch):
+            return super().train_step(batch)
+
+    def validation_step(self, batch: dict) -> dict:
+        with self._batch_annotation(batch) as annotated:
+            if annotated is None or bool(annotated.all()):
+                return super().validation_step(batch)
+            return self._partial_validation_step(batch, annotated)
+
+    def _partial_validation_step(self, batch: dict, annotated: Tensor) -> dict:
+        """nnU-Net's online pseudo-Dice with unannotated (case, class) pairs left out."""
+        data = batch["data"].to(self.device, non_blocking=True)
+        target = batch["target"]
+        target = (
+            [t.to(self.device, non_blocking=True) for t in target]
+            if isinstance(target, list)
+            else target.to(self.device, non_blocking=True)
+        )
+        with torch.autocast(self.device.type, enabled=True) if self.device.type == "cuda" else contextlib.nullcontext():
+            output = self.network(data)
+            loss = self.loss(output, target)
+        if self.enable_deep_supervision:
+            output, target = output[0], target[0]
+        labels = target.long()
+        if self.label_manager.has_ignore_label:
+            valid = labels != self.label_manager.ignore_label
+            labels = torch.where(valid, labels, 0)
+        else:
+            valid = torch.ones_like(labels, dtype=torch.bool)
+        classes = output.shape[1]
+        predicted = output.argmax(1, keepdim=True)
+        axes = tuple(range(2, output.ndim))
+        pred_onehot = torch.zeros_like(output, dtype=torch.bool).scatter_(1, predicted, True) & valid
+        ref_onehot = torch.zeros_like(output, dtype=torch.bool).scatter_(1, labels, True) & valid
+        counts = annotated.to(output.device)
+        tp = ((pred_onehot & ref_onehot).sum(axes) * counts).sum(0)
+        fp = ((pred_onehot & ~ref_onehot).sum(axes) * counts).sum(0)
+        fn = ((~pred_onehot & ref_onehot).sum(axes) * counts).sum(0)
+        assert classes == tp.shape[0]
+        return {
+            "loss": loss.detach().cpu().numpy(),
+            "tp_hard": tp[1:].cpu().numpy().astype(np.float64),
+            "fp_hard": fp[1:].cpu().numpy().astype(np.float64),
+            "fn_hard": fn[1:].cpu().numpy().astype(np.float64),
+        }
+
     # --- recording the configuration ----------------------------------------------------------
+
+    def loss_record(self) -> dict:
+        """The resolved loss configuration: what trained this model, with every ε per level."""
+        eps_nr, eps_dr = self.resolved_eps()
+        record = self.loss_config.to_dict()
+        record["eps_per_class"] = eps_nr if isinstance(eps_nr, list) else (eps_dr if isinstance(eps_dr, list) else None)
+        record["eps_per_level"] = [
+            {"scale": scale, "eps_nr": _scaled(eps_nr, scale), "eps_dr": _scaled(eps_dr, scale)}
+            for scale in self._level_scales()
+        ]
+        mime = self._mime_constants()
+        record["mime"] = None if mime is None else {"a": mime[0].tolist(), "b": mime[1].tolist()}
+        table = self._annotation_table()
+        record["partial_labels"] = (
+            None
+            if table is None
+            else {
+                "cases_listed": len(table.rows),
+                "cases_partial": sum(not row.all() for row in table.rows.values()),
+            }
+        )
+        return record
 
     def on_train_start(self) -> None:
         super().on_train_start()
-        record = self.loss_config.to_dict()
-        record["eps_per_level"] = (
-            [
-                {
-                    "scale": scale,
-                    "eps_nr": _jsonable(_scaled(self.loss_config.eps_nr, scale)),
-                    "eps_dr": _jsonable(_scaled(self.loss_config.eps_dr, scale)),
-                }
-                for scale in self._level_scales()
-            ]
-            if not self.loss_config.uses_heuristic_eps
-            else None
-        )
+        record = self.loss_record()
         self.print_to_log_file("nnunet-dicephi loss configuration: " + json.dumps(record, sort_keys=True))
         if self.local_rank == 0:
             _write_json_atomically(os.path.join(self.output_folder, CONFIG_FILE), record)
 
+    def save_checkpoint(self, filename: str) -> None:
+        super().save_checkpoint(filename)
+        if self.local_rank == 0 and not self.disable_checkpointing and os.path.isfile(filename):
+            # nnU-Net's checkpoint dict has no free slot; add ours and replace the file atomically
+            checkpoint = torch.load(filename, map_location="cpu", weights_only=False)
+            checkpoint[CHECKPOINT_KEY] = self.loss_record()
+            tmp = f"{filename}.tmp{os.getpid()}"
+            torch.save(checkpoint, tmp)
+            os.replace(tmp, filename)
+
+    # --- final validation ----------------------------------------------------------------------
+
+    def perform_actual_validation(self, save_probabilities: bool = False) -> None:
+        super().perform_actual_validation(save_probabilities)
+        table = self._annotation_table()
+        summary = os.path.join(self.output_folder, "validation", "summary.json")
+        if table is not None and table.is_partial and self.local_rank == 0 and os.path.isfile(summary):
+            from nnunet_dicephi.evaluation import restrict_summary_to_annotated  # noqa: PLC0415
+
+            restrict_summary_to_annotated(summary, table, self.dataset_json["file_ending"])
+
 
 def _scaled(eps, scale: float):
-    if eps == HEURISTIC:
-        return eps
+    if isinstance(eps, (list, tuple)):
+        return [float(e) * scale for e in eps]
     return float(eps) * scale
-
-
-def _jsonable(value):
-    return value.tolist() if isinstance(value, Tensor) else value
 
 
 def _write_json_atomically(path: str, payload: dict) -> None:

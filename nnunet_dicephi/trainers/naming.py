@@ -18,7 +18,9 @@ nnU-Net finds a trainer by class name only, so the name carries the whole loss c
     <N> is a number without a dot: 0, 12412, 1e-5, 2e3, 5e-1 (= 0.5); <K> a positive integer.
 
 Defaults are left out of a name (ε = 1e-7, α = 0.3, β = 0.7, no CE, no background), so each
-configuration has exactly one name. ``TrainerDiceIEps`` is the paper's name for ``TrainerDiceI_epsH``.
+configuration has exactly one canonical name. Φ = I with the heuristic ε is spelled as in the paper,
+``TrainerDiceIEps`` (options follow as usual: ``TrainerDiceIEps_CE``); ``TrainerDiceI_epsH...`` is
+accepted as a synonym.
 Names never contain ``__`` or ``.`` (nnU-Net splits folder names on ``__``; pickle splits on ``.``).
 This module imports neither torch nor nnU-Net.
 """
@@ -49,7 +51,7 @@ LOSSES: dict[str, tuple[str | None, bool]] = {
 }
 PHIS = ("I", "CI", "BI", "BCI")
 DEFAULT_EPS = 1e-7
-ALIASES = {"TrainerDiceIEps": "TrainerDiceI_epsH"}
+PAPER_HEAD, SYNONYM_HEAD = "TrainerDiceIEps", "TrainerDiceI_epsH"
 
 GRAMMAR = __doc__.split("::", 1)[1].split("Defaults are", 1)[0].rstrip()
 
@@ -124,6 +126,8 @@ def trainer_name(config: LossConfig) -> str:
     if config.phi is not None and (phi_required or config.phi != default_phi):
         name += config.phi
     options = []
+    if (config.loss, config.phi, config.eps_nr, config.eps_dr) == ("Dice", "I", HEURISTIC, HEURISTIC):
+        name, config = PAPER_HEAD, dataclasses.replace(config, eps_nr=DEFAULT_EPS, eps_dr=DEFAULT_EPS)
 
     def eps_text(value: EpsValue) -> str:
         return HEURISTIC if value == HEURISTIC else format_number(value)
@@ -151,18 +155,23 @@ _HEAD = re.compile(r"Trainer(?P<loss>" + "|".join(sorted(LOSSES, key=len, revers
 
 def parse_trainer_name(name: str) -> LossConfig:
     """Configuration of a trainer name; raises :class:`TrainerNameError` for anything not canonical."""
-    name = ALIASES.get(name, name)
     try:
         config = _parse(name)
     except (ValueError, TypeError) as error:
         raise TrainerNameError(_explain(name, str(error))) from None
     canonical = trainer_name(config)
-    if canonical != name:
+    if canonical != _paper_spelling(name):
         raise TrainerNameError(_explain(name, "this configuration is spelled differently", suggestion=canonical))
     return config
 
 
+def _paper_spelling(name: str) -> str:
+    return PAPER_HEAD + name[len(SYNONYM_HEAD) :] if re.match(SYNONYM_HEAD + r"(_|$)", name) else name
+
+
 def _parse(name: str) -> LossConfig:
+    if re.match(PAPER_HEAD + r"(_|$)", name):
+        name = SYNONYM_HEAD + name[len(PAPER_HEAD) :]
     head, *tokens = name.split("_")
     match = _HEAD.fullmatch(head)
     if match is None:
@@ -223,7 +232,7 @@ def known_names() -> list[str]:
 
 def _repaired(name: str) -> str | None:
     """The canonical name after respelling decimal numbers (eps0.5 → eps5e-1) and reordering options."""
-    respelled = re.sub(r"\d+\.\d*(e-?\d+)?", lambda m: format_number(float(m[0])), ALIASES.get(name, name))
+    respelled = re.sub(r"\d+\.\d*(e-?\d+)?", lambda m: format_number(float(m[0])), name)
     try:
         return trainer_name(_parse(respelled))
     except (ValueError, TypeError):

@@ -22,11 +22,6 @@ _DICE_ONLY = {
 
 PRESETS: dict[str, LossConfig] = {
     **_DICE_ONLY,
-    **{
-        ("TrainerDiceI_epsH_CE" if name == "TrainerDiceIEps" else f"{name}_CE"): LossConfig(
-            **{**config.__dict__, "ce": True}
-        )
-        for name, config in _DICE_ONLY.items()
-    },
+    **{f"{name}_CE": LossConfig(**{**config.__dict__, "ce": True}) for name, config in _DICE_ONLY.items()},
 }
 """Preset name → configuration. Every other valid name resolves through the grammar."""

@@ -88,3 +88,120 @@ def test_unknown_trainer_name_is_explained(nnunet_env):
     )
     assert result.returncode != 0
     assert "Closest valid name: TrainerDiceBI_eps1e-5_CE" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def partial_env(nnunet_env):
+    env, root = nnunet_env
+    write_dataset(root / "raw", 902, "PartialBlobs", cases=5, seed=1, unannotated={0: ("dark",), 1: ("dark",)})
+    run(env, "nnUNetv2_plan_and_preprocess", "-d", "902", "-c", "2d", "-np", "1")
+    return env, root
+
+
+def _fold(root, dataset, name):
+    return root / "results" / dataset / f"{name}__nnUNetPlans__2d" / "fold_0"
+
+
+def test_heuristic_eps_partial_manifest_kill_and_resume(partial_env):
+    import signal
+    import time
+
+    import torch
+
+    env, root = partial_env
+    stats = json.loads(run(env, "nnunet-dicephi", "stats", "902", "2d", "0").stdout)
+    assert stats["channels"] == ["0", "1", "2"] and len(stats["heuristic_eps"]) == 3
+    assert 0 < stats["heuristic_eps"][2] < stats["heuristic_eps"][1]  # dark is missing in 2 of 4 training cases
+
+    name = "TrainerDiceIEps_CE_ep4_it2"
+    env_da = {**env, "nnUNet_n_proc_DA": "0"}
+    fold = _fold(root, "Dataset902_PartialBlobs", name)
+    args = [str(BIN / "nnUNetv2_train"), "902", "2d", "0", "-tr", name, "-device", "cpu"]
+    process = subprocess.Popen(args, env=env_da, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:  # kill once epoch 0's checkpoint is written
+        logs = list(fold.glob("training_log_*.txt")) if fold.exists() else []
+        if logs and "Epoch 2" in logs[0].read_text():
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.2)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "training ended before it could be interrupted"
+    assert not (fold / "checkpoint_final.pth").exists()
+    first_record = json.loads((fold / "dicephi_loss.json").read_text())
+    assert first_record["eps_per_class"] == pytest.approx(stats["heuristic_eps"], rel=1e-6)
+    assert first_record["partial_labels"] == {"cases_listed": 2, "cases_partial": 2}
+
+    result = run(
+        env,
+        "nnUNetv2_train",
+        "902",
+        "2d",
+        "0",
+        "-tr",
+        name,
+        "-device",
+        "cpu",
+        "--c",
+        extra_env={"nnUNet_n_proc_DA": "0"},
+    )
+    assert (fold / "checkpoint_final.pth").is_file()
+    assert json.loads((fold / "dicephi_loss.json").read_text()) == first_record
+    checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert checkpoint["dicephi"]["eps_per_class"] == first_record["eps_per_class"]
+    assert checkpoint["current_epoch"] == 4
+    assert "Epoch 3" in result.stdout
+
+    summary = json.loads((fold / "validation" / "summary.json").read_text())
+    assert summary["dicephi_partial_labels"].startswith("means over annotated")
+    assert (fold / "validation" / "summary_all_pairs.json").is_file()
+
+
+def test_mime_trainer_uses_dataset_constants(partial_env):
+    env, root = partial_env
+    run(
+        env,
+        "nnUNetv2_train",
+        "902",
+        "2d",
+        "0",
+        "-tr",
+        "TrainerMime_ep1_it2",
+        "-device",
+        "cpu",
+        extra_env={"nnUNet_n_proc_DA": "0"},
+    )
+    record = json.loads(
+        (_fold(root, "Dataset902_PartialBlobs", "TrainerMime_ep1_it2") / "dicephi_loss.json").read_text()
+    )
+    stats = json.loads(run(env, "nnunet-dicephi", "stats", "902", "2d", "0").stdout)
+    assert record["mime"]["a"] == pytest.approx(stats["mime_a"], rel=1e-5)
+
+
+def test_broken_manifest_is_refused_with_every_offender(nnunet_env):
+    env, root = nnunet_env
+    write_dataset(
+        root / "raw",
+        903,
+        "BadManifest",
+        cases=5,
+        seed=2,
+        extra_json={
+            "dicephi_partial_labels": {"complete": True, "cases": {"case_000": ["bright", "glow"], "case_999": []}}
+        },
+    )
+    run(env, "nnUNetv2_plan_and_preprocess", "-d", "903", "-c", "2d", "-np", "1")
+    result = subprocess.run(
+        [str(BIN / "nnUNetv2_train"), "903", "2d", "0", "-tr", "TrainerDiceI_ep1_it2", "-device", "cpu"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0
+    for offender in (
+        "unknown label 'glow'",
+        "case ids not in the dataset: case_999",
+        "these cases are not listed: case_001, case_002, case_003, case_004",
+    ):
+        assert offender in result.stderr

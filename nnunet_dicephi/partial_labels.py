@@ -1,0 +1,141 @@
+"""Partial-label manifests: which labels are annotated in which case.
+
+The manifest lives in the raw dataset's ``dataset.json`` under the key ``"dicephi_partial_labels"``;
+``nnUNetv2_plan_and_preprocess`` copies that file verbatim, so the manifest reaches the preprocessed
+folder and the trainer with nnU-Net unchanged::
+
+    "dicephi_partial_labels": {
+        "complete": false,
+        "cases": {
+            "BraTS_LGG_001": [],                 # nothing annotated: empty map = "not annotated"
+            "patient001_frame12": ["RV", "LV"],  # labels by name ...
+            "patient002_frame01": [1, 3]         # ... or by value
+        }
+    }
+
+A case that is not listed has every label annotated, unless ``"complete": true``, in which case
+every case of the dataset must be listed. Background is never listed: it is annotated in a case
+exactly when every foreground label is (a 0 in a partially annotated case means "background or an
+unannotated label"). Region-based datasets are refused: a region is a union of labels, so
+"annotated" is not defined per region.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+MANIFEST_KEY = "dicephi_partial_labels"
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be used; the message lists every offender and how to fix it."""
+
+
+@dataclass(frozen=True)
+class AnnotationTable:
+    """Validated manifest: for each listed case, which output channels are annotated."""
+
+    labels: tuple[str, ...]
+    """Channel names in output order, background first."""
+    rows: dict[str, np.ndarray]
+    """Case id → ``(C,)`` bool; cases not listed are fully annotated."""
+
+    @property
+    def is_partial(self) -> bool:
+        return any(not row.all() for row in self.rows.values())
+
+    def mask(self, keys: Sequence[str]) -> np.ndarray:
+        """``(B, C)`` bool for the case identifiers of a batch (nnU-Net's ``batch['keys']``)."""
+        full = np.ones(len(self.labels), dtype=bool)
+        return np.stack([self.rows.get(str(key), full) for key in keys])
+
+    def annotated(self, case: str, channel: int) -> bool:
+        row = self.rows.get(case)
+        return True if row is None else bool(row[channel])
+
+
+def _label_values(dataset_json: dict) -> dict[str, int]:
+    labels = dataset_json.get("labels")
+    if not isinstance(labels, dict):
+        raise ManifestError("dataset.json has no 'labels' mapping; it is not an nnU-Net dataset.json")
+    values = {}
+    for name, value in labels.items():
+        if name == "ignore":
+            continue
+        if isinstance(value, (list, tuple)) and len(value) != 1:
+            raise ManifestError(
+                f"label {name!r} is a region {value}: partial-label manifests work with one label per class only; "
+                "remove 'dicephi_partial_labels' or convert the dataset to plain labels"
+            )
+        values[name] = int(value[0] if isinstance(value, (list, tuple)) else value)
+    return values
+
+
+def load_manifest(dataset_json: dict, case_ids: Iterable[str] | None = None) -> AnnotationTable | None:
+    """Validate the manifest of a ``dataset.json`` (None if there is none).
+
+    Args:
+        dataset_json: the dataset.json contents (raw or preprocessed copy).
+        case_ids: every case of the dataset; when given, unknown ids are errors and, for a complete
+            manifest, missing ids too.
+
+    Raises:
+        ManifestError: listing every problem found, not only the first.
+    """
+    manifest = dataset_json.get(MANIFEST_KEY)
+    if manifest is None:
+        return None
+    values = _label_values(dataset_json)
+    by_value = sorted(values.items(), key=lambda item: item[1])
+    names = tuple(name for name, _ in by_value)
+    if [v for _, v in by_value] != list(range(len(by_value))):
+        raise ManifestError(f"dataset.json labels must be consecutive from 0 (nnU-Net requires it); got {values}")
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("cases"), dict):
+        raise ManifestError(
+            f"'{MANIFEST_KEY}' must be an object with a 'cases' object mapping case ids to lists of annotated "
+            f'labels, e.g. {{"complete": false, "cases": {{"case_001": ["tumor"]}}}}; got {manifest!r}'
+        )
+    unknown_keys = sorted(set(manifest) - {"complete", "cases"})
+    complete = manifest.get("complete", False)
+    problems = []
+    if unknown_keys:
+        problems.append(f"unknown keys {unknown_keys} (allowed: 'complete', 'cases')")
+    if not isinstance(complete, bool):
+        problems.append(f"'complete' must be true or false, got {complete!r}")
+    rows: dict[str, np.ndarray] = {}
+    foreground = {name: value for name, value in values.items() if value != 0}
+    for case, listed in manifest["cases"].items():
+        if not isinstance(listed, list):
+            problems.append(f"case {case!r}: expected a list of label names or values, got {listed!r}")
+            continue
+        row = np.zeros(len(names), dtype=bool)
+        for label in listed:
+            if isinstance(label, str) and label in foreground:
+                row[foreground[label]] = True
+            elif isinstance(label, int) and not isinstance(label, bool) and label in foreground.values():
+                row[label] = True
+            else:
+                problems.append(
+                    f"case {case!r}: unknown label {label!r} (foreground labels: "
+                    f"{', '.join(f'{n}={v}' for n, v in foreground.items())}; background is implied)"
+                )
+        row[0] = row[1:].all()
+        rows[str(case)] = row
+    if case_ids is not None:
+        known = {str(c) for c in case_ids}
+        strangers = sorted(set(rows) - known)
+        if strangers:
+            problems.append(f"case ids not in the dataset: {', '.join(strangers)}")
+        if complete is True:
+            missing = sorted(known - set(rows))
+            if missing:
+                problems.append(f"'complete' is true but these cases are not listed: {', '.join(missing)}")
+    if problems:
+        raise ManifestError(
+            f"invalid '{MANIFEST_KEY}' in dataset.json ({len(problems)} problem{'s' * (len(problems) > 1)}):\n  - "
+            + "\n  - ".join(problems)
+        )
+    return AnnotationTable(names, rows)
