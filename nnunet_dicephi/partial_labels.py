@@ -130,7 +130,7 @@ def load_manifest(dataset_json: dict, case_ids: Iterable[str] | None = None) -> 
         if strangers:
             problems.append(f"case ids not in the dataset: {', '.join(strangers)}")
         if complete is True:
-            missing = sorted(known - set(rows))
+            missing = sorted(known - {str(c) for c in manifest["cases"]})
             if missing:
                 problems.append(f"'complete' is true but these cases are not listed: {', '.join(missing)}")
     if problems:

@@ -1,0 +1,77 @@
+"""The exact expected patch volume equals sampling with nnU-Net's own crop code."""
+
+import numpy as np
+import pytest
+from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
+
+from nnunet_dicephi.statistics import SamplingModel, case_expected_volume, window_sums
+
+
+def _nnunet_sampler(model: SamplingModel):
+    """nnU-Net's real get_bbox and oversampling rule on a loader object built without a dataset."""
+    loader = object.__new__(nnUNetDataLoader)
+    loader.patch_size = model.initial_patch_size
+    loader.final_patch_size = model.patch_size
+    loader.need_to_pad = (np.array(model.initial_patch_size) - np.array(model.patch_size)).astype(int)
+    loader.has_ignore = model.ignore_label is not None
+    loader.batch_size = model.batch_size
+    loader.oversample_foreground_percent = model.oversample_foreground_percent
+    return loader
+
+
+def _simulate(seg, labels, model, draws, seed):
+    rng = np.random.default_rng(seed)
+    np.random.seed(seed)
+    loader = _nnunet_sampler(model)
+    locations = {c: np.argwhere(seg == c) for c in labels}
+    class_locations = {c: np.concatenate([np.zeros((len(v), 1), int), v], 1) for c, v in locations.items()}
+    offset = (np.array(model.initial_patch_size) - np.array(model.patch_size)) // 2
+    total = np.zeros(len(labels))
+    for i in range(draws):
+        forced = loader._oversample_last_XX_percent(i % model.batch_size)
+        lbs, _ = loader.get_bbox(np.array(seg.shape), forced, class_locations)
+        start = np.array(lbs) + offset
+        window = tuple(slice(max(s, 0), max(s + p, 0)) for s, p in zip(start, model.patch_size))
+        crop = seg[window]
+        total += [(crop == c).sum() for c in labels]
+    del rng
+    return total / draws
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        SamplingModel((1, 12, 14), (1, 18, 20), batch_size=2, oversample_foreground_percent=0.33),
+        SamplingModel((1, 12, 14), (1, 12, 14), batch_size=4, oversample_foreground_percent=0.5),
+        SamplingModel((6, 8, 8), (8, 10, 12), batch_size=3, oversample_foreground_percent=0.33),
+        SamplingModel((1, 40, 40), (1, 48, 48), batch_size=2, oversample_foreground_percent=0.33),  # patch > case
+    ],
+)
+def test_matches_nnunet_sampling(model):
+    rng = np.random.default_rng(1)
+    shape = (1, 24, 30) if model.patch_size[0] == 1 else (10, 16, 18)
+    seg = np.zeros(shape, np.int16)
+    seg[..., 2:7, 3:9] = 1
+    seg[..., 15:20, 20:27] = 2
+    seg[..., 11:13, 1:3] = 1
+    seg[rng.random(shape) < 0.01] = 1
+    exact = case_expected_volume(seg, [(1,), (2,)], model)
+    simulated = _simulate(seg, [1, 2], model, draws=6000, seed=2)
+    assert np.allclose(exact, simulated, rtol=0.05, atol=0.3), (exact, simulated)
+
+
+def test_window_sums_brute_force():
+    rng = np.random.default_rng(0)
+    volume = rng.integers(0, 2, (5, 6, 7))
+    window, starts = (2, 3, 4), [(-1, 4), (-2, 5), (0, 4)]
+    sums = window_sums(volume, window, starts)
+    padded = np.pad(volume, 10)
+    for index in np.ndindex(sums.shape):
+        s = [lo + i + 10 for (lo, _), i in zip(starts, index)]
+        assert sums[index] == padded[s[0] : s[0] + 2, s[1] : s[1] + 3, s[2] : s[2] + 4].sum()
+
+
+def test_case_without_foreground_falls_back_to_random_patches():
+    seg = np.zeros((1, 10, 10), np.int16)
+    model = SamplingModel((1, 4, 4), (1, 4, 4), batch_size=2, oversample_foreground_percent=1.0)
+    assert case_expected_volume(seg, [(1,)], model).tolist() == [0.0]
