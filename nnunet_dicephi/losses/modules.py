@@ -29,6 +29,7 @@ from ._validation import (
     check_probability,
     check_probs,
 )
+from .distributed import gather_annotated, gather_map_sums
 from .lovasz import lovasz_softmax_loss
 from .mime import _check_constant, mime_from_sums
 from .overlap import (
@@ -154,9 +155,19 @@ class _OverlapLoss(SegmentationLoss):
 
     squared = False
 
-    def __init__(self, *, phi: str = "I", eps_nr: Epsilon = 1e-7, eps_dr: Epsilon | None = None, **base) -> None:
+    def __init__(
+        self,
+        *,
+        phi: str = "I",
+        eps_nr: Epsilon = 1e-7,
+        eps_dr: Epsilon | None = None,
+        distributed: bool = False,
+        **base,
+    ) -> None:
         super().__init__(**base)
         self.phi = check_phi(phi)
+        self.distributed = bool(distributed)
+        """Gather the map sums of all processes first (see :mod:`~nnunet_dicephi.losses.distributed`)."""
         self._store_eps("eps_nr", eps_nr)
         self._store_eps("eps_dr", eps_nr if eps_dr is None else eps_dr)
 
@@ -173,6 +184,12 @@ class _OverlapLoss(SegmentationLoss):
         sums = map_sums(
             prepared.probs, prepared.target, squared=self.squared, voxel_mask=prepared.voxel_mask, validate=False
         )
+        if self.distributed:
+            if annotated is None:
+                batch, classes = sums.intersection.shape
+                annotated = torch.ones((batch, classes), dtype=torch.bool, device=sums.intersection.device)
+            sums = gather_map_sums(sums)
+            annotated = gather_annotated(annotated)
         return self.loss_from_sums(sums, annotated)
 
     def loss_from_sums(self, sums: MapSums, annotated: Tensor | None) -> Tensor:

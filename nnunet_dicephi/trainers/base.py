@@ -60,7 +60,14 @@ class DeepSupervisedLoss(nn.Module):
 
 
 def build_level_loss(
-    config: LossConfig, *, eps_nr, eps_dr, has_regions: bool, ignore_label: int | None, mime: tuple | None = None
+    config: LossConfig,
+    *,
+    eps_nr,
+    eps_dr,
+    has_regions: bool,
+    ignore_label: int | None,
+    mime: tuple | None = None,
+    distributed: bool = False,
 ) -> nn.Module:
     """The loss module for one output, from the configuration and that output's ε.
 
@@ -74,7 +81,9 @@ def build_level_loss(
         "include_background": True if has_regions else config.include_background,
         "ignore_label": ignore_label,
     }
-    overlap = {"phi": config.phi, "eps_nr": eps_nr, "eps_dr": eps_dr, **common}
+    # under DDP the overlap losses gather every process's map sums, so Φ is global (Lovász stays per
+    # process: its sorting does not decompose into sums)
+    overlap = {"phi": config.phi, "eps_nr": eps_nr, "eps_dr": eps_dr, "distributed": distributed, **common}
     if config.loss == "Dice":
         region = L.DiceLoss(**overlap)
     elif config.loss == "VNetDice":
@@ -94,7 +103,7 @@ def build_level_loss(
     elif config.loss == "Mime":
         if mime is None:
             raise ValueError("the Mime loss needs its constants a, b from the dataset statistics")
-        region = L.MimeLoss(a=mime[0], b=mime[1], **common)
+        region = L.MimeLoss(a=mime[0], b=mime[1], distributed=distributed, **common)
     else:  # LossConfig validates the name; this is unreachable
         raise AssertionError(config.loss)
     return L.DiceCELoss(region) if config.ce else region
@@ -237,6 +246,7 @@ class DicePhiTrainer(nnUNetTrainer):
                 has_regions=lm.has_regions,
                 ignore_label=lm.ignore_label,
                 mime=mime,
+                distributed=self.is_ddp,
             )
             for scale in self._level_scales()
         ]
