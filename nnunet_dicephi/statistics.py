@@ -88,47 +88,144 @@ def window_sums(indicator: np.ndarray, window: Sequence[int], starts: Sequence[t
     return out
 
 
-def case_expected_volume(seg: np.ndarray, channels: Sequence[Sequence[int]], model: SamplingModel) -> np.ndarray:
-    """Expected labelled voxels of each channel in one training patch drawn from this case."""
-    shape = np.array(seg.shape)
+def _crop_geometry(shape: np.ndarray, model: SamplingModel):
+    """nnU-Net's ``get_bbox`` bounds: lowest/highest initial-patch start, and the centre-crop offset."""
     patch, initial = np.array(model.patch_size), np.array(model.initial_patch_size)
     need = np.maximum(initial - patch, 0)
     need = np.where(need + shape < initial, initial - shape, need)
     lbs = -(need // 2)
     ubs = shape + need // 2 + need % 2 - initial
     offset = (initial - patch) // 2  # the network's patch is the centre crop of the initial one
-    # forced starts are never clamped from above by nnU-Net, so cover every voxel's start as well
-    hi = np.maximum(ubs, shape - 1 - initial // 2)
-    starts = [(int(lo + o), int(h + o)) for lo, h, o in zip(lbs, hi, offset)]
+    return patch, initial, lbs, ubs, offset
 
-    present = [np.isin(seg, labels) for labels in channels]
-    sums = [window_sums(mask, patch, starts) for mask in present]
-    random_box = tuple(slice(0, int(u - lo + 1)) for u, lo in zip(ubs, lbs))
 
-    def at_voxels(table: np.ndarray, voxels: np.ndarray) -> np.ndarray:
-        start = np.maximum(voxels - initial // 2, lbs) + offset
-        index = tuple((start - np.array([s[0] for s in starts])).T)
-        return table[index]
+def _random_start_weights(length: int, size: int, lo: int, hi: int) -> np.ndarray:
+    """Share of uniformly drawn window starts in [lo, hi] whose window [s, s + size) covers each voxel."""
+    x = np.arange(length)
+    covered = np.minimum(x, hi) - np.maximum(x - size + 1, lo) + 1
+    return np.clip(covered, 0, None) / (hi - lo + 1)
 
+
+def _box_counts(table: np.ndarray, origin: np.ndarray, starts: np.ndarray, size: np.ndarray) -> np.ndarray:
+    """Voxels of each channel in the boxes [start, start + size), from stacked summed-area tables.
+
+    ``table`` is ``(K, *crop + 1)`` along the axes where the box is wider than one voxel and
+    ``(K, *crop)`` along the others (no cumulative sum is needed there), as built by
+    :func:`_summed_area`; ``origin`` is the crop's position in the case.
+    """
+    crop = np.array(table.shape[1:]) - (size > 1)
+    low = starts - origin
+    inside = np.all((low < crop) & (low + size > 0), axis=1)
+    high = np.clip(low + size, 0, crop)
+    low = np.clip(low, 0, crop)
+    wide = [d for d in range(len(size)) if size[d] > 1]
+    counts = np.zeros((table.shape[0], len(starts)))
+    for corner in np.ndindex(*(2,) * len(wide)):
+        index = [np.minimum(low[:, d], crop[d] - 1) for d in range(len(size))]
+        for bit, d in zip(corner, wide):
+            index[d] = high[:, d] if bit else low[:, d]
+        sign = (-1) ** (len(wide) - sum(corner))
+        counts += sign * table[(slice(None), *index)]
+    return counts * inside
+
+
+def _summed_area(indicators: np.ndarray, size: np.ndarray) -> np.ndarray:
+    """Cumulative sums, with a leading zero, along the axes where the box is wider than one voxel."""
+    table = indicators.astype(np.int32)
+    for d in range(len(size)):
+        if size[d] > 1:
+            pad = [(0, 0)] * table.ndim
+            pad[d + 1] = (1, 0)
+            table = np.cumsum(np.pad(table, pad), axis=d + 1, dtype=np.int32)
+    return table
+
+
+def case_expected_volume(
+    seg: np.ndarray,
+    channels: Sequence[Sequence[int]],
+    model: SamplingModel,
+    class_locations: dict | None = None,
+) -> np.ndarray:
+    """Expected labelled voxels of each channel in one training patch drawn from this case.
+
+    Args:
+        seg: the case's preprocessed label map (spatial axes only).
+        channels: label values making up each channel (one label, or a region's labels).
+        model: how nnU-Net samples patches.
+        class_locations: nnU-Net's stored foreground locations (``properties['class_locations']``),
+            which forced patches are centred on; derived from ``seg`` when not given.
+    """
+    shape = np.array(seg.shape)
+    patch, initial, lbs, ubs, offset = _crop_geometry(shape, model)
+    labels_of = [np.asarray(c) for c in channels]
     if model.ignore_label is not None:
-        centres = np.argwhere(seg != model.ignore_label)
-        random = np.array([at_voxels(t, centres).mean() if len(centres) else t[random_box].mean() for t in sums])
-    else:
-        random = np.array([t[random_box].mean() for t in sums])
+        return _case_expected_volume_dense(seg, channels, model)
 
-    eligible = [np.argwhere(mask) for mask in present]
-    eligible = [voxels for voxels in eligible if len(voxels)]
-    if eligible:
-        forced = np.array([np.mean([at_voxels(t, voxels).mean() for voxels in eligible]) for t in sums])
-    else:
+    all_labels = np.concatenate(labels_of)
+    contiguous = sorted(all_labels.tolist()) == list(range(1, int(all_labels.max()) + 1))
+    foreground = seg > 0 if contiguous else np.isin(seg, all_labels)  # labels 1..K are everything above 0
+    # find the foreground's bounding box with cheap projections, then list voxels inside it only
+    box = []
+    for d in range(seg.ndim):
+        present = np.flatnonzero(foreground.any(axis=tuple(a for a in range(seg.ndim) if a != d)))
+        box.append(slice(int(present[0]), int(present[-1]) + 1) if len(present) else slice(0, 0))
+    box = tuple(box)
+    inner = np.nonzero(foreground[box])
+    coords = tuple(c + b.start for c, b in zip(inner, box))
+    values = seg[box][inner]
+    # random patches: voxel x is in the patch with a probability that factorises over the axes
+    weight = np.ones(len(values))
+    for d, axis_coords in enumerate(coords):
+        share = _random_start_weights(int(shape[d]), int(patch[d]), int(lbs[d] + offset[d]), int(ubs[d] + offset[d]))
+        weight = weight * share[axis_coords]
+    random = np.array([weight[np.isin(values, labels)].sum() for labels in labels_of])
+
+    # forced patches: centred on a stored location of a class drawn uniformly among those present
+    if class_locations is None:
+        class_locations = {
+            (tuple(labels.tolist()) if labels.size > 1 else int(labels[0])): np.argwhere(np.isin(seg, labels))
+            for labels in labels_of
+        }
+    eligible = [np.asarray(v)[:, -len(shape) :] for v in class_locations.values() if len(v)]
+    if not eligible or not len(values):
         forced = random
+    else:
+        origin = np.array([b.start for b in box])
+        cropped = seg[box]
+        table = _summed_area(np.stack([np.isin(cropped, labels) for labels in labels_of]), patch)
+        per_class = []
+        for centres in eligible:
+            starts = np.maximum(centres - initial // 2, lbs) + offset
+            per_class.append(_box_counts(table, origin, starts, patch).mean(1))
+        forced = np.mean(per_class, axis=0)
     share = model.forced_share
     return (1 - share) * random + share * forced
 
 
-def expected_volumes(segmentations, channels: Sequence[Sequence[int]], model: SamplingModel) -> np.ndarray:
-    """Mean over cases of :func:`case_expected_volume`; ``segmentations`` yields label arrays."""
-    per_case = [case_expected_volume(np.asarray(seg), channels, model) for seg in segmentations]
+def _case_expected_volume_dense(seg: np.ndarray, channels: Sequence[Sequence[int]], model: SamplingModel):
+    """With an ignore label nnU-Net centres random patches on any annotated voxel: window sums everywhere."""
+    shape = np.array(seg.shape)
+    patch, initial, lbs, ubs, offset = _crop_geometry(shape, model)
+    hi = np.maximum(ubs, shape - 1 - initial // 2)
+    starts = [(int(lo + o), int(h + o)) for lo, h, o in zip(lbs, hi, offset)]
+    sums = [window_sums(np.isin(seg, labels), patch, starts) for labels in channels]
+
+    def at_voxels(table: np.ndarray, voxels: np.ndarray) -> np.ndarray:
+        start = np.maximum(voxels - initial // 2, lbs) + offset
+        return table[tuple((start - np.array([s[0] for s in starts])).T)]
+
+    centres = np.argwhere(seg != model.ignore_label)
+    random_box = tuple(slice(0, int(u - lo + 1)) for u, lo in zip(ubs, lbs))
+    random = np.array([at_voxels(t, centres).mean() if len(centres) else t[random_box].mean() for t in sums])
+    eligible = [v for v in (np.argwhere(np.isin(seg, labels)) for labels in channels) if len(v)]
+    forced = np.array([np.mean([at_voxels(t, v).mean() for v in eligible]) for t in sums]) if eligible else random
+    share = model.forced_share
+    return (1 - share) * random + share * forced
+
+
+def expected_volumes(cases, channels: Sequence[Sequence[int]], model: SamplingModel) -> np.ndarray:
+    """Mean over cases of :func:`case_expected_volume`; ``cases`` yields ``(seg, class_locations)``."""
+    per_case = [case_expected_volume(np.asarray(seg), channels, model, locations) for seg, locations in cases]
     if not per_case:
         raise ValueError("no training cases to compute dataset statistics from")
     return np.mean(per_case, axis=0)
@@ -143,17 +240,19 @@ def output_channels(label_manager) -> tuple[tuple[str, ...], list[tuple[int, ...
     return tuple(str(v) for v in labels), [(v,) for v in labels], True
 
 
-def compute_statistics(case_segmentations, label_manager, model: SamplingModel) -> DatasetStatistics:
-    """Statistics over the given cases' segmentations (iterable of ``(1, *shape)`` or ``shape`` arrays)."""
+def compute_statistics(cases, label_manager, model: SamplingModel) -> DatasetStatistics:
+    """Statistics over cases given as ``(seg, class_locations or None)``; seg ``(1, *shape)`` or ``shape``."""
     names, label_sets, has_background = output_channels(label_manager)
     patch_voxels = int(np.prod(model.patch_size))
-    segs = (np.asarray(s)[0] if np.ndim(s) == len(model.patch_size) + 1 else np.asarray(s) for s in case_segmentations)
-    segs = list(segs)
+    dims = len(model.patch_size)
+    prepared = [
+        (np.asarray(seg)[0] if np.ndim(seg) == dims + 1 else np.asarray(seg), locations) for seg, locations in cases
+    ]
     foreground = label_sets[1:] if has_background else label_sets
-    volume = expected_volumes(segs, foreground, model)
+    volume = expected_volumes(prepared, foreground, model)
     if has_background:
         volume = np.concatenate(([patch_voxels - volume.sum()], volume))
-    return DatasetStatistics(names, tuple(float(v) for v in volume), patch_voxels, len(segs))
+    return DatasetStatistics(names, tuple(float(v) for v in volume), patch_voxels, len(prepared))
 
 
 def cached(path: str, key: str, compute) -> tuple[DatasetStatistics, bool]:

@@ -22,12 +22,14 @@ def _blob(shape: tuple[int, ...], rng: np.random.Generator, radius: float) -> np
     return dist2 <= 1.0
 
 
-def make_case(shape: tuple[int, ...], rng: np.random.Generator, kinds: tuple[int, ...]) -> tuple:
-    """One image and its label map with one blob of each kind in ``kinds``."""
+def make_case(
+    shape: tuple[int, ...], rng: np.random.Generator, kinds: tuple[int, ...], radius: float | None = None
+) -> tuple:
+    """One image and its label map with one blob of each kind in ``kinds`` (radius in voxels)."""
     image = rng.normal(0.0, 0.3, shape).astype(np.float32)
     labels = np.zeros(shape, dtype=np.uint8)
     for kind in kinds:
-        mask = _blob(shape, rng, radius=min(shape[1:]) / 5) & (labels == 0)
+        mask = _blob(shape, rng, radius=radius or min(shape[1:]) / 5) & (labels == 0)
         labels[mask] = kind
         image[mask] += 2.0 if kind == 1 else -2.0
     return image, labels
@@ -42,6 +44,7 @@ def write_dataset(
     shape: tuple[int, int, int] = (4, 40, 40),
     seed: int = 0,
     unannotated: dict[int, tuple[str, ...]] | None = None,
+    blob_radius: float | None = None,
     extra_json: dict | None = None,
 ) -> Path:
     """Write ``Dataset{id:03d}_{name}`` into ``raw_root``; returns its folder.
@@ -66,7 +69,7 @@ def write_dataset(
         names = {"bright": 1, "dark": 2}
         manifest = {}
         for index in range(cases):
-            image, labels = make_case(shape, rng, (1, 2))
+            image, labels = make_case(shape, rng, (1, 2), blob_radius)
             case = f"case_{index:03d}"
             missing = (unannotated or {}).get(index, ())
             if missing:

@@ -190,8 +190,13 @@ class DicePhiTrainer(nnUNetTrainer):
 
         def compute() -> statistics.DatasetStatistics:
             dataset = self.dataset_class(self.preprocessed_dataset_folder, train_keys)
-            segs = (dataset.load_case(k)[1][:] for k in dataset.identifiers)
-            return statistics.compute_statistics(segs, self.label_manager, model)
+
+            def cases():
+                for key in dataset.identifiers:
+                    _, seg, _, properties = dataset.load_case(key)
+                    yield seg[:], properties.get("class_locations")
+
+            return statistics.compute_statistics(cases(), self.label_manager, model)
 
         path = os.path.join(self.preprocessed_dataset_folder_base, STATISTICS_FILE)
         stats, _ = statistics.cached(path, key, compute)

@@ -35,7 +35,7 @@ def _simulate(seg, labels, model, draws, seed):
         crop = seg[window]
         total += [(crop == c).sum() for c in labels]
     del rng
-    return total / draws
+    return total / draws, class_locations
 
 
 @pytest.mark.parametrize(
@@ -55,8 +55,10 @@ def test_matches_nnunet_sampling(model):
     seg[..., 15:20, 20:27] = 2
     seg[..., 11:13, 1:3] = 1
     seg[rng.random(shape) < 0.01] = 1
-    exact = case_expected_volume(seg, [(1,), (2,)], model)
-    simulated = _simulate(seg, [1, 2], model, draws=6000, seed=2)
+    simulated, class_locations = _simulate(seg, [1, 2], model, draws=6000, seed=2)
+    exact = case_expected_volume(seg, [(1,), (2,)], model, class_locations)
+    derived = case_expected_volume(seg, [(1,), (2,)], model)  # locations derived from seg: the same here
+    assert np.allclose(exact, derived)
     assert np.allclose(exact, simulated, rtol=0.05, atol=0.3), (exact, simulated)
 
 
