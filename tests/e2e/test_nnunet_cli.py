@@ -50,6 +50,13 @@ def test_train_and_predict_with_a_parametric_trainer(nnunet_env):
     assert record["eps_per_level"][0]["eps_nr"] == pytest.approx(1e-5)
     assert record["eps_per_level"][1]["eps_nr"] == pytest.approx(1e-5 / 4)
 
+    # --val re-runs the final validation from the checkpoint; find_best_configuration reads the results
+    (fold / "validation" / "summary.json").unlink()
+    run(env, "nnUNetv2_train", "901", "2d", "0", "-tr", name, "-device", "cpu", "--val")
+    assert (fold / "validation" / "summary.json").is_file()
+    run(env, "nnUNetv2_find_best_configuration", "901", "-c", "2d", "-tr", name, "-f", "0", "--disable_ensembling")
+    assert (root / "results" / "Dataset901_Blobs" / "inference_instructions.txt").is_file()
+
     images = root / "raw" / "Dataset901_Blobs" / "imagesTr"
     out = root / "predicted"
     run(
