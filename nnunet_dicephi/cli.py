@@ -41,7 +41,6 @@ def _stats(args: argparse.Namespace) -> int:
         trainer = get_trainer_from_args(
             str(args.dataset), args.configuration, fold, args.trainer, args.plans, device=torch.device("cpu")
         )
-        trainer._set_batch_size_and_oversample()
         stats = trainer.dataset_statistics()
     a, b = stats.mime_constants()
     scales = trainer._level_scales()

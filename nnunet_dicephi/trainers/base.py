@@ -123,6 +123,9 @@ class DicePhiTrainer(nnUNetTrainer):
         device: torch.device = torch.device("cuda"),  # noqa: B008 - nnU-Net's own signature
     ) -> None:
         super().__init__(plans, configuration, fold, dataset_json, device)
+        # under DDP nnU-Net splits batch size and oversampling share per rank; the statistics model
+        # the global batch, so every rank derives the same ε
+        self._global_oversample_foreground_percent = self.oversample_foreground_percent
         config = self.loss_config
         if config.epochs is not None:
             self.num_epochs = config.epochs
@@ -165,8 +168,8 @@ class DicePhiTrainer(nnUNetTrainer):
         return statistics.SamplingModel(
             patch_size=patch,
             initial_patch_size=initial,
-            batch_size=int(self.batch_size),
-            oversample_foreground_percent=float(self.oversample_foreground_percent),
+            batch_size=int(self.configuration_manager.batch_size),
+            oversample_foreground_percent=float(self._global_oversample_foreground_percent),
             ignore_label=self.label_manager.ignore_label,
         )
 
