@@ -11,6 +11,16 @@ from nnunet_dicephi.losses import DiceCELoss, DiceLoss
 # nnU-Net's Dice returns −mean(sDSC); ours is 1 − mean(sDSC), the paper's DL. Same gradient.
 
 
+def _assert_same(theirs, ours, logits, target):
+    """Same gradient, and our value is nnU-Net's plus 1."""
+    x1, x2 = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    a, b = theirs(x1, target), ours(x2, target)
+    a.backward()
+    b.backward()
+    assert abs((a.item() + 1.0) - b.item()) < 1e-6
+    assert torch.allclose(x1.grad, x2.grad, rtol=1e-5, atol=1e-9)
+
+
 def _case(classes=4, ignore=False, seed=0):
     g = torch.Generator().manual_seed(seed)
     logits = torch.randn(3, classes, 9, 10, 6, generator=g)
@@ -36,12 +46,7 @@ def test_dice_and_ce_equal_nnunet(batch_dice, do_bg, smooth, ignore):
     ours = DiceCELoss(
         DiceLoss(phi="BI" if batch_dice else "I", eps_nr=smooth, include_background=do_bg, ignore_label=ignore_label)
     )
-    x1, x2 = logits.clone().requires_grad_(), logits.clone().requires_grad_()
-    a, b = theirs(x1, labels), ours(x2, labels)
-    a.backward()
-    b.backward()
-    assert abs((a.item() + 1.0) - b.item()) < 1e-6
-    assert torch.allclose(x1.grad, x2.grad, rtol=1e-5, atol=1e-9)
+    _assert_same(theirs, ours, logits, labels)
 
 
 @pytest.mark.parametrize("batch_dice", [False, True])
@@ -53,12 +58,7 @@ def test_dice_alone_equals_memory_efficient_soft_dice(batch_dice, do_bg, smooth)
         apply_nonlin=softmax_helper_dim1, batch_dice=batch_dice, do_bg=do_bg, smooth=smooth, ddp=False
     )
     ours = DiceLoss(phi="BI" if batch_dice else "I", eps_nr=smooth, include_background=do_bg)
-    x1, x2 = logits.clone().requires_grad_(), logits.clone().requires_grad_()
-    a, b = theirs(x1, labels), ours(x2, labels)
-    a.backward()
-    b.backward()
-    assert abs((a.item() + 1.0) - b.item()) < 1e-6
-    assert torch.allclose(x1.grad, x2.grad, rtol=1e-5, atol=1e-9)
+    _assert_same(theirs, ours, logits, labels)
 
 
 @pytest.mark.parametrize("batch_dice", [False, True])
@@ -85,9 +85,4 @@ def test_region_training_equals_dc_and_bce(batch_dice, ignore):
         ),
         weight_ce=3.0 if ignore else 1.0,
     )
-    x1, x2 = logits.clone().requires_grad_(), logits.clone().requires_grad_()
-    a, b = theirs(x1, target), ours(x2, target)
-    a.backward()
-    b.backward()
-    assert abs((a.item() + 1.0) - b.item()) < 1e-6
-    assert torch.allclose(x1.grad, x2.grad, rtol=1e-5, atol=1e-9)
+    _assert_same(theirs, ours, logits, target)
