@@ -190,14 +190,26 @@ def case_expected_volume(
     if not eligible or not len(values):
         forced = random
     else:
-        origin = np.array([b.start for b in box])
-        cropped = seg[box]
-        table = _summed_area(np.stack([np.isin(cropped, labels) for labels in labels_of]), patch)
-        per_class = []
-        for centres in eligible:
-            starts = np.maximum(centres - initial // 2, lbs) + offset
-            per_class.append(_box_counts(table, origin, starts, patch).mean(1))
-        forced = np.mean(per_class, axis=0)
+        # one summed-area table per channel, on that channel's own bounding box (lesions are small)
+        tables = []
+        for labels in labels_of:
+            member = np.isin(values, labels)
+            if not member.any():
+                tables.append(None)
+                continue
+            points = np.stack([c[member] for c in coords], 1)
+            origin = points.min(0)
+            crop = tuple(slice(int(o), int(e) + 1) for o, e in zip(origin, points.max(0)))
+            tables.append((_summed_area(np.isin(seg[crop], labels)[None], patch), origin))
+        starts_per_class = [np.maximum(centres - initial // 2, lbs) + offset for centres in eligible]
+        forced = np.array(
+            [
+                0.0
+                if entry is None
+                else np.mean([_box_counts(entry[0], entry[1], starts, patch)[0].mean() for starts in starts_per_class])
+                for entry in tables
+            ]
+        )
     share = model.forced_share
     return (1 - share) * random + share * forced
 
