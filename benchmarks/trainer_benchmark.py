@@ -107,7 +107,7 @@ def statistics_ratio(configuration: str, repeats: int = 3) -> None:
         def cases():
             for key in dataset.identifiers:
                 _, seg, _, properties = dataset.load_case(key)
-                yield seg[:], properties.get("class_locations")
+                yield seg, properties.get("class_locations")
 
         return stats.compute_statistics(cases(), trainer.label_manager, model)
 
@@ -131,13 +131,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--iterations", type=int, default=30)
+    parser.add_argument("--shape", type=int, nargs=3, default=(24, 96, 96), help="case size (z y x)")
+    parser.add_argument("--radius", type=float, default=8, help="lesion radius in voxels")
+    parser.add_argument("--skip-iteration", action="store_true", help="only the statistics measurement")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        # lesion-like foreground: two spheres of radius 8 per case (about 2 % of the voxels)
-        prepare(root, cases=10, shape=(24, 96, 96), configuration="2d", radius=8)
+        # lesion-like foreground: two spheres per case (radius 8 in 24×96×96: about 2 % of the voxels)
+        prepare(root, cases=10, shape=tuple(args.shape), configuration="2d", radius=args.radius)
         print("| measurement | this project | reference | ratio |\n|---|---|---|---|")
-        iteration_ratio("2d", args.device, args.iterations)
+        if not args.skip_iteration:
+            iteration_ratio("2d", args.device, args.iterations)
         statistics_ratio("2d")
 
 

@@ -116,16 +116,20 @@ def _box_counts(table: np.ndarray, origin: np.ndarray, starts: np.ndarray, size:
     crop = np.array(table.shape[1:]) - (size > 1)
     low = starts - origin
     inside = np.all((low < crop) & (low + size > 0), axis=1)
-    high = np.clip(low + size, 0, crop)
-    low = np.clip(low, 0, crop)
+    high = np.minimum(np.maximum(low + size, 0), crop)
+    low = np.minimum(np.maximum(low, 0), crop)
     wide = [d for d in range(len(size)) if size[d] > 1]
-    counts = np.zeros((table.shape[0], len(starts)))
+    narrow = {d: np.minimum(low[:, d], crop[d] - 1) for d in range(len(size)) if size[d] == 1}
+    counts = np.zeros((table.shape[0], len(starts)), dtype=np.int64)
     for corner in np.ndindex(*(2,) * len(wide)):
-        index = [np.minimum(low[:, d], crop[d] - 1) for d in range(len(size))]
+        picked = dict(narrow)
         for bit, d in zip(corner, wide):
-            index[d] = high[:, d] if bit else low[:, d]
-        sign = (-1) ** (len(wide) - sum(corner))
-        counts += sign * table[(slice(None), *index)]
+            picked[d] = high[:, d] if bit else low[:, d]
+        values = table[(slice(None), *(picked[d] for d in range(len(size))))]
+        if (len(wide) - sum(corner)) % 2:
+            counts -= values
+        else:
+            counts += values
     return counts * inside
 
 
@@ -140,8 +144,54 @@ def _summed_area(indicators: np.ndarray, size: np.ndarray) -> np.ndarray:
     return table
 
 
+LOCATION_CAP = 10000
+"""nnU-Net stores every voxel of a class with fewer voxels than this, a subsample of the others."""
+
+
+def _location_key(labels: np.ndarray):
+    return tuple(int(v) for v in labels) if labels.size > 1 else int(labels[0])
+
+
+def _spatial(seg) -> tuple[int, ...]:
+    return tuple(seg.shape[1:]) if len(seg.shape) == 4 else tuple(seg.shape)
+
+
+def _read(seg) -> np.ndarray:
+    return np.asarray(seg[0] if len(seg.shape) == 4 else seg[...])
+
+
+def _channel_points(seg, labels_of: list[np.ndarray], class_locations: dict | None) -> list[np.ndarray]:
+    """Coordinates of every voxel of each channel.
+
+    Taken from nnU-Net's stored class locations when they are complete (fewer than
+    :data:`LOCATION_CAP` voxels), which avoids decompressing the segmentation; read from it otherwise.
+    """
+    if class_locations is not None:
+        stored = [class_locations.get(_location_key(labels)) for labels in labels_of]
+        if all(v is not None and len(v) < LOCATION_CAP for v in stored):
+            dims = len(_spatial(seg))
+            return [
+                np.asarray(v, dtype=np.int64).reshape(-1, np.shape(v)[-1] if len(v) else dims + 1)[:, -dims:]
+                for v in stored
+            ]
+    array = _read(seg)
+    all_labels = np.concatenate(labels_of)
+    contiguous = sorted(all_labels.tolist()) == list(range(1, int(all_labels.max()) + 1))
+    foreground = array > 0 if contiguous else np.isin(array, all_labels)  # labels 1..K: everything above 0
+    # the foreground's bounding box from cheap projections, then list voxels inside it only
+    box = []
+    for d in range(array.ndim):
+        present = np.flatnonzero(foreground.any(axis=tuple(a for a in range(array.ndim) if a != d)))
+        box.append(slice(int(present[0]), int(present[-1]) + 1) if len(present) else slice(0, 0))
+    box = tuple(box)
+    inner = np.nonzero(foreground[box])
+    points = np.stack([c + b.start for c, b in zip(inner, box)], 1)
+    values = array[box][inner]
+    return [points[np.isin(values, labels)] for labels in labels_of]
+
+
 def case_expected_volume(
-    seg: np.ndarray,
+    seg,
     channels: Sequence[Sequence[int]],
     model: SamplingModel,
     class_locations: dict | None = None,
@@ -149,67 +199,48 @@ def case_expected_volume(
     """Expected labelled voxels of each channel in one training patch drawn from this case.
 
     Args:
-        seg: the case's preprocessed label map (spatial axes only).
+        seg: the case's preprocessed label map, ``shape`` or ``(1, *shape)``; may be nnU-Net's lazy
+            blosc2 array, which is decompressed only when the stored locations do not suffice.
         channels: label values making up each channel (one label, or a region's labels).
         model: how nnU-Net samples patches.
         class_locations: nnU-Net's stored foreground locations (``properties['class_locations']``),
             which forced patches are centred on; derived from ``seg`` when not given.
     """
-    shape = np.array(seg.shape)
+    shape = np.array(_spatial(seg))
     patch, initial, lbs, ubs, offset = _crop_geometry(shape, model)
-    labels_of = [np.asarray(c) for c in channels]
+    labels_of = [np.atleast_1d(np.asarray(c)) for c in channels]
     if model.ignore_label is not None:
-        return _case_expected_volume_dense(seg, channels, model)
+        return _case_expected_volume_dense(_read(seg), channels, model)
+    points = _channel_points(seg, labels_of, class_locations)
 
-    all_labels = np.concatenate(labels_of)
-    contiguous = sorted(all_labels.tolist()) == list(range(1, int(all_labels.max()) + 1))
-    foreground = seg > 0 if contiguous else np.isin(seg, all_labels)  # labels 1..K are everything above 0
-    # find the foreground's bounding box with cheap projections, then list voxels inside it only
-    box = []
-    for d in range(seg.ndim):
-        present = np.flatnonzero(foreground.any(axis=tuple(a for a in range(seg.ndim) if a != d)))
-        box.append(slice(int(present[0]), int(present[-1]) + 1) if len(present) else slice(0, 0))
-    box = tuple(box)
-    inner = np.nonzero(foreground[box])
-    coords = tuple(c + b.start for c, b in zip(inner, box))
-    values = seg[box][inner]
     # random patches: voxel x is in the patch with a probability that factorises over the axes
-    weight = np.ones(len(values))
-    for d, axis_coords in enumerate(coords):
-        share = _random_start_weights(int(shape[d]), int(patch[d]), int(lbs[d] + offset[d]), int(ubs[d] + offset[d]))
-        weight = weight * share[axis_coords]
-    random = np.array([weight[np.isin(values, labels)].sum() for labels in labels_of])
+    shares = [
+        _random_start_weights(int(shape[d]), int(patch[d]), int(lbs[d] + offset[d]), int(ubs[d] + offset[d]))
+        for d in range(len(shape))
+    ]
+    random = np.array([np.prod([shares[d][p[:, d]] for d in range(len(shape))], axis=0).sum() for p in points])
 
     # forced patches: centred on a stored location of a class drawn uniformly among those present
     if class_locations is None:
-        class_locations = {
-            (tuple(labels.tolist()) if labels.size > 1 else int(labels[0])): np.argwhere(np.isin(seg, labels))
-            for labels in labels_of
-        }
+        class_locations = {_location_key(labels): p for labels, p in zip(labels_of, points)}
     eligible = [np.asarray(v)[:, -len(shape) :] for v in class_locations.values() if len(v)]
-    if not eligible or not len(values):
+    if not eligible:
         forced = random
     else:
-        # one summed-area table per channel, on that channel's own bounding box (lesions are small)
-        tables = []
-        for labels in labels_of:
-            member = np.isin(values, labels)
-            if not member.any():
-                tables.append(None)
+        # every forced centre at once; each class's centres weigh 1 / (classes × its centres)
+        starts = np.maximum(np.concatenate(eligible) - initial // 2, lbs) + offset
+        weights = np.concatenate([np.full(len(c), 1.0 / (len(eligible) * len(c))) for c in eligible])
+        forced = []
+        for p in points:  # one summed-area table per channel, on that channel's bounding box
+            if not len(p):
+                forced.append(0.0)
                 continue
-            points = np.stack([c[member] for c in coords], 1)
-            origin = points.min(0)
-            crop = tuple(slice(int(o), int(e) + 1) for o, e in zip(origin, points.max(0)))
-            tables.append((_summed_area(np.isin(seg[crop], labels)[None], patch), origin))
-        starts_per_class = [np.maximum(centres - initial // 2, lbs) + offset for centres in eligible]
-        forced = np.array(
-            [
-                0.0
-                if entry is None
-                else np.mean([_box_counts(entry[0], entry[1], starts, patch)[0].mean() for starts in starts_per_class])
-                for entry in tables
-            ]
-        )
+            origin = p.min(0)
+            indicator = np.zeros(p.max(0) - origin + 1, dtype=np.int32)
+            indicator[tuple((p - origin).T)] = 1
+            table = _summed_area(indicator[None], patch)
+            forced.append(float(_box_counts(table, origin, starts, patch)[0] @ weights))
+        forced = np.array(forced)
     share = model.forced_share
     return (1 - share) * random + share * forced
 
@@ -237,7 +268,7 @@ def _case_expected_volume_dense(seg: np.ndarray, channels: Sequence[Sequence[int
 
 def expected_volumes(cases, channels: Sequence[Sequence[int]], model: SamplingModel) -> np.ndarray:
     """Mean over cases of :func:`case_expected_volume`; ``cases`` yields ``(seg, class_locations)``."""
-    per_case = [case_expected_volume(np.asarray(seg), channels, model, locations) for seg, locations in cases]
+    per_case = [case_expected_volume(seg, channels, model, locations) for seg, locations in cases]
     if not per_case:
         raise ValueError("no training cases to compute dataset statistics from")
     return np.mean(per_case, axis=0)

@@ -197,7 +197,7 @@ class DicePhiTrainer(nnUNetTrainer):
             def cases():
                 for key in dataset.identifiers:
                     _, seg, _, properties = dataset.load_case(key)
-                    yield seg[:], properties.get("class_locations")
+                    yield seg, properties.get("class_locations")  # read lazily, only if needed
 
             return statistics.compute_statistics(cases(), self.label_manager, model)
 

@@ -77,3 +77,33 @@ def test_case_without_foreground_falls_back_to_random_patches():
     seg = np.zeros((1, 10, 10), np.int16)
     model = SamplingModel((1, 4, 4), (1, 4, 4), batch_size=2, oversample_foreground_percent=1.0)
     assert case_expected_volume(seg, [(1,)], model).tolist() == [0.0]
+
+
+def test_stored_locations_and_segmentation_give_the_same_result(monkeypatch):
+    from nnunet_dicephi import statistics
+
+    rng = np.random.default_rng(3)
+    seg = np.zeros((1, 20, 22), np.int16)
+    seg[0, 2:6, 3:9] = 1
+    seg[0, 12:19, 14:20] = 2
+    locations = {c: np.concatenate([np.zeros(((seg == c).sum(), 1), int), np.argwhere(seg[0] == c)], 1) for c in (1, 2)}
+    model = SamplingModel((1, 8, 8), (1, 12, 12), batch_size=2, oversample_foreground_percent=0.33)
+    read = []
+
+    class Lazy:  # stands in for nnU-Net's blosc2 array: records whether it was decompressed
+        shape = seg.shape
+
+        def __getitem__(self, item):
+            read.append(item)
+            return seg[item]
+
+    complete = case_expected_volume(Lazy(), [(1,), (2,)], model, locations)
+    assert read == []  # every class below nnU-Net's 10,000-voxel cap: stored locations suffice
+    monkeypatch.setattr(statistics, "LOCATION_CAP", 5)  # now they look subsampled
+    subsampled = {c: v[rng.permutation(len(v))[:5]] for c, v in locations.items()}
+    from_seg = case_expected_volume(Lazy(), [(1,), (2,)], model, subsampled)
+    assert read != []
+    forced_same_centres = case_expected_volume(seg, [(1,), (2,)], model, subsampled)
+    assert np.allclose(from_seg, forced_same_centres)
+    monkeypatch.setattr(statistics, "LOCATION_CAP", 10000)
+    assert np.allclose(complete, case_expected_volume(seg, [(1,), (2,)], model, None))
