@@ -25,6 +25,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+VERSION = 1
+"""Bump when the computation changes, so that cached statistics are not reused across versions."""
+
 
 @dataclass(frozen=True)
 class SamplingModel:

@@ -182,6 +182,7 @@ class DicePhiTrainer(nnUNetTrainer):
         model = self._sampling_model()
         key = json.dumps(
             {
+                "version": statistics.VERSION,
                 "plans": self.plans_manager.plans_name,
                 "configuration": self.configuration_name,
                 "fold": self.fold,
