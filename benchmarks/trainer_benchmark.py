@@ -87,7 +87,7 @@ def iteration_ratio(configuration: str, device: str, iterations: int) -> None:
     del np
 
 
-def statistics_ratio(configuration: str, repeats: int = 3) -> None:
+def statistics_ratio(configuration: str, repeats: int = 9) -> None:
     import contextlib
 
     import numpy as np
@@ -134,15 +134,18 @@ def main() -> None:
     parser.add_argument("--shape", type=int, nargs=3, default=(24, 96, 96), help="case size (z y x)")
     parser.add_argument("--radius", type=float, default=8, help="lesion radius in voxels")
     parser.add_argument("--skip-iteration", action="store_true", help="only the statistics measurement")
+    parser.add_argument("--configuration", default="2d", help="nnU-Net configuration of the statistics measurement")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         # lesion-like foreground: two spheres per case (radius 8 in 24×96×96: about 2 % of the voxels)
-        prepare(root, cases=10, shape=tuple(args.shape), configuration="2d", radius=args.radius)
+        prepare(root, cases=10, shape=tuple(args.shape), configuration=args.configuration, radius=args.radius)
         print("| measurement | this project | reference | ratio |\n|---|---|---|---|")
         if not args.skip_iteration:
+            if args.configuration != "2d":
+                parser.error("the iteration measurement uses the 2d configuration; add --skip-iteration")
             iteration_ratio("2d", args.device, args.iterations)
-        statistics_ratio("2d")
+        statistics_ratio(args.configuration)
 
 
 if __name__ == "__main__":

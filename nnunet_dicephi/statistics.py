@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -109,42 +110,39 @@ def _random_start_weights(length: int, size: int, lo: int, hi: int) -> np.ndarra
     return np.clip(covered, 0, None) / (hi - lo + 1)
 
 
-def _box_counts(table: np.ndarray, origin: np.ndarray, starts: np.ndarray, size: np.ndarray) -> np.ndarray:
-    """Voxels of each channel in the boxes [start, start + size), from stacked summed-area tables.
+def _forced_patch_volume(
+    origin: np.ndarray, indicator: np.ndarray, starts: np.ndarray, weights: np.ndarray, size: np.ndarray
+) -> float:
+    """Σ_k w_k · (voxels of ``indicator`` in the box [start_k, start_k + size)), from a summed-area table.
 
-    ``table`` is ``(K, *crop + 1)`` along the axes where the box is wider than one voxel and
-    ``(K, *crop)`` along the others (no cumulative sum is needed there), as built by
-    :func:`_summed_area`; ``origin`` is the crop's position in the case.
+    ``indicator`` is a boolean map whose first voxel sits at ``origin`` in the case; ``starts`` holds
+    one row per axis. The table gets a leading zero along each axis where the box is wider than one
+    voxel (the others need no sum).
     """
-    crop = np.array(table.shape[1:]) - (size > 1)
-    low = starts - origin
-    inside = np.all((low < crop) & (low + size > 0), axis=1)
-    high = np.minimum(np.maximum(low + size, 0), crop)
-    low = np.minimum(np.maximum(low, 0), crop)
     wide = [d for d in range(len(size)) if size[d] > 1]
-    narrow = {d: np.minimum(low[:, d], crop[d] - 1) for d in range(len(size)) if size[d] == 1}
-    counts = np.zeros((table.shape[0], len(starts)), dtype=np.int64)
-    for corner in np.ndindex(*(2,) * len(wide)):
-        picked = dict(narrow)
-        for bit, d in zip(corner, wide):
-            picked[d] = high[:, d] if bit else low[:, d]
-        values = table[(slice(None), *(picked[d] for d in range(len(size))))]
-        if (len(wide) - sum(corner)) % 2:
-            counts -= values
-        else:
-            counts += values
-    return counts * inside
-
-
-def _summed_area(indicators: np.ndarray, size: np.ndarray) -> np.ndarray:
-    """Cumulative sums, with a leading zero, along the axes where the box is wider than one voxel."""
-    table = indicators.astype(np.int32)
+    table = indicator.astype(np.int32)
+    for d in wide:
+        summed = np.zeros(tuple(n + (a == d) for a, n in enumerate(table.shape)), dtype=np.int32)
+        np.cumsum(table, axis=d, out=summed[(slice(None),) * d + (slice(1, None),)])
+        table = summed
+    strides = np.array(table.strides) // table.itemsize
+    touches = np.ones(starts.shape[1], dtype=bool)
+    bounds = []  # per axis: the flat-index offsets of the box's low (and high) side, clipped to the map
     for d in range(len(size)):
-        if size[d] > 1:
-            pad = [(0, 0)] * table.ndim
-            pad[d + 1] = (1, 0)
-            table = np.cumsum(np.pad(table, pad), axis=d + 1, dtype=np.int32)
-    return table
+        low = starts[d] - origin[d]
+        touches &= (low < indicator.shape[d]) & (low > -size[d])
+        if d in wide:
+            n = indicator.shape[d]
+            bounds.append((np.clip(low, 0, n) * strides[d], np.clip(low + size[d], 0, n) * strides[d]))
+        else:
+            bounds.append((np.clip(low, 0, indicator.shape[d] - 1) * strides[d],))
+    # every corner of every box, gathered at once; signs from inclusion-exclusion
+    corners, signs = [np.zeros(starts.shape[1], np.int64)], [1.0]
+    for d, sides in enumerate(bounds):
+        corners = [c + side for c in corners for side in sides]
+        signs = [s * f for s in signs for f in ((-1.0, 1.0) if d in wide else (1.0,))]
+    counts = np.take(table.ravel(), np.stack(corners))
+    return float(np.asarray(signs) @ (counts @ (weights * touches)))
 
 
 LOCATION_CAP = 10000
@@ -163,34 +161,63 @@ def _read(seg) -> np.ndarray:
     return np.asarray(seg[0] if len(seg.shape) == 4 else seg[...])
 
 
-def _channel_points(seg, labels_of: list[np.ndarray], class_locations: dict | None) -> list[np.ndarray]:
-    """Coordinates of every voxel of each channel.
+def _indicator(points: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Voxel coordinates as a boolean map on their bounding box, with the box's origin."""
+    if not len(points):
+        return None
+    origin = points.min(0)
+    indicator = np.zeros(points.max(0) - origin + 1, dtype=bool)
+    indicator[tuple((points - origin).T)] = True
+    return origin, indicator
 
-    Taken from nnU-Net's stored class locations when they are complete (fewer than
+
+def _channel_maps(seg, labels_of: list[np.ndarray], class_locations: dict | None) -> list:
+    """Each channel as ``(origin, boolean map on a box holding all its voxels)``, or None where empty.
+
+    Built from nnU-Net's stored class locations when they are complete (fewer than
     :data:`LOCATION_CAP` voxels), which avoids decompressing the segmentation; read from it otherwise.
     """
     if class_locations is not None:
         stored = [class_locations.get(_location_key(labels)) for labels in labels_of]
         if all(v is not None and len(v) < LOCATION_CAP for v in stored):
             dims = len(_spatial(seg))
-            return [
-                np.asarray(v, dtype=np.int64).reshape(-1, np.shape(v)[-1] if len(v) else dims + 1)[:, -dims:]
-                for v in stored
-            ]
+            width = [np.shape(v)[-1] if len(v) else dims + 1 for v in stored]
+            return [_indicator(np.asarray(v, dtype=np.int64).reshape(-1, w)[:, -dims:]) for v, w in zip(stored, width)]
     array = _read(seg)
     all_labels = np.concatenate(labels_of)
     contiguous = sorted(all_labels.tolist()) == list(range(1, int(all_labels.max()) + 1))
     foreground = array > 0 if contiguous else np.isin(array, all_labels)  # labels 1..K: everything above 0
-    # the foreground's bounding box from cheap projections, then list voxels inside it only
+    # the foreground's bounding box from cheap projections; only the voxels inside it are looked at again
     box = []
     for d in range(array.ndim):
         present = np.flatnonzero(foreground.any(axis=tuple(a for a in range(array.ndim) if a != d)))
         box.append(slice(int(present[0]), int(present[-1]) + 1) if len(present) else slice(0, 0))
-    box = tuple(box)
-    inner = np.nonzero(foreground[box])
-    points = np.stack([c + b.start for c, b in zip(inner, box)], 1)
-    values = array[box][inner]
-    return [points[np.isin(values, labels)] for labels in labels_of]
+    inner = array[tuple(box)]
+    origin = np.array([b.start for b in box])
+    maps = []
+    for labels in labels_of:
+        indicator = inner == labels[0] if len(labels) == 1 else np.isin(inner, labels)
+        maps.append(_trimmed(origin, indicator))
+    return maps
+
+
+def _trimmed(origin: np.ndarray, indicator: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The map cut to the bounding box of its voxels (None when it has none)."""
+    box = []
+    for d in range(indicator.ndim):
+        present = np.flatnonzero(indicator.any(axis=tuple(a for a in range(indicator.ndim) if a != d)))
+        if not len(present):
+            return None
+        box.append(slice(int(present[0]), int(present[-1]) + 1))
+    return origin + np.array([b.start for b in box]), indicator[tuple(box)]
+
+
+def _random_patch_volume(origin: np.ndarray, indicator: np.ndarray, shares: list[np.ndarray]) -> float:
+    """Σ_x y(x) · P(x in a random patch); the probability factorises over the axes."""
+    total = indicator.astype(np.float64)
+    for d in reversed(range(indicator.ndim)):
+        total = total @ shares[d][origin[d] : origin[d] + indicator.shape[d]]
+    return float(total)
 
 
 def case_expected_volume(
@@ -214,36 +241,29 @@ def case_expected_volume(
     labels_of = [np.atleast_1d(np.asarray(c)) for c in channels]
     if model.ignore_label is not None:
         return _case_expected_volume_dense(_read(seg), channels, model)
-    points = _channel_points(seg, labels_of, class_locations)
+    maps = _channel_maps(seg, labels_of, class_locations)
 
     # random patches: voxel x is in the patch with a probability that factorises over the axes
     shares = [
         _random_start_weights(int(shape[d]), int(patch[d]), int(lbs[d] + offset[d]), int(ubs[d] + offset[d]))
         for d in range(len(shape))
     ]
-    random = np.array([np.prod([shares[d][p[:, d]] for d in range(len(shape))], axis=0).sum() for p in points])
+    random = np.array([_random_patch_volume(*m, shares) if m is not None else 0.0 for m in maps])
 
     # forced patches: centred on a stored location of a class drawn uniformly among those present
     if class_locations is None:
-        class_locations = {_location_key(labels): p for labels, p in zip(labels_of, points)}
+        class_locations = {
+            _location_key(labels): np.argwhere(m[1]) + m[0] if m is not None else np.zeros((0, len(shape)), int)
+            for labels, m in zip(labels_of, maps)
+        }
     eligible = [np.asarray(v)[:, -len(shape) :] for v in class_locations.values() if len(v)]
     if not eligible:
         forced = random
     else:
         # every forced centre at once; each class's centres weigh 1 / (classes × its centres)
-        starts = np.maximum(np.concatenate(eligible) - initial // 2, lbs) + offset
+        starts = np.ascontiguousarray((np.maximum(np.concatenate(eligible) - initial // 2, lbs) + offset).T)
         weights = np.concatenate([np.full(len(c), 1.0 / (len(eligible) * len(c))) for c in eligible])
-        forced = []
-        for p in points:  # one summed-area table per channel, on that channel's bounding box
-            if not len(p):
-                forced.append(0.0)
-                continue
-            origin = p.min(0)
-            indicator = np.zeros(p.max(0) - origin + 1, dtype=np.int32)
-            indicator[tuple((p - origin).T)] = 1
-            table = _summed_area(indicator[None], patch)
-            forced.append(float(_box_counts(table, origin, starts, patch)[0] @ weights))
-        forced = np.array(forced)
+        forced = np.array([_forced_patch_volume(*m, starts, weights, patch) if m is not None else 0.0 for m in maps])
     share = model.forced_share
     return (1 - share) * random + share * forced
 
@@ -270,10 +290,15 @@ def _case_expected_volume_dense(seg: np.ndarray, channels: Sequence[Sequence[int
 
 
 def expected_volumes(cases, channels: Sequence[Sequence[int]], model: SamplingModel) -> np.ndarray:
-    """Mean over cases of :func:`case_expected_volume`; ``cases`` yields ``(seg, class_locations)``."""
-    per_case = [case_expected_volume(seg, channels, model, locations) for seg, locations in cases]
-    if not per_case:
+    """Mean over cases of :func:`case_expected_volume`; ``cases`` yields ``(seg, class_locations)``.
+
+    Cases run in threads: decompression and the large NumPy operations release the GIL.
+    """
+    cases = list(cases)
+    if not cases:
         raise ValueError("no training cases to compute dataset statistics from")
+    with ThreadPoolExecutor(max_workers=min(len(cases), os.cpu_count() or 1)) as pool:
+        per_case = list(pool.map(lambda case: case_expected_volume(case[0], channels, model, case[1]), cases))
     return np.mean(per_case, axis=0)
 
 
@@ -290,10 +315,8 @@ def compute_statistics(cases, label_manager, model: SamplingModel) -> DatasetSta
     """Statistics over cases given as ``(seg, class_locations or None)``; seg ``(1, *shape)`` or ``shape``."""
     names, label_sets, has_background = output_channels(label_manager)
     patch_voxels = int(np.prod(model.patch_size))
-    dims = len(model.patch_size)
-    prepared = [
-        (np.asarray(seg)[0] if np.ndim(seg) == dims + 1 else np.asarray(seg), locations) for seg, locations in cases
-    ]
+    # lazy arrays stay lazy: a case is decompressed only if its stored locations do not suffice
+    prepared = [(seg if hasattr(seg, "shape") else np.asarray(seg), locations) for seg, locations in cases]
     foreground = label_sets[1:] if has_background else label_sets
     volume = expected_volumes(prepared, foreground, model)
     if has_background:
