@@ -17,7 +17,7 @@ def test_demo_smoke_run_writes_table_report_and_figures(tmp_path):
         capture_output=True,
         text=True,
         check=False,
-        env={"OMP_NUM_THREADS": "1", "nnUNet_n_proc_DA": "0", "PATH": "/usr/bin:/bin"},
+        env={"OMP_NUM_THREADS": "1", "nnUNet_n_proc_DA": "1", "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for trainer in ("TrainerDiceI", "TrainerDiceBI", "TrainerDiceIEps"):
