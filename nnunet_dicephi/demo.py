@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nnunet_dicephi._files import write_text_atomically
+
 DATASET_ID = 987
 DATASET_NAME = f"Dataset{DATASET_ID}_DicePhiDemo"
 TYPES = ("A", "B")
@@ -143,13 +145,7 @@ def shrink_plans(plans_file: Path, size: DemoSize) -> None:
         n_conv_per_stage_decoder=[2] * (stages - 1),
     )
     plans["configurations"] = {"2d": config}
-    _write_atomically(plans_file, json.dumps(plans, indent=2))
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomically(plans_file, json.dumps(plans, indent=2))
 
 
 # --- evaluation -------------------------------------------------------------------------------
@@ -350,7 +346,7 @@ def run_demo(out: Path, size: DemoSize = DemoSize(), seed: int = 0, device: str 
     # one fold trained on every training case; a few of them are nnU-Net's validation set
     cases = sorted(json.loads((raw_dir / "lesion_types.json").read_text())["train"])
     split = [{"train": cases, "val": cases[: size.validation_cases]}]
-    _write_atomically(preprocessed / "splits_final.json", json.dumps(split, indent=2))
+    write_text_atomically(preprocessed / "splits_final.json", json.dumps(split, indent=2))
 
     results, predictions = {}, {}
     for expectation in EXPECTATIONS:
@@ -380,8 +376,8 @@ def run_demo(out: Path, size: DemoSize = DemoSize(), seed: int = 0, device: str 
     figures = plot_results(results, raw_dir, predictions, out)
     minutes = (time.perf_counter() - started) / 60
     report = out / "report.md"
-    _write_atomically(report, _report_text(table, figures, size, seed, device, minutes))
-    _write_atomically(out / "results.json", json.dumps(results, indent=2))
+    write_text_atomically(report, _report_text(table, figures, size, seed, device, minutes))
+    write_text_atomically(out / "results.json", json.dumps(results, indent=2))
     say("\n" + table + f"\n\nReport: {report} ({minutes:.1f} min)")
     return results, table, report
 

@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from nnunet_dicephi._files import write_text_atomically
+
 VERSION = 1
 """Bump when the computation changes, so that cached statistics are not reused across versions."""
 
@@ -187,22 +189,19 @@ def _channel_maps(seg, labels_of: list[np.ndarray], class_locations: dict | None
     all_labels = np.concatenate(labels_of)
     contiguous = sorted(all_labels.tolist()) == list(range(1, int(all_labels.max()) + 1))
     foreground = array > 0 if contiguous else np.isin(array, all_labels)  # labels 1..K: everything above 0
-    # the foreground's bounding box from cheap projections; only the voxels inside it are looked at again
-    box = []
-    for d in range(array.ndim):
-        present = np.flatnonzero(foreground.any(axis=tuple(a for a in range(array.ndim) if a != d)))
-        box.append(slice(int(present[0]), int(present[-1]) + 1) if len(present) else slice(0, 0))
-    inner = array[tuple(box)]
-    origin = np.array([b.start for b in box])
-    maps = []
-    for labels in labels_of:
-        indicator = inner == labels[0] if len(labels) == 1 else np.isin(inner, labels)
-        maps.append(_trimmed(origin, indicator))
-    return maps
+    # the foreground's bounding box; only the voxels inside it are looked at again
+    found = _trimmed(np.zeros(array.ndim, np.int64), foreground)
+    if found is None:
+        return [None] * len(labels_of)
+    origin, _ = found
+    inner = array[tuple(slice(o, o + n) for o, n in zip(origin, found[1].shape))]
+    return [
+        _trimmed(origin, inner == labels[0] if len(labels) == 1 else np.isin(inner, labels)) for labels in labels_of
+    ]
 
 
 def _trimmed(origin: np.ndarray, indicator: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """The map cut to the bounding box of its voxels (None when it has none)."""
+    """The map cut to the bounding box of its voxels, found from cheap projections (None when empty)."""
     box = []
     for d in range(indicator.ndim):
         present = np.flatnonzero(indicator.any(axis=tuple(a for a in range(indicator.ndim) if a != d)))
@@ -337,8 +336,5 @@ def cached(path: str, key: str, compute) -> tuple[DatasetStatistics, bool]:
             return DatasetStatistics(**{k: tuple(v) if isinstance(v, list) else v for k, v in store[key].items()}), True
     stats = compute()
     store[key] = stats.to_dict()
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(store, handle, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    write_text_atomically(path, json.dumps(store, indent=2, sort_keys=True))
     return stats, False

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from nnunet_dicephi import losses as L
 from nnunet_dicephi import statistics
+from nnunet_dicephi._files import write_text_atomically
 from nnunet_dicephi.partial_labels import AnnotationTable, load_manifest
 
 from .naming import HEURISTIC, LossConfig
@@ -352,7 +353,9 @@ class DicePhiTrainer(nnUNetTrainer):
         record = self.loss_record()
         self.print_to_log_file("nnunet-dicephi loss configuration: " + json.dumps(record, sort_keys=True))
         if self.local_rank == 0:
-            _write_json_atomically(os.path.join(self.output_folder, CONFIG_FILE), record)
+            write_text_atomically(
+                os.path.join(self.output_folder, CONFIG_FILE), json.dumps(record, indent=2, sort_keys=True)
+            )
 
     def save_checkpoint(self, filename: str) -> None:
         super().save_checkpoint(filename)
@@ -380,10 +383,3 @@ def _scaled(eps, scale: float):
     if isinstance(eps, (list, tuple)):
         return [float(e) * scale for e in eps]
     return float(eps) * scale
-
-
-def _write_json_atomically(path: str, payload: dict) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True)
-    os.replace(tmp, path)
