@@ -121,6 +121,7 @@ def _forced_patch_volume(
     one row per axis. The table gets a leading zero along each axis where the box is wider than one
     voxel (the others need no sum).
     """
+    shape = indicator.shape
     wide = [d for d in range(len(size)) if size[d] > 1]
     table = indicator.astype(np.int32)
     for d in wide:
@@ -128,23 +129,19 @@ def _forced_patch_volume(
         np.cumsum(table, axis=d, out=summed[(slice(None),) * d + (slice(1, None),)])
         table = summed
     strides = np.array(table.strides) // table.itemsize
-    touches = np.ones(starts.shape[1], dtype=bool)
-    bounds = []  # per axis: the flat-index offsets of the box's low (and high) side, clipped to the map
+    low = starts - origin[:, None]
+    # boxes that miss the map contribute nothing (their clipped corners would cancel only on wide axes)
+    touches = np.all((low < np.array(shape)[:, None]) & (low > -size[:, None]), axis=0)
+    corners, signs = np.zeros(starts.shape[1], np.int64)[None], np.ones(1)
     for d in range(len(size)):
-        low = starts[d] - origin[d]
-        touches &= (low < indicator.shape[d]) & (low > -size[d])
         if d in wide:
-            n = indicator.shape[d]
-            bounds.append((np.clip(low, 0, n) * strides[d], np.clip(low + size[d], 0, n) * strides[d]))
+            side = np.stack((low[d], low[d] + size[d])).clip(0, shape[d]) * strides[d]
+            corners = (corners[:, None] + side[None]).reshape(-1, starts.shape[1])
+            signs = np.outer(signs, (-1.0, 1.0)).ravel()
         else:
-            bounds.append((np.clip(low, 0, indicator.shape[d] - 1) * strides[d],))
-    # every corner of every box, gathered at once; signs from inclusion-exclusion
-    corners, signs = [np.zeros(starts.shape[1], np.int64)], [1.0]
-    for d, sides in enumerate(bounds):
-        corners = [c + side for c in corners for side in sides]
-        signs = [s * f for s in signs for f in ((-1.0, 1.0) if d in wide else (1.0,))]
-    counts = np.take(table.ravel(), np.stack(corners))
-    return float(np.asarray(signs) @ (counts @ (weights * touches)))
+            corners = corners + low[d].clip(0, shape[d] - 1) * strides[d]
+    counts = table.ravel()[corners]
+    return float(signs @ (counts @ (weights * touches)))
 
 
 LOCATION_CAP = 10000
@@ -163,6 +160,45 @@ def _read(seg) -> np.ndarray:
     return np.asarray(seg[0] if len(seg.shape) == 4 else seg[...])
 
 
+def _complete_locations(labels_of: list[np.ndarray], class_locations: dict | None) -> list | None:
+    """nnU-Net's stored voxels of each channel, when they hold every voxel (fewer than the cap); else None."""
+    if class_locations is None:
+        return None
+    stored = [class_locations.get(_location_key(labels)) for labels in labels_of]
+    return stored if all(v is not None and len(v) < LOCATION_CAP for v in stored) else None
+
+
+def _channel_maps(seg, labels_of: list[np.ndarray], class_locations: dict | None) -> list:
+    """Each channel as ``(origin, boolean map on a box holding all its voxels)``, or None where empty.
+
+    Built from nnU-Net's stored class locations when they are complete (fewer than
+    :data:`LOCATION_CAP` voxels), which avoids decompressing the segmentation; read from it otherwise.
+    """
+    dims = len(_spatial(seg))
+    stored = _complete_locations(labels_of, class_locations)
+    if stored is not None:
+        return [
+            _indicator(np.asarray(v, dtype=np.int64).reshape(-1, np.shape(v)[-1] if len(v) else dims)[:, -dims:])
+            for v in stored
+        ]
+    array = _read(seg)
+    all_labels = np.concatenate(labels_of)
+    contiguous = sorted(all_labels.tolist()) == list(range(1, int(all_labels.max()) + 1))
+    foreground = array > 0 if contiguous else np.isin(array, all_labels)  # labels 1..K: everything above 0
+    # the foreground's bounding box; only the voxels inside it are looked at again
+    box = _bounding_box(foreground)
+    if box is None:
+        return [None] * len(labels_of)
+    inner = array[box]
+    origin = np.array([b.start for b in box])
+    maps = []
+    for labels in labels_of:
+        indicator = inner == labels[0] if len(labels) == 1 else np.isin(inner, labels)
+        own = _bounding_box(indicator)
+        maps.append(None if own is None else (origin + [b.start for b in own], indicator[own]))
+    return maps
+
+
 def _indicator(points: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """Voxel coordinates as a boolean map on their bounding box, with the box's origin."""
     if not len(points):
@@ -173,42 +209,15 @@ def _indicator(points: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     return origin, indicator
 
 
-def _channel_maps(seg, labels_of: list[np.ndarray], class_locations: dict | None) -> list:
-    """Each channel as ``(origin, boolean map on a box holding all its voxels)``, or None where empty.
-
-    Built from nnU-Net's stored class locations when they are complete (fewer than
-    :data:`LOCATION_CAP` voxels), which avoids decompressing the segmentation; read from it otherwise.
-    """
-    if class_locations is not None:
-        stored = [class_locations.get(_location_key(labels)) for labels in labels_of]
-        if all(v is not None and len(v) < LOCATION_CAP for v in stored):
-            dims = len(_spatial(seg))
-            width = [np.shape(v)[-1] if len(v) else dims + 1 for v in stored]
-            return [_indicator(np.asarray(v, dtype=np.int64).reshape(-1, w)[:, -dims:]) for v, w in zip(stored, width)]
-    array = _read(seg)
-    all_labels = np.concatenate(labels_of)
-    contiguous = sorted(all_labels.tolist()) == list(range(1, int(all_labels.max()) + 1))
-    foreground = array > 0 if contiguous else np.isin(array, all_labels)  # labels 1..K: everything above 0
-    # the foreground's bounding box; only the voxels inside it are looked at again
-    found = _trimmed(np.zeros(array.ndim, np.int64), foreground)
-    if found is None:
-        return [None] * len(labels_of)
-    origin, _ = found
-    inner = array[tuple(slice(o, o + n) for o, n in zip(origin, found[1].shape))]
-    return [
-        _trimmed(origin, inner == labels[0] if len(labels) == 1 else np.isin(inner, labels)) for labels in labels_of
-    ]
-
-
-def _trimmed(origin: np.ndarray, indicator: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """The map cut to the bounding box of its voxels, found from cheap projections (None when empty)."""
+def _bounding_box(indicator: np.ndarray) -> tuple[slice, ...] | None:
+    """The bounding box of a map's voxels, found from cheap projections (None when empty)."""
     box = []
     for d in range(indicator.ndim):
         present = np.flatnonzero(indicator.any(axis=tuple(a for a in range(indicator.ndim) if a != d)))
         if not len(present):
             return None
         box.append(slice(int(present[0]), int(present[-1]) + 1))
-    return origin + np.array([b.start for b in box]), indicator[tuple(box)]
+    return tuple(box)
 
 
 def _random_patch_volume(origin: np.ndarray, indicator: np.ndarray, shares: list[np.ndarray]) -> float:
@@ -235,12 +244,14 @@ def case_expected_volume(
         class_locations: nnU-Net's stored foreground locations (``properties['class_locations']``),
             which forced patches are centred on; derived from ``seg`` when not given.
     """
+    if model.ignore_label is not None:
+        return _case_expected_volume_dense(_read(seg), channels, model)
     shape = np.array(_spatial(seg))
     patch, initial, lbs, ubs, offset = _crop_geometry(shape, model)
     labels_of = [np.atleast_1d(np.asarray(c)) for c in channels]
-    if model.ignore_label is not None:
-        return _case_expected_volume_dense(_read(seg), channels, model)
     maps = _channel_maps(seg, labels_of, class_locations)
+    if all(m is None for m in maps):
+        return np.zeros(len(channels))
 
     # random patches: voxel x is in the patch with a probability that factorises over the axes
     shares = [
@@ -291,13 +302,28 @@ def _case_expected_volume_dense(seg: np.ndarray, channels: Sequence[Sequence[int
 def expected_volumes(cases, channels: Sequence[Sequence[int]], model: SamplingModel) -> np.ndarray:
     """Mean over cases of :func:`case_expected_volume`; ``cases`` yields ``(seg, class_locations)``.
 
-    Cases run in threads: decompression and the large NumPy operations release the GIL.
+    Cases whose segmentation must be decompressed run in threads (decompression and large NumPy
+    operations release the GIL); the others are small array work that threads only slow down.
     """
     cases = list(cases)
     if not cases:
         raise ValueError("no training cases to compute dataset statistics from")
-    with ThreadPoolExecutor(max_workers=min(len(cases), os.cpu_count() or 1)) as pool:
-        per_case = list(pool.map(lambda case: case_expected_volume(case[0], channels, model, case[1]), cases))
+    labels_of = [np.atleast_1d(np.asarray(c)) for c in channels]
+
+    def one(case) -> np.ndarray:
+        return case_expected_volume(case[0], channels, model, case[1])
+
+    reads = [
+        model.ignore_label is not None or _complete_locations(labels_of, locations) is None for _, locations in cases
+    ]
+    per_case = [one(case) for case, read in zip(cases, reads) if not read]
+    heavy = [case for case, read in zip(cases, reads) if read]
+    workers = min(len(heavy), os.cpu_count() or 1)
+    if workers > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            per_case += pool.map(one, heavy)
+    else:
+        per_case += map(one, heavy)
     return np.mean(per_case, axis=0)
 
 
