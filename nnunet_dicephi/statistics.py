@@ -18,6 +18,7 @@ background, as in nnU-Net's targets. Deep-supervision outputs get ε scaled by t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Sequence
@@ -105,45 +106,6 @@ def _crop_geometry(shape: np.ndarray, model: SamplingModel):
     return patch, initial, lbs, ubs, offset
 
 
-def _random_start_weights(length: int, size: int, lo: int, hi: int) -> np.ndarray:
-    """Share of uniformly drawn window starts in [lo, hi] whose window [s, s + size) covers each voxel."""
-    x = np.arange(length)
-    covered = np.minimum(x, hi) - np.maximum(x - size + 1, lo) + 1
-    return np.clip(covered, 0, None) / (hi - lo + 1)
-
-
-def _forced_patch_volume(
-    origin: np.ndarray, indicator: np.ndarray, starts: np.ndarray, weights: np.ndarray, size: np.ndarray
-) -> float:
-    """Σ_k w_k · (voxels of ``indicator`` in the box [start_k, start_k + size)), from a summed-area table.
-
-    ``indicator`` is a boolean map whose first voxel sits at ``origin`` in the case; ``starts`` holds
-    one row per axis. The table gets a leading zero along each axis where the box is wider than one
-    voxel (the others need no sum).
-    """
-    shape = indicator.shape
-    wide = [d for d in range(len(size)) if size[d] > 1]
-    table = indicator.astype(np.int32)
-    for d in wide:
-        summed = np.zeros(tuple(n + (a == d) for a, n in enumerate(table.shape)), dtype=np.int32)
-        np.cumsum(table, axis=d, out=summed[(slice(None),) * d + (slice(1, None),)])
-        table = summed
-    strides = np.array(table.strides) // table.itemsize
-    low = starts - origin[:, None]
-    # boxes that miss the map contribute nothing (their clipped corners would cancel only on wide axes)
-    touches = np.all((low < np.array(shape)[:, None]) & (low > -size[:, None]), axis=0)
-    corners, signs = np.zeros(starts.shape[1], np.int64)[None], np.ones(1)
-    for d in range(len(size)):
-        if d in wide:
-            side = np.stack((low[d], low[d] + size[d])).clip(0, shape[d]) * strides[d]
-            corners = (corners[:, None] + side[None]).reshape(-1, starts.shape[1])
-            signs = np.outer(signs, (-1.0, 1.0)).ravel()
-        else:
-            corners = corners + low[d].clip(0, shape[d] - 1) * strides[d]
-    counts = table.ravel()[corners]
-    return float(signs @ (counts @ (weights * touches)))
-
-
 LOCATION_CAP = 10000
 """nnU-Net stores every voxel of a class with fewer voxels than this, a subsample of the others."""
 
@@ -160,6 +122,15 @@ def _read(seg) -> np.ndarray:
     return np.asarray(seg[0] if len(seg.shape) == 4 else seg[...])
 
 
+def _coordinates(stored, dims: int) -> np.ndarray:
+    """nnU-Net's stored locations (``(n, 1 + dims)``, channel first, or ``(n, dims)``) as ``(dims, n)``.
+
+    One row per axis keeps every reduction and comparison below on contiguous memory.
+    """
+    array = np.asarray(stored, dtype=np.int64)
+    return np.ascontiguousarray(array.reshape(-1, array.shape[-1] if array.size else dims)[:, -dims:].T)
+
+
 def _complete_locations(labels_of: list[np.ndarray], class_locations: dict | None) -> list | None:
     """nnU-Net's stored voxels of each channel, when they hold every voxel (fewer than the cap); else None."""
     if class_locations is None:
@@ -168,20 +139,78 @@ def _complete_locations(labels_of: list[np.ndarray], class_locations: dict | Non
     return stored if all(v is not None and len(v) < LOCATION_CAP for v in stored) else None
 
 
-def _channel_maps(seg, labels_of: list[np.ndarray], class_locations: dict | None) -> list:
-    """Each channel as ``(origin, boolean map on a box holding all its voxels)``, or None where empty.
+@dataclass(frozen=True)
+class _Labelled:
+    """One channel's labelled voxels in a case, inside the box ``[origin, end)``.
 
-    Built from nnU-Net's stored class locations when they are complete (fewer than
-    :data:`LOCATION_CAP` voxels), which avoids decompressing the segmentation; read from it otherwise.
+    Held as coordinates ``(dims, n)`` when they come from nnU-Net's stored locations (small
+    structures: no decompression), or as a boolean map on the box when the segmentation was read
+    (large structures, where array operations on the box beat per-voxel ones).
     """
-    dims = len(_spatial(seg))
+
+    origin: np.ndarray
+    end: np.ndarray
+    points: np.ndarray | None = None
+    dense: np.ndarray | None = None
+
+    @classmethod
+    def from_points(cls, points: np.ndarray) -> _Labelled | None:
+        return cls(points.min(1), points.max(1) + 1, points=points) if points.shape[1] else None
+
+    def coordinates(self) -> np.ndarray:
+        if self.points is not None:
+            return self.points
+        return np.array(np.nonzero(self.dense)) + self.origin[:, None]
+
+    def count(self) -> int:
+        return self.points.shape[1] if self.points is not None else int(np.count_nonzero(self.dense))
+
+    def projection(self, axes: np.ndarray) -> np.ndarray:
+        """Labelled voxels per position of the box along ``axes``, summed over the other axes."""
+        if self.dense is not None:
+            other = tuple(a for a in range(self.dense.ndim) if a not in axes)
+            return self.dense.sum(axis=other, dtype=np.int64) if other else self.dense.astype(np.int64)
+        span = (self.end - self.origin)[axes]
+        flat = np.ravel_multi_index(tuple(self.points[axes] - self.origin[axes, None]), span)
+        return np.bincount(flat, minlength=int(np.prod(span))).reshape(span)
+
+    def random_volume(self, shares: list[np.ndarray]) -> float:
+        """Σ_x y(x) · P(x in a random patch); the probability is a product of one share per axis."""
+        if self.points is not None:
+            return float(np.prod([share[axis] for share, axis in zip(shares, self.points)], axis=0).sum())
+        total = self.dense.astype(np.float64)
+        for d in reversed(range(total.ndim)):
+            total = total @ shares[d][self.origin[d] : self.end[d]]
+        return float(total)
+
+
+@dataclass(frozen=True)
+class _CasePoints:
+    """What the exact expectation needs from one case: its labelled voxels and the forced-patch centres."""
+
+    shape: np.ndarray
+    channels: list[_Labelled | None]
+    centres: list[np.ndarray]
+    """Per class present, the stored locations nnU-Net centres forced patches on, ``(dims, n)``."""
+
+
+def _case_points(seg, labels_of: list[np.ndarray], class_locations: dict | None) -> _CasePoints:
+    """The case's labelled voxels: from nnU-Net's stored locations when complete, else from one read."""
+    shape = np.array(_spatial(seg))
+    dims = len(shape)
     stored = _complete_locations(labels_of, class_locations)
-    if stored is not None:
-        return [
-            _indicator(np.asarray(v, dtype=np.int64).reshape(-1, np.shape(v)[-1] if len(v) else dims)[:, -dims:])
-            for v in stored
-        ]
-    array = _read(seg)
+    if stored is not None:  # no decompression at all
+        channels = [_Labelled.from_points(_coordinates(v, dims)) for v in stored]
+    else:
+        channels = _read_channels(_read(seg), labels_of)
+    if class_locations is None:
+        centres = [c.coordinates() for c in channels if c is not None]
+    else:
+        centres = [_coordinates(v, dims) for v in class_locations.values() if len(v)]
+    return _CasePoints(shape, channels, centres)
+
+
+def _read_channels(array: np.ndarray, labels_of: list[np.ndarray]) -> list[_Labelled | None]:
     all_labels = np.concatenate(labels_of)
     contiguous = sorted(all_labels.tolist()) == list(range(1, int(all_labels.max()) + 1))
     foreground = array > 0 if contiguous else np.isin(array, all_labels)  # labels 1..K: everything above 0
@@ -191,41 +220,99 @@ def _channel_maps(seg, labels_of: list[np.ndarray], class_locations: dict | None
         return [None] * len(labels_of)
     inner = array[box]
     origin = np.array([b.start for b in box])
-    maps = []
+    channels = []
     for labels in labels_of:
         indicator = inner == labels[0] if len(labels) == 1 else np.isin(inner, labels)
         own = _bounding_box(indicator)
-        maps.append(None if own is None else (origin + [b.start for b in own], indicator[own]))
-    return maps
-
-
-def _indicator(points: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """Voxel coordinates as a boolean map on their bounding box, with the box's origin."""
-    if not len(points):
-        return None
-    origin = points.min(0)
-    indicator = np.zeros(points.max(0) - origin + 1, dtype=bool)
-    indicator[tuple((points - origin).T)] = True
-    return origin, indicator
+        if own is None:
+            channels.append(None)
+            continue
+        low = origin + [b.start for b in own]
+        channels.append(_Labelled(low, low + indicator[own].shape, dense=indicator[own]))
+    return channels
 
 
 def _bounding_box(indicator: np.ndarray) -> tuple[slice, ...] | None:
-    """The bounding box of a map's voxels, found from cheap projections (None when empty)."""
-    box = []
+    """The bounding box of a map's voxels, from projections on ever smaller blocks (None when empty)."""
+    box = [slice(0, n) for n in indicator.shape]
     for d in range(indicator.ndim):
-        present = np.flatnonzero(indicator.any(axis=tuple(a for a in range(indicator.ndim) if a != d)))
+        block = indicator[tuple(box)]
+        present = np.flatnonzero(block.any(axis=tuple(a for a in range(indicator.ndim) if a != d)))
         if not len(present):
             return None
-        box.append(slice(int(present[0]), int(present[-1]) + 1))
+        box[d] = slice(box[d].start + int(present[0]), box[d].start + int(present[-1]) + 1)
     return tuple(box)
 
 
-def _random_patch_volume(origin: np.ndarray, indicator: np.ndarray, shares: list[np.ndarray]) -> float:
-    """Σ_x y(x) · P(x in a random patch); the probability factorises over the axes."""
-    total = indicator.astype(np.float64)
-    for d in reversed(range(indicator.ndim)):
-        total = total @ shares[d][origin[d] : origin[d] + indicator.shape[d]]
-    return float(total)
+def _random_start_weights(length: int, size: int, lo: int, hi: int) -> np.ndarray:
+    """Share of uniformly drawn window starts in [lo, hi] whose window [s, s + size) covers each voxel."""
+    x = np.arange(length)
+    covered = np.minimum(x, hi) - np.maximum(x - size + 1, lo) + 1
+    return np.clip(covered, 0, None) / (hi - lo + 1)
+
+
+def _case_volumes(case: _CasePoints, model: SamplingModel) -> np.ndarray:
+    """Expected labelled voxels of each channel in one patch drawn from this case.
+
+    Random patch: voxel x lies in it with a probability that factorises over the axes (the share of
+    uniformly drawn starts whose window covers x). Forced patch: the labelled count of the box at
+    each forced start, weighted by how often that start is drawn.
+    """
+    if all(c is None for c in case.channels):
+        return np.zeros(len(case.channels))
+    patch, initial, lbs, ubs, offset = _crop_geometry(case.shape, model)
+    shares = [
+        _random_start_weights(int(case.shape[d]), int(patch[d]), int(lbs[d] + offset[d]), int(ubs[d] + offset[d]))
+        for d in range(len(patch))
+    ]
+    random = np.array([c.random_volume(shares) if c is not None else 0.0 for c in case.channels])
+    if not case.centres:
+        return random
+
+    # forced patches: centred on a stored location of a class drawn uniformly among those present
+    starts = [np.maximum(centres - (initial // 2)[:, None], lbs[:, None]) + offset[:, None] for centres in case.centres]
+    forced = np.array(
+        [
+            sum(_box_counts(c, s, patch) / s.shape[1] for s in starts) / len(starts) if c is not None else 0.0
+            for c in case.channels
+        ]
+    )
+    share = model.forced_share
+    return (1 - share) * random + share * forced
+
+
+def _box_counts(labelled: _Labelled, starts: np.ndarray, patch: np.ndarray) -> float:
+    """Σ over ``starts`` (``(dims, k)``) of the labelled voxels in the box ``[start, start + patch)``.
+
+    Axes along which every box holds the voxels' whole range drop out (patches are usually larger
+    than a lesion), so the count is read from the projection onto the other axes: a summed-area
+    table there, at the corners of every box (inclusion–exclusion).
+    """
+    origin, end = labelled.origin, labelled.end
+    first, last = starts.min(1), starts.max(1)
+    if np.any(first >= end) or np.any(last + patch <= origin):
+        return 0.0  # along some axis no box reaches the voxels
+    rest = np.flatnonzero(~((last <= origin) & (first + patch >= end)))
+    if not len(rest):
+        return float(labelled.count() * starts.shape[1])
+    size, span = patch[rest], (end - origin)[rest]
+    low = starts[rest] - origin[rest, None]
+    table = labelled.projection(rest)
+    wide = [d for d in range(len(rest)) if size[d] > 1]
+    for d in wide:  # summed along the axes where a box spans more than one voxel, with a leading zero
+        table = np.cumsum(np.pad(table, [(int(a == d), 0) for a in range(len(rest))]), axis=d)
+    hits = np.all((low < span[:, None]) & (low > -size[:, None]), axis=0)  # boxes that miss count nothing
+    strides = np.array(table.strides) // table.itemsize
+    corners, signs = [0], [1]
+    for d in range(len(rest)):
+        if d in wide:
+            sides = (np.clip(low[d], 0, span[d]), np.clip(low[d] + size[d], 0, span[d]))
+            corners = [c + side * strides[d] for c in corners for side in sides]
+            signs = [s * f for s in signs for f in (-1, 1)]
+        else:
+            corners = [c + np.clip(low[d], 0, span[d] - 1) * strides[d] for c in corners]
+    flat = table.ravel()
+    return float(sum(sign * flat[corner] for sign, corner in zip(signs, corners)) @ hits)
 
 
 def case_expected_volume(
@@ -244,38 +331,7 @@ def case_expected_volume(
         class_locations: nnU-Net's stored foreground locations (``properties['class_locations']``),
             which forced patches are centred on; derived from ``seg`` when not given.
     """
-    if model.ignore_label is not None:
-        return _case_expected_volume_dense(_read(seg), channels, model)
-    shape = np.array(_spatial(seg))
-    patch, initial, lbs, ubs, offset = _crop_geometry(shape, model)
-    labels_of = [np.atleast_1d(np.asarray(c)) for c in channels]
-    maps = _channel_maps(seg, labels_of, class_locations)
-    if all(m is None for m in maps):
-        return np.zeros(len(channels))
-
-    # random patches: voxel x is in the patch with a probability that factorises over the axes
-    shares = [
-        _random_start_weights(int(shape[d]), int(patch[d]), int(lbs[d] + offset[d]), int(ubs[d] + offset[d]))
-        for d in range(len(shape))
-    ]
-    random = np.array([_random_patch_volume(*m, shares) if m is not None else 0.0 for m in maps])
-
-    # forced patches: centred on a stored location of a class drawn uniformly among those present
-    if class_locations is None:
-        class_locations = {
-            _location_key(labels): np.argwhere(m[1]) + m[0] if m is not None else np.zeros((0, len(shape)), int)
-            for labels, m in zip(labels_of, maps)
-        }
-    eligible = [np.asarray(v)[:, -len(shape) :] for v in class_locations.values() if len(v)]
-    if not eligible:
-        forced = random
-    else:
-        # every forced centre at once; each class's centres weigh 1 / (classes × its centres)
-        starts = np.ascontiguousarray((np.maximum(np.concatenate(eligible) - initial // 2, lbs) + offset).T)
-        weights = np.concatenate([np.full(len(c), 1.0 / (len(eligible) * len(c))) for c in eligible])
-        forced = np.array([_forced_patch_volume(*m, starts, weights, patch) if m is not None else 0.0 for m in maps])
-    share = model.forced_share
-    return (1 - share) * random + share * forced
+    return expected_volumes([(seg, class_locations)], channels, model)
 
 
 def _case_expected_volume_dense(seg: np.ndarray, channels: Sequence[Sequence[int]], model: SamplingModel):
@@ -300,31 +356,30 @@ def _case_expected_volume_dense(seg: np.ndarray, channels: Sequence[Sequence[int
 
 
 def expected_volumes(cases, channels: Sequence[Sequence[int]], model: SamplingModel) -> np.ndarray:
-    """Mean over cases of :func:`case_expected_volume`; ``cases`` yields ``(seg, class_locations)``.
+    """Mean over cases of the expected labelled voxels per channel; ``cases`` yields ``(seg, class_locations)``.
 
-    Cases whose segmentation must be decompressed run in threads (decompression and large NumPy
-    operations release the GIL); the others are small array work that threads only slow down.
+    Each case contributes its labelled voxels (from nnU-Net's stored locations where they are
+    complete, otherwise from one read, in threads since decompression releases the GIL); cases are
+    then handled in groups with a few vectorised operations each, so small cases cost no Python
+    per-case work beyond collecting their voxels.
     """
     cases = list(cases)
     if not cases:
         raise ValueError("no training cases to compute dataset statistics from")
+    if model.ignore_label is not None:
+        return np.mean([_case_expected_volume_dense(_read(seg), channels, model) for seg, _ in cases], axis=0)
     labels_of = [np.atleast_1d(np.asarray(c)) for c in channels]
-
-    def one(case) -> np.ndarray:
-        return case_expected_volume(case[0], channels, model, case[1])
-
-    reads = [
-        model.ignore_label is not None or _complete_locations(labels_of, locations) is None for _, locations in cases
-    ]
-    per_case = [one(case) for case, read in zip(cases, reads) if not read]
-    heavy = [case for case, read in zip(cases, reads) if read]
-    workers = min(len(heavy), os.cpu_count() or 1)
-    if workers > 1:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            per_case += pool.map(one, heavy)
-    else:
-        per_case += map(one, heavy)
-    return np.mean(per_case, axis=0)
+    reads = sum(_complete_locations(labels_of, locations) is None for _, locations in cases)
+    workers = min(reads, os.cpu_count() or 1)
+    total = np.zeros(len(channels))
+    with ThreadPoolExecutor(max_workers=workers) if workers > 1 else contextlib.nullcontext() as pool:
+        window = 4 * workers if pool else len(cases)  # cases read ahead: bounds the voxels held at once
+        for first in range(0, len(cases), window):
+            batch = cases[first : first + window]
+            collect = pool.map if pool else map
+            for case in collect(lambda case: _case_points(case[0], labels_of, case[1]), batch):
+                total += _case_volumes(case, model)
+    return total / len(cases)
 
 
 def output_channels(label_manager) -> tuple[tuple[str, ...], list[tuple[int, ...]], bool]:

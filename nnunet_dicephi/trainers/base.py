@@ -135,6 +135,7 @@ class DicePhiTrainer(nnUNetTrainer):
         if config.iterations is not None:
             self.num_iterations_per_epoch = config.iterations
             self.num_val_iterations_per_epoch = max(1, config.iterations // 5)
+        self.initial_lr = config.initial_lr  # read by configure_optimizers in initialize()
 
     # --- loss --------------------------------------------------------------------------------
 

@@ -47,6 +47,7 @@ def test_train_and_predict_with_a_parametric_trainer(nnunet_env):
     assert (fold / "checkpoint_final.pth").is_file()
     record = json.loads((fold / "dicephi_loss.json").read_text())
     assert record["trainer_name"] == name and record["phi"] == "BI" and record["ce"] is True
+    assert record["initial_lr"] == 1e-2  # with CE: nnU-Net's own rate
     assert record["eps_per_level"][0]["eps_nr"] == pytest.approx(1e-5)
     assert record["eps_per_level"][1]["eps_nr"] == pytest.approx(1e-5 / 4)
 
@@ -166,7 +167,7 @@ def test_heuristic_eps_partial_manifest_kill_and_resume(partial_env):
 
 def test_mime_trainer_uses_dataset_constants(partial_env):
     env, root = partial_env
-    run(
+    result = run(
         env,
         "nnUNetv2_train",
         "902",
@@ -183,6 +184,8 @@ def test_mime_trainer_uses_dataset_constants(partial_env):
     )
     stats = json.loads(run(env, "nnunet-dicephi", "stats", "902", "2d", "0").stdout)
     assert record["mime"]["a"] == pytest.approx(stats["mime_a"], rel=1e-5)
+    # a loss without CE trains at 1e-3 (LossConfig.default_lr); nnU-Net reports the rate each epoch
+    assert record["initial_lr"] == 1e-3 and "Current learning rate: 0.001\n" in result.stdout
 
 
 def test_broken_manifest_is_refused_with_every_offender(nnunet_env):

@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 
 from nnunet_dicephi.statistics import SamplingModel, case_expected_volume, window_sums
@@ -105,5 +107,34 @@ def test_stored_locations_and_segmentation_give_the_same_result(monkeypatch):
     assert read != []
     forced_same_centres = case_expected_volume(seg, [(1,), (2,)], model, subsampled)
     assert np.allclose(from_seg, forced_same_centres)
+    monkeypatch.setattr(statistics, "LOCATION_CAP", 0)  # read as maps, forced centres unchanged
+    assert np.allclose(complete, case_expected_volume(seg, [(1,), (2,)], model, locations))
     monkeypatch.setattr(statistics, "LOCATION_CAP", 10000)
     assert np.allclose(complete, case_expected_volume(seg, [(1,), (2,)], model, None))
+
+
+@settings(max_examples=80)
+@given(
+    shape=st.tuples(st.integers(1, 7), st.integers(1, 9), st.integers(1, 9)),
+    patch=st.tuples(st.integers(1, 4), st.integers(1, 12), st.integers(1, 12)),
+    seed=st.integers(0, 10_000),
+)
+def test_box_counts_equal_brute_force(shape, patch, seed):
+    """Both voxel representations, boxes that hold all, some or none of the voxels along each axis."""
+    from nnunet_dicephi.statistics import _bounding_box, _box_counts, _Labelled
+
+    rng = np.random.default_rng(seed)
+    volume = np.zeros(shape, bool)
+    volume[tuple(rng.integers(0, n, 6) for n in shape)] = True
+    starts = np.stack([rng.integers(-p - 1, n + 1, 25) for n, p in zip(shape, patch)])
+    patch = np.array(patch)
+    padded = np.pad(volume, [(p + 2, p + 2) for p in patch])
+    expected = sum(
+        padded[tuple(slice(s + p + 2, s + 2 * p + 2) for s, p in zip(start, patch))].sum() for start in starts.T
+    )
+    box = _bounding_box(volume)
+    origin = np.array([b.start for b in box])
+    as_points = _Labelled.from_points(np.array(np.nonzero(volume)))
+    as_map = _Labelled(origin, origin + volume[box].shape, dense=volume[box])
+    assert _box_counts(as_points, starts, patch) == expected
+    assert _box_counts(as_map, starts, patch) == expected

@@ -38,6 +38,20 @@ def test_paper_defaults():
     assert not any(c.include_background for c in PRESETS.values())
 
 
+def test_learning_rate_defaults_and_option():
+    assert PRESETS["TrainerDiceIEps"].initial_lr == 1e-3  # Dice-only: see LossConfig.default_lr
+    assert PRESETS["TrainerDiceIEps_CE"].initial_lr == 1e-2  # nnU-Net's own rate with a CE term
+    fast = parse_trainer_name("TrainerDiceIEps_ep12_it40_lr1e-2")
+    assert fast.initial_lr == 1e-2 and fast.lr == 1e-2
+    # the default spelled out is the same configuration, so it has no second name
+    assert LossConfig(lr=1e-3) == LossConfig() and trainer_name(LossConfig(lr=1e-3)) == "TrainerDiceI"
+    with pytest.raises(TrainerNameError, match="Closest valid name: TrainerDiceI\n"):
+        parse_trainer_name("TrainerDiceI_lr1e-3")
+    with pytest.raises(TrainerNameError, match="Closest valid name: TrainerDiceBI_lr5e-3"):
+        parse_trainer_name("TrainerDiceBI_lr0.005")
+    assert getattr(T, "TrainerDiceBI_lr5e-3").loss_config.initial_lr == 5e-3
+
+
 @st.composite
 def configs(draw):
     loss = draw(st.sampled_from(list(LOSSES)))
@@ -58,6 +72,7 @@ def configs(draw):
         include_background=draw(st.booleans()),
         epochs=draw(st.one_of(st.none(), st.integers(1, 2000))),
         iterations=draw(st.one_of(st.none(), st.integers(1, 500))),
+        lr=draw(st.one_of(st.none(), st.sampled_from([1e-2, 1e-3, 3e-4, 0.05]))),
     )
 
 
