@@ -20,8 +20,8 @@ nnU-Net finds a trainer by class name only, so the name carries the whole loss c
 
 Defaults are left out of a name (ε = 1e-7, α = 0.3, β = 0.7, no CE, no background, the default
 learning rate), so each configuration has exactly one canonical name. Φ = I with the heuristic ε is
-spelled as in the paper, ``TrainerDiceIEps`` (options follow as usual: ``TrainerDiceIEps_CE``); ``TrainerDiceI_epsH...`` is
-accepted as a synonym.
+spelled as in the paper, ``TrainerDiceIEps`` (options follow as usual: ``TrainerDiceIEps_CE``);
+``TrainerDiceI_epsH...`` is accepted as a synonym.
 Names never contain ``__`` or ``.`` (nnU-Net splits folder names on ``__``; pickle splits on ``.``).
 This module imports neither torch nor nnU-Net.
 """
@@ -72,7 +72,7 @@ class LossConfig:
     epochs: int | None = None
     iterations: int | None = None
     lr: float | None = None
-    """Initial learning rate; None (the default, to which an explicit default is normalised) means :attr:`default_lr`."""
+    """Initial learning rate; None means :attr:`default_lr` (an explicit default is normalised to None)."""
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
