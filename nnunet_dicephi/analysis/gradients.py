@@ -1031,6 +1031,12 @@ def _prepare_output(path: str, force: bool) -> str:
         raise _InputError(f"output {path} exists and is not a folder")
     if os.path.isdir(path) and os.listdir(path) and not force:
         raise _InputError(f"output folder {path} exists and is not empty; use --force to replace it")
+    # --force replaces an earlier output of this command only, never a folder given by mistake
+    if os.path.isdir(path) and os.listdir(path) and not os.path.isfile(os.path.join(path, "gradients.csv")):
+        raise _InputError(
+            f"output folder {path} holds no gradients.csv, so it is not an earlier output of this command; "
+            "--force only replaces those: choose another -o/--output"
+        )
     parent = os.path.dirname(path)
     if not os.path.isdir(parent):
         raise _InputError(f"the parent folder of {path} does not exist")
@@ -1038,20 +1044,10 @@ def _prepare_output(path: str, force: bool) -> str:
 
 
 def _publish(tmp: str, path: str) -> None:
-    """Move the finished folder into place; an old folder (with --force) goes only after that works."""
-    path = os.path.abspath(path)
-    old = None
-    if os.path.isdir(path):
-        old = f"{tmp}.old"
-        os.replace(path, old)
-    try:
-        os.replace(tmp, path)
-    except OSError:
-        if old is not None:
-            os.replace(old, path)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    """Move the finished folder into place; an old one (with --force) goes only once the new one is there."""
+    from nnunet_dicephi._files import replace_folder
+
+    replace_folder(tmp, path)
 
 
 def run_gradients(args: argparse.Namespace) -> int:

@@ -1173,23 +1173,11 @@ def _check_output(output: Path, force: bool) -> None:
 
 
 def _publish(staging: Path, output: Path, force: bool) -> None:
-    """Move the finished folder into place; with force, the old report is moved away first, then deleted."""
+    """Move the finished folder into place; with force, the old report goes only once the new one is there."""
+    from nnunet_dicephi._files import replace_folder
+
     _check_output(output, force)
-    old = None
-    if output.is_dir():
-        if any(output.iterdir()):
-            old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
-            os.replace(output, old)  # rename onto the fresh empty folder
-        else:
-            output.rmdir()
-    try:
-        os.replace(staging, output)
-    except OSError:
-        if old is not None:
-            os.replace(old, output)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    replace_folder(staging, output)
 
 
 # --- the report -------------------------------------------------------------------------------

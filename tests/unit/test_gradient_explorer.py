@@ -381,8 +381,13 @@ def test_cli_refuses_a_non_empty_output_without_force(tmp_path, capsys):
     small = ["--phi", "I", "--eps", "1", "-o", str(out)]
     assert run_cli(small) == 2
     assert "--force" in capsys.readouterr().err and (out / "old.txt").exists()
-    assert run_cli([*small, "--force"]) == 0
-    assert not (out / "old.txt").exists() and (out / "gradients.csv").exists()
+    assert run_cli([*small, "--force"]) == 2  # not an earlier output of this command: never deleted
+    assert "gradients.csv" in capsys.readouterr().err and (out / "old.txt").exists()
+    (out / "old.txt").unlink()
+    assert run_cli(small) == 0  # an empty folder is used
+    (out / "extra.txt").write_text("from the earlier run")
+    assert run_cli([*small, "--force"]) == 0  # an earlier output is replaced whole
+    assert not (out / "extra.txt").exists() and (out / "gradients.csv").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
