@@ -1,0 +1,515 @@
+"""From a spec to a plan of jobs: what to run, in which order, and what to skip.
+
+Pure functions over the spec and the results folders; nothing here talks to SLURM. Per dataset
+the plan is
+
+    preprocess (one job) → train (one array: configuration × trainer × fold)
+      → predict (one array: cross-validation summary, test set per configuration × trainer)
+
+and one report job after every dataset's predict array. A training fold is
+
+* **done** when ``fold_X/checkpoint_final.pth`` and ``fold_X/validation/summary.json`` exist:
+  skipped;
+* **interrupted** when it has a checkpoint (``checkpoint_latest``, ``_final`` or ``_best``) but no
+  validation summary: resumed with ``nnUNetv2_train ... --c``;
+* **fresh** otherwise.
+
+The job decides fresh/``--c`` again when it starts (see :mod:`nnunet_dicephi.cluster.runner`), so
+a job that was requeued after its time limit or a preemption resumes as well. Stages already
+queued or running (``active``: key → job id from the state file and the scheduler) are never
+submitted twice; new jobs wait for them instead.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .spec import STAGES, DatasetSpec, ExperimentSpec, Resources, SpecError
+
+CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
+
+
+class FoldState(str, enum.Enum):
+    """Where one training fold stands on disk."""
+
+    DONE = "done"
+    INTERRUPTED = "interrupted"
+    FRESH = "fresh"
+
+
+def fold_state(fold_dir: str | os.PathLike) -> FoldState:
+    """Done (final checkpoint and validation), interrupted (a checkpoint to ``--c`` from) or fresh."""
+    fold_dir = Path(fold_dir)
+    if (fold_dir / "checkpoint_final.pth").is_file() and (fold_dir / "validation" / "summary.json").is_file():
+        return FoldState.DONE
+    if any((fold_dir / name).is_file() for name in CHECKPOINTS):
+        return FoldState.INTERRUPTED
+    return FoldState.FRESH
+
+
+@dataclass(frozen=True)
+class TrainUnit:
+    """One cell of the grid: (dataset, configuration, trainer, fold)."""
+
+    dataset_id: int
+    dataset: str
+    configuration: str
+    trainer: str
+    plans: str
+    fold: int | str
+
+    @property
+    def trainer_folder(self) -> str:
+        return f"{self.trainer}__{self.plans}__{self.configuration}"
+
+    @property
+    def key(self) -> str:
+        return f"train/{self.dataset}/{self.trainer_folder}/fold_{self.fold}"
+
+    def fold_dir(self, results: Path) -> Path:
+        return results / self.dataset / self.trainer_folder / f"fold_{self.fold}"
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work: a SLURM job, or one task of the training array.
+
+    ``commands`` run one after the other (argv lists, never through a shell). A training task has a
+    ``fold_dir``: its single command is run fresh or with ``--c`` depending on that folder when the
+    task starts; ``commands`` shows what it would run now.
+    """
+
+    key: str
+    commands: tuple[tuple[str, ...], ...]
+    fold_dir: Path | None = None
+    note: str = ""
+    marker: Path | None = None
+    """Written by the job when all its commands succeeded (every stage but training)."""
+
+
+@dataclass(frozen=True)
+class JobGroup:
+    """What one ``sbatch`` submits: one job, or one array of tasks (training)."""
+
+    stage: str
+    key: str
+    name: str
+    tasks: tuple[Task, ...]
+    resources: Resources
+    after: tuple[str, ...] = ()
+    """Keys of groups of this plan that must succeed first."""
+    after_jobs: tuple[str, ...] = ()
+    """SLURM job ids from earlier submissions, still queued or running, that must succeed first."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Groups in submission order (dependencies first) and what was skipped, with why."""
+
+    groups: tuple[JobGroup, ...]
+    skipped: tuple[tuple[str, str], ...]
+
+    def group(self, key: str) -> JobGroup:
+        return next(g for g in self.groups if g.key == key)
+
+
+def grid(spec: ExperimentSpec, names: Mapping[int, str]) -> list[TrainUnit]:
+    """Every training unit of the spec, in spec order (dataset, configuration, trainer, fold)."""
+    return [
+        TrainUnit(d.id, names[d.id], configuration, trainer, d.plans, fold)
+        for d in spec.datasets
+        for configuration in d.configurations
+        for trainer in d.trainers
+        for fold in d.folds
+    ]
+
+
+def marker_path(spec: ExperimentSpec, key: str) -> Path:
+    """Where the job of ``key`` (``preprocess/...``, ``predict/...``, ``report``) records its success."""
+    return spec.output / "markers" / (key.replace("/", "-") + ".done")
+
+
+# --- the nnU-Net side of "done" --------------------------------------------------------------------
+
+
+_DATASET_FOLDER = re.compile(r"Dataset(\d{3})_[A-Za-z0-9._-]+")
+
+
+def find_dataset(spec: ExperimentSpec, dataset: DatasetSpec) -> str | None:
+    """``DatasetXXX_Name`` from nnUNet_raw, else nnUNet_preprocessed, else nnUNet_results."""
+    env = spec.environment
+    roots = (env.nnunet_raw,) if dataset.preprocess else ()
+    for root in (*roots, env.nnunet_preprocessed, env.nnunet_results, env.nnunet_raw):
+        if root.is_dir():
+            for child in sorted(root.iterdir()):
+                match = _DATASET_FOLDER.fullmatch(child.name)
+                if match and int(match[1]) == dataset.id and child.is_dir():
+                    return child.name
+    return None
+
+
+def resolve_datasets(spec: ExperimentSpec) -> dict[int, str]:
+    """Dataset id → folder name; checks what must exist before submitting.
+
+    Raises:
+        SpecError: a dataset is nowhere to be found, a dataset with ``preprocess = false`` is not
+            preprocessed, a test folder or the virtual environment is missing.
+    """
+    names, problems = {}, []
+    env = spec.environment
+    for i, dataset in enumerate(spec.datasets):
+        name = find_dataset(spec, dataset)
+        if name is None:
+            where = env.nnunet_raw if dataset.preprocess else env.nnunet_preprocessed
+            problems.append((f"dataset[{i}].id", f"no Dataset{dataset.id:03d}_* folder in {where}"))
+            continue
+        names[dataset.id] = name
+        if dataset.preprocess and not (env.nnunet_raw / name).is_dir():
+            if not preprocessed(spec, dataset, name):
+                problems.append((f"dataset[{i}].id", f"{name} is not in nnUNet_raw ({env.nnunet_raw})"))
+        if not dataset.preprocess and not preprocessed(spec, dataset, name):
+            problems.append(
+                (f"dataset[{i}].preprocess", f"false, but {name} is not preprocessed in {env.nnunet_preprocessed}")
+            )
+        for key in ("test_images", "test_labels"):
+            folder = getattr(dataset, key)
+            if folder is not None and not folder.is_dir():
+                problems.append((f"dataset[{i}].{key}", f"no such folder: {folder}"))
+    if env.venv is not None and not (env.venv / "bin" / "python").exists():
+        problems.append(("environment.venv", f"{env.venv} has no bin/python"))
+    if problems:
+        raise SpecError(problems, spec.source)
+    return names
+
+
+def _data_identifier(configurations: dict, name: str) -> str | None:
+    seen = set()
+    while name in configurations and name not in seen:
+        seen.add(name)
+        config = configurations[name]
+        if "data_identifier" in config:
+            return config["data_identifier"]
+        name = config.get("inherits_from", "")
+    return None
+
+
+def preprocessed(spec: ExperimentSpec, dataset: DatasetSpec, name: str) -> bool:
+    """Whether the plans and every configuration's preprocessed cases exist."""
+    folder = spec.environment.nnunet_preprocessed / name
+    try:
+        plans = json.loads((folder / f"{dataset.plans}.json").read_text(encoding="utf-8"))
+        cases = int(json.loads((folder / "dataset.json").read_text(encoding="utf-8"))["numTraining"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    for configuration in dataset.configurations:
+        identifier = _data_identifier(plans.get("configurations", {}), configuration)
+        if identifier is None or not (folder / identifier).is_dir():
+            return False
+        if sum(1 for _ in (folder / identifier).glob("*.pkl")) < cases:
+            return False
+    return True
+
+
+# --- commands -------------------------------------------------------------------------------------
+
+
+def _fold_text(folds: Sequence[int | str]) -> list[str]:
+    return [str(f) for f in folds]
+
+
+def preprocess_command(dataset: DatasetSpec, processes: int) -> tuple[str, ...]:
+    planner = ("-pl", dataset.planner) if dataset.planner else ()
+    return (
+        "nnUNetv2_plan_and_preprocess",
+        "-d",
+        str(dataset.id),
+        "-c",
+        *dataset.configurations,
+        *planner,
+        "-np",
+        str(processes),
+        "--verify_dataset_integrity",
+    )
+
+
+def train_command(unit: TrainUnit, device: str) -> tuple[str, ...]:
+    """``nnUNetv2_train`` for one fold, fresh (the job adds ``--c`` when it finds a checkpoint)."""
+    return (
+        "nnUNetv2_train",
+        str(unit.dataset_id),
+        unit.configuration,
+        str(unit.fold),
+        "-tr",
+        unit.trainer,
+        "-p",
+        unit.plans,
+        "-device",
+        device,
+    )
+
+
+def prediction_folder(spec: ExperimentSpec, dataset_name: str, trainer_folder: str) -> Path:
+    return spec.output / "predictions" / dataset_name / trainer_folder
+
+
+CROSSVAL = "crossval"
+
+
+def predict_tasks(spec: ExperimentSpec, dataset: DatasetSpec, name: str) -> list[Task]:
+    """The predict stage of a dataset, one array task each.
+
+    ``predict/<dataset>/crossval``: the cross-validation summary (``nnUNetv2_find_best_configuration``,
+    not for fold "all"); ``predict/<dataset>/<trainer folder>``: the test set predicted with the
+    trainer's folds (an ensemble), then evaluated when ``test_labels`` is given.
+    """
+    cpus = str(spec.resources.predict.cpus)
+    tasks = []
+    if dataset.folds != ("all",):
+        key = f"predict/{name}/{CROSSVAL}"
+        command = (
+            "nnUNetv2_find_best_configuration",
+            str(dataset.id),
+            *("-p", dataset.plans, "-c", *dataset.configurations, "-tr", *dataset.trainers),
+            *("-f", *_fold_text(dataset.folds), "--disable_ensembling", "-np", cpus),
+        )
+        tasks.append(Task(key, (command,), marker=marker_path(spec, key)))
+    if dataset.test_images is not None:
+        workers = str(min(3, spec.resources.predict.cpus))
+        for configuration in dataset.configurations:
+            for trainer in dataset.trainers:
+                folder = f"{trainer}__{dataset.plans}__{configuration}"
+                target = prediction_folder(spec, name, folder)
+                commands = [
+                    (
+                        "nnUNetv2_predict",
+                        *("-i", str(dataset.test_images), "-o", str(target)),
+                        *("-d", str(dataset.id), "-c", configuration, "-tr", trainer, "-p", dataset.plans),
+                        *("-f", *_fold_text(dataset.folds), "-device", spec.environment.device),
+                        *("-npp", workers, "-nps", workers),
+                    )
+                ]
+                if dataset.test_labels is not None:
+                    commands.append(
+                        (
+                            "nnUNetv2_evaluate_folder",
+                            *(str(dataset.test_labels), str(target)),
+                            *("-djfile", str(target / "dataset.json"), "-pfile", str(target / "plans.json")),
+                            *("-np", cpus),
+                        )
+                    )
+                key = f"predict/{name}/{folder}"
+                tasks.append(Task(key, tuple(commands), marker=marker_path(spec, key)))
+    return tasks
+
+
+def report_commands(spec: ExperimentSpec, names: Mapping[int, str]) -> tuple[tuple[str, ...], ...]:
+    """``nnunet-dicephi report`` over the cross-validation, and over each dataset's test predictions."""
+    report = spec.report_spec
+    results = spec.environment.nnunet_results
+    options = ("--force", "--n-resamples", str(report.n_resamples), "-j", str(spec.resources.report.cpus))
+
+    def folders(dataset: DatasetSpec) -> list[str]:
+        return [
+            str(results / names[dataset.id] / f"{t}__{dataset.plans}__{c}")
+            for c in dataset.configurations
+            for t in dataset.trainers
+        ]
+
+    commands = []
+    fold_sets = {d.folds for d in spec.datasets}
+    if len(fold_sets) == 1:  # one report; the report tool keeps datasets apart
+        (folds,) = fold_sets
+        every = [f for d in spec.datasets for f in folders(d)]
+        commands.append(
+            ("nnunet-dicephi", "report", *every, "-o", str(report.output), "--folds", *_fold_text(folds), *options)
+        )
+    else:  # --folds applies to every folder given, so datasets with other folds get their own report
+        for d in spec.datasets:
+            out = report.output / names[d.id]
+            commands.append(
+                ("nnunet-dicephi", "report", *folders(d), "-o", str(out), "--folds", *_fold_text(d.folds), *options)
+            )
+    for d in spec.datasets:
+        if d.test_labels is None:
+            continue
+        predictions = [
+            str(prediction_folder(spec, names[d.id], f"{t}__{d.plans}__{c}"))
+            for c in d.configurations
+            for t in d.trainers
+        ]
+        out = report.output / f"test_{names[d.id]}"
+        commands.append(
+            ("nnunet-dicephi", "report", *predictions, "--reference", str(d.test_labels), "-o", str(out), *options)
+        )
+    return tuple(commands)
+
+
+# --- the plan -------------------------------------------------------------------------------------
+
+
+def plan_jobs(
+    spec: ExperimentSpec,
+    names: Mapping[int, str],
+    *,
+    stages: Iterable[str] = STAGES,
+    active: Mapping[str, str] | None = None,
+) -> Plan:
+    """What to submit now.
+
+    Args:
+        spec: the validated spec.
+        names: dataset id → ``DatasetXXX_Name`` (:func:`resolve_datasets`).
+        stages: the stages to submit; others are neither submitted nor waited for (except when
+            their jobs are still active).
+        active: key → SLURM job id of jobs still queued or running from earlier submissions.
+
+    Returns:
+        The plan; groups come in an order where dependencies precede their dependents.
+    """
+    stages = set(stages)
+    unknown = stages - set(STAGES)
+    if unknown:
+        raise ValueError(f"unknown stage(s) {', '.join(sorted(unknown))}; stages are {', '.join(STAGES)}")
+    active = dict(active or {})
+    env = spec.environment
+    groups: list[JobGroup] = []
+    skipped: list[tuple[str, str]] = []
+    report_after: list[str] = []
+    report_after_jobs: list[str] = []
+    report_needed = False
+
+    def depends(keys: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        planned = {g.key for g in groups}
+        return tuple(k for k in keys if k in planned), tuple(active[k] for k in keys if k in active)
+
+    for dataset in spec.datasets:
+        name = names[dataset.id]
+        prefix = f"{spec.name}-"
+        upstream: list[str] = []  # keys of this dataset's jobs that the next stage waits for
+
+        key = f"preprocess/{name}"
+        if key in active:
+            skipped.append((key, f"still queued or running as job {active[key]}"))
+            upstream.append(key)
+        elif not dataset.preprocess:
+            skipped.append((key, "preprocess = false"))
+        elif marker_path(spec, key).is_file() or preprocessed(spec, dataset, name):
+            skipped.append((key, "already preprocessed"))
+        elif "preprocess" in stages:
+            resources = spec.resources.preprocess
+            groups.append(
+                JobGroup(
+                    stage="preprocess",
+                    key=key,
+                    name=f"{prefix}preprocess-{dataset.id}",
+                    tasks=(Task(key, (preprocess_command(dataset, resources.cpus),), marker=marker_path(spec, key)),),
+                    resources=resources,
+                )
+            )
+            upstream.append(key)
+        else:
+            skipped.append((key, "stage not selected"))
+
+        tasks, train_active = [], []
+        for unit in grid(spec, names):
+            if unit.dataset_id != dataset.id:
+                continue
+            fold_dir = unit.fold_dir(env.nnunet_results)
+            state = fold_state(fold_dir)
+            if state is FoldState.DONE:
+                skipped.append((unit.key, "done"))
+            elif unit.key in active:
+                skipped.append((unit.key, f"still queued or running as job {active[unit.key]}"))
+                train_active.append(unit.key)
+            elif "train" not in stages:
+                skipped.append((unit.key, f"stage not selected ({state.value})"))
+            else:
+                command = train_command(unit, env.device)
+                if state is FoldState.INTERRUPTED:
+                    command, note = (*command, "--c"), "resume from its checkpoint with --c"
+                else:
+                    note = "fresh"
+                tasks.append(Task(unit.key, (command,), fold_dir=fold_dir, note=note))
+        train_key = f"train/{name}"
+        train_upstream = list(upstream)
+        if tasks:
+            after, after_jobs = depends(upstream)
+            groups.append(
+                JobGroup(
+                    stage="train",
+                    key=train_key,
+                    name=f"{prefix}train-{dataset.id}",
+                    tasks=tuple(tasks),
+                    resources=spec.resources.train,
+                    after=after,
+                    after_jobs=after_jobs,
+                )
+            )
+            train_upstream = [train_key]
+        # the predict job waits for whatever of this dataset is still to run
+        upstream = train_upstream + train_active
+
+        key = f"predict/{name}"
+        fresh_upstream = any(k in {g.key for g in groups} or k in active for k in upstream)
+        tasks = predict_tasks(spec, dataset, name)
+        if "predict" not in stages or not tasks:
+            why = "stage not selected" if tasks else 'nothing to predict (folds = "all" and no test_images)'
+            skipped.append((key, why))
+            after, after_jobs = depends(upstream)  # the report still waits for the training
+            report_after.extend(after)
+            report_after_jobs.extend(after_jobs + tuple(active[t.key] for t in tasks if t.key in active))
+        else:
+            todo = []
+            for task in tasks:
+                if task.key in active and not fresh_upstream:
+                    skipped.append((task.key, f"still queued or running as job {active[task.key]}"))
+                    report_after_jobs.append(active[task.key])
+                elif not fresh_upstream and task.marker is not None and task.marker.is_file():
+                    skipped.append((task.key, "done"))
+                else:
+                    todo.append(task)
+            if todo:
+                after, after_jobs = depends(upstream)
+                groups.append(
+                    JobGroup(
+                        stage="predict",
+                        key=key,
+                        name=f"{prefix}predict-{dataset.id}",
+                        tasks=tuple(todo),
+                        resources=spec.resources.predict,
+                        after=after,
+                        after_jobs=after_jobs,
+                    )
+                )
+                report_after.append(key)
+        report_needed |= bool(report_after) or bool(report_after_jobs)
+
+    key = "report"
+    report = spec.report_spec
+    if not report.enabled:
+        skipped.append((key, "[report] enabled = false"))
+    elif "report" not in stages:
+        skipped.append((key, "stage not selected"))
+    elif key in active and not report_needed:
+        skipped.append((key, f"still queued or running as job {active[key]}"))
+    elif not report_needed and marker_path(spec, key).is_file() and (report.output / "report.md").is_file():
+        skipped.append((key, "done"))
+    else:
+        groups.append(
+            JobGroup(
+                stage="report",
+                key=key,
+                name=f"{spec.name}-report",
+                tasks=(Task(key, report_commands(spec, names), marker=marker_path(spec, key)),),
+                resources=spec.resources.report,
+                after=tuple(report_after),
+                after_jobs=tuple(dict.fromkeys(report_after_jobs)),
+            )
+        )
+    return Plan(tuple(groups), tuple(skipped))

@@ -1,0 +1,702 @@
+"""The experiment spec: a TOML file describing a grid of nnU-Net runs and where and how to run it.
+
+A spec names datasets × configurations × trainers × folds, the SLURM resources of each stage and
+the environment of the jobs. :func:`load_spec` reads and validates it as a whole: every problem
+(unknown key, wrong type, bad time, fold out of range, trainer name that does not resolve, ...) is
+collected with its key path into one :class:`SpecError`, so a spec is either refused before anything
+is submitted or accepted completely. Relative paths are resolved against the spec file's folder.
+
+Example (``examples/grid.toml`` is the documented version)::
+
+    [experiment]
+    name = "brats2021"
+    output = "runs/brats2021"
+
+    [environment]
+    nnUNet_raw = "/data/nnUNet_raw"
+    nnUNet_preprocessed = "/data/nnUNet_preprocessed"
+    nnUNet_results = "/data/nnUNet_results"
+    device = "cuda"
+    modules = ["cuda/12.1"]
+    venv = "/home/me/venvs/dicephi"
+
+    [resources]
+    partition = "gpu"
+    gpus = 1
+    cpus = 8
+    mem_gb = 64
+    time = "48:00:00"
+
+    [[dataset]]
+    id = 137
+    configurations = ["3d_fullres"]
+    trainers = ["TrainerDiceI", "TrainerDiceBI", "TrainerDiceIEps"]
+    folds = [0, 1, 2, 3, 4]
+
+This module imports neither torch, nnU-Net nor submitit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import io
+import math
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+STAGES = ("preprocess", "train", "predict", "report")
+DEVICES = ("cuda", "cpu", "mps")
+FOLDS = (0, 1, 2, 3, 4)
+PATH_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_CONFIGURATION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]*")
+_SBATCH_OPTION = re.compile(r"--(?P<key>[a-z][a-z0-9-]*)(=(?P<value>.*))?", re.S)
+# options this tool sets itself: a spec that sets them through extra_sbatch would silently break
+# the chaining (dependency), the logs the status reads (output, error) or the array (array)
+_RESERVED_SBATCH = ("dependency", "array", "output", "error", "job-name", "open-mode", "signal", "wrap")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class SpecError(ValueError):
+    """The spec cannot be used; ``problems`` lists ``(key path, message)`` for every problem found."""
+
+    def __init__(self, problems: list[tuple[str, str]], source: str | os.PathLike | None = None) -> None:
+        self.problems = list(problems)
+        self.source = source
+        where = f"{source}: " if source is not None else ""
+        lines = [f"{where}{len(self.problems)} problem(s) in the experiment spec; nothing was submitted:"]
+        lines += [f"  {path}: {message}" if path else f"  {message}" for path, message in self.problems]
+        super().__init__("\n".join(lines))
+
+
+# --- the spec -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Resources:
+    """SLURM resources of one stage's jobs (one job, or each task of the training array)."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    cpus: int = 1
+    gpus: int = 0
+    mem_gb: float | None = None
+    time_min: int = 60
+    extra_sbatch: tuple[tuple[str, str | bool], ...] = ()
+    """Further ``#SBATCH`` options as ``(name, value)``; ``True`` for a flag without value."""
+    signal_delay_s: int = 120
+    """SIGUSR2 this many seconds before the time limit: the job stops, is requeued and resumes."""
+    max_requeues: int = 3
+    """How often a job may be requeued after its time limit (submitit's ``max_num_timeout``)."""
+    array_parallelism: int | None = None
+    """At most this many tasks of the training array run at once (``--array=...%N``)."""
+
+
+@dataclass(frozen=True)
+class StageResources:
+    """Resources per stage, after merging ``[resources]`` with ``[resources.<stage>]``."""
+
+    preprocess: Resources = field(default_factory=lambda: Resources(gpus=0))
+    train: Resources = field(default_factory=Resources)
+    predict: Resources = field(default_factory=Resources)
+    report: Resources = field(default_factory=lambda: Resources(gpus=0))
+
+    def of(self, stage: str) -> Resources:
+        return getattr(self, stage)
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What every job gets: nnU-Net's folders, device, modules, virtual environment, variables."""
+
+    nnunet_raw: Path
+    nnunet_preprocessed: Path
+    nnunet_results: Path
+    device: str = "cuda"
+    venv: Path | None = None
+    modules: tuple[str, ...] = ()
+    setup: tuple[str, ...] = ()
+    """Shell lines run verbatim before each job (trusted input, like the rest of a job script)."""
+    variables: tuple[tuple[str, str], ...] = ()
+
+    def paths(self) -> dict[str, str]:
+        """nnU-Net's three folder variables."""
+        return {
+            "nnUNet_raw": str(self.nnunet_raw),
+            "nnUNet_preprocessed": str(self.nnunet_preprocessed),
+            "nnUNet_results": str(self.nnunet_results),
+        }
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset's part of the grid: configurations × trainers × folds."""
+
+    id: int
+    configurations: tuple[str, ...]
+    trainers: tuple[str, ...]
+    folds: tuple[int | str, ...] = FOLDS
+    plans: str = "nnUNetPlans"
+    planner: str | None = None
+    preprocess: bool = True
+    """Run ``nnUNetv2_plan_and_preprocess`` (skipped when already done); False: it must exist."""
+    test_images: Path | None = None
+    test_labels: Path | None = None
+
+
+@dataclass(frozen=True)
+class ReportSpec:
+    """The last stage: ``nnunet-dicephi report`` over every trainer folder of the grid."""
+
+    output: Path
+    enabled: bool = True
+    n_resamples: int = 10000
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """A validated experiment spec; build it with :func:`load_spec` or :func:`parse_spec`."""
+
+    name: str
+    output: Path
+    environment: Environment
+    datasets: tuple[DatasetSpec, ...]
+    resources: StageResources = field(default_factory=StageResources)
+    report: ReportSpec | None = None
+    source: Path | None = None
+
+    @property
+    def state_file(self) -> Path:
+        return self.output / "cluster_state.json"
+
+    @property
+    def report_spec(self) -> ReportSpec:
+        return self.report if self.report is not None else ReportSpec(output=self.output / "report")
+
+
+# --- reading --------------------------------------------------------------------------------------
+
+
+def parse_time(value: Any) -> int:
+    """SLURM's time formats → whole minutes (rounded up).
+
+    Accepts minutes as an integer, or ``"M"``, ``"M:S"``, ``"H:M:S"``, ``"D-H"``, ``"D-H:M"``,
+    ``"D-H:M:S"``. Raises ValueError for anything else or a time that is not positive.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"expected minutes or a time such as '48:00:00'; got {value!r}")
+    if isinstance(value, int):
+        seconds = value * 60
+    elif isinstance(value, str):
+        match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", value.strip())
+        if match is None:
+            raise ValueError(f"{value!r} is not a SLURM time: minutes, 'HH:MM:SS', 'D-HH:MM:SS', ...")
+        days, a, b, c = match.groups()
+        numbers = [int(x) for x in (a, b, c) if x is not None]
+        if days is not None:  # D-H, D-H:M, D-H:M:S
+            hours, minutes, secs = (numbers + [0, 0])[:3]
+            seconds = ((int(days) * 24 + hours) * 60 + minutes) * 60 + secs
+            parts = numbers[1:]
+        elif len(numbers) == 1:  # M
+            seconds, parts = numbers[0] * 60, []
+        elif len(numbers) == 2:  # M:S
+            seconds, parts = numbers[0] * 60 + numbers[1], numbers[1:]
+        else:  # H:M:S
+            seconds, parts = (numbers[0] * 60 + numbers[1]) * 60 + numbers[2], numbers[1:]
+        if any(p >= 60 for p in parts):
+            raise ValueError(f"{value!r}: minutes and seconds must be below 60")
+    else:
+        raise ValueError(f"expected minutes or a time such as '48:00:00'; got {type(value).__name__}")
+    if seconds <= 0:
+        raise ValueError(f"{value!r}: the time must be positive")
+    return math.ceil(seconds / 60)
+
+
+def format_time(minutes: int) -> str:
+    """Minutes → ``D-HH:MM:00`` / ``HH:MM:00``, as SLURM prints times."""
+    days, rest = divmod(minutes, 24 * 60)
+    text = f"{rest // 60:02d}:{rest % 60:02d}:00"
+    return f"{days}-{text}" if days else text
+
+
+class _Reader:
+    """Collects problems while reading one TOML table after another."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.problems: list[tuple[str, str]] = []
+
+    def add(self, path: str, message: str) -> None:
+        self.problems.append((path, message))
+
+    def table(self, data: Any, path: str, allowed: tuple[str, ...]) -> dict:
+        """``data`` as a table whose unknown keys are reported (with the closest known key)."""
+        if not isinstance(data, dict):
+            self.add(path, f"expected a table, got {_kind(data)}")
+            return {}
+        for key in data:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(allowed)}"
+                self.add(_join(path, key), f"unknown key{hint}")
+        return data
+
+    def check(self, value: Any, path: str, pattern=None, what: str = "") -> str | None:
+        """``value`` if it is an acceptable string, else None (and the problem is filed)."""
+        if not isinstance(value, str):
+            self.add(path, f"expected a string, got {_kind(value)}")
+        elif _CONTROL.search(value):
+            self.add(path, "must not contain control characters (newline, tab, NUL, ...)")
+        elif pattern is not None and not pattern.fullmatch(value):
+            self.add(path, f"{value!r} is not {what or 'valid'}")
+        else:
+            return value
+        return None
+
+    def string(self, table: dict, path: str, key: str, *, required: bool = False, pattern=None, what: str = ""):
+        if key not in table:
+            if required:
+                self.add(_join(path, key), "missing (required)")
+            return None
+        return self.check(table[key], _join(path, key), pattern, what)
+
+    def path(self, table: dict, path: str, key: str, *, required: bool = False, default: str | None = None):
+        value = self.string(table, path, key, required=required)
+        if value is None:
+            value = default
+        if value is None:
+            return None
+        if value == "":
+            self.add(_join(path, key), "must not be empty")
+            return None
+        return (self.base / os.path.expanduser(value)).resolve()
+
+    def integer(self, table: dict, path: str, key: str, default, *, low: int | None = None, high: int | None = None):
+        if key not in table:
+            return default
+        value = table[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.add(_join(path, key), f"expected an integer, got {_kind(value)}")
+            return default
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+            self.add(_join(path, key), f"must be {bounds}; got {value}")
+            return default
+        return value
+
+    def boolean(self, table: dict, path: str, key: str, default: bool) -> bool:
+        if key not in table:
+            return default
+        value = table[key]
+        if not isinstance(value, bool):
+            self.add(_join(path, key), f"expected true or false, got {_kind(value)}")
+            return default
+        return value
+
+    def strings(self, table: dict, path: str, key: str, *, required: bool = False, pattern=None, what: str = ""):
+        """A list of distinct strings (a single string is accepted as a list of one)."""
+        if key not in table:
+            if required:
+                self.add(_join(path, key), "missing (required)")
+            return ()
+        value = table[key]
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            self.add(_join(path, key), f"expected a list of strings, got {_kind(value)}")
+            return ()
+        out = []
+        for i, item in enumerate(value):
+            item_path = f"{_join(path, key)}[{i}]"
+            checked = self.check(item, item_path, pattern, what)
+            if checked is None:
+                continue
+            if checked in out:
+                self.add(item_path, f"{checked!r} is listed twice")
+                continue
+            out.append(checked)
+        if required and not value:
+            self.add(_join(path, key), "must not be empty")
+        return tuple(out)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    return f"{type(value).__name__} {value!r}"
+
+
+_RESOURCE_KEYS = (
+    "partition",
+    "account",
+    "qos",
+    "cpus",
+    "gpus",
+    "mem_gb",
+    "time",
+    "extra_sbatch",
+    "signal_delay_s",
+    "max_requeues",
+    "array_parallelism",
+)
+
+
+def _resource_values(reader: _Reader, table: dict, path: str) -> dict:
+    """The resource keys present in ``table``, converted; stage sub-tables are left to the caller."""
+    out: dict[str, Any] = {}
+    for key in ("partition", "account", "qos"):
+        if key in table:
+            value = reader.string(table, path, key, pattern=_NAME, what="a SLURM name (letters, digits, . _ -)")
+            if value is not None:
+                out[key] = value
+    for key, low in (("cpus", 1), ("gpus", 0), ("signal_delay_s", 1), ("max_requeues", 0), ("array_parallelism", 1)):
+        if key in table:
+            value = reader.integer(table, path, key, None, low=low)
+            if value is not None:
+                out[key] = value
+    if "mem_gb" in table:
+        value = table["mem_gb"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            reader.add(_join(path, "mem_gb"), f"expected a positive number of GB, got {_kind(value)}")
+        else:
+            out["mem_gb"] = float(value)
+    if "time" in table:
+        try:
+            out["time_min"] = parse_time(table["time"])
+        except ValueError as error:
+            reader.add(_join(path, "time"), str(error))
+    if "extra_sbatch" in table:
+        options = []
+        for i, text in enumerate(reader.strings(table, path, "extra_sbatch")):
+            match = _SBATCH_OPTION.fullmatch(text)
+            item = f"{_join(path, 'extra_sbatch')}[{i}]"
+            if match is None:
+                reader.add(item, f"{text!r} is not a long sbatch option such as '--constraint=a100' or '--exclusive'")
+            elif match["key"] in _RESERVED_SBATCH:
+                reader.add(item, f"--{match['key']} is set by nnunet-dicephi itself and cannot be overridden")
+            else:
+                options.append((match["key"], True if match["value"] is None else match["value"]))
+        out["extra_sbatch"] = tuple(options)
+    return out
+
+
+def _read_resources(reader: _Reader, data: Any) -> StageResources:
+    table = reader.table(data, "resources", _RESOURCE_KEYS + STAGES)
+    common = _resource_values(reader, table, "resources")
+    stages = {}
+    for stage in STAGES:
+        own = {}
+        if stage in table:
+            sub = reader.table(table[stage], f"resources.{stage}", _RESOURCE_KEYS)
+            own = _resource_values(reader, sub, f"resources.{stage}")
+        values = dict(common)
+        if stage in ("preprocess", "report") and "gpus" not in own:
+            values["gpus"] = 0  # nnU-Net's planning and the report never use a GPU
+        values.update(own)
+        stages[stage] = Resources(**values)
+    return StageResources(**stages)
+
+
+def _read_environment(reader: _Reader, data: Any, environ: Mapping[str, str]) -> Environment | None:
+    allowed = (*PATH_VARIABLES, "device", "venv", "modules", "setup", "variables")
+    table = reader.table(data, "environment", allowed)
+    paths = {}
+    for key in PATH_VARIABLES:
+        if key in table:
+            paths[key] = reader.path(table, "environment", key)
+        elif environ.get(key):
+            paths[key] = Path(environ[key]).expanduser().resolve()
+        else:
+            reader.add(f"environment.{key}", "missing: set it here or export it before submitting")
+            paths[key] = None
+    device = reader.string(table, "environment", "device") or "cuda"
+    if device not in DEVICES:
+        reader.add("environment.device", f"must be one of {', '.join(DEVICES)}; got {device!r}")
+    venv = reader.path(table, "environment", "venv")
+    modules = reader.strings(
+        table, "environment", "modules", pattern=re.compile(r"[^\s]+"), what="a module name without spaces"
+    )
+    setup = reader.strings(table, "environment", "setup")
+    variables = []
+    if "variables" in table:
+        values = table["variables"]
+        if not isinstance(values, dict):
+            reader.add("environment.variables", f"expected a table of NAME = value, got {_kind(values)}")
+            values = {}
+        for name, value in values.items():
+            path = f"environment.variables.{name}"
+            if not _IDENTIFIER.fullmatch(name):
+                reader.add(path, "not a valid environment variable name")
+            elif name in PATH_VARIABLES:
+                reader.add(path, f"set {name} in [environment] itself")
+            elif isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                reader.add(path, f"expected a string or number, got {_kind(value)}")
+            elif isinstance(value, str) and _CONTROL.search(value):
+                reader.add(path, "must not contain control characters (newline, tab, NUL, ...)")
+            else:
+                variables.append((name, str(value)))
+    if any(p is None for p in paths.values()):
+        return None
+    return Environment(
+        nnunet_raw=paths["nnUNet_raw"],
+        nnunet_preprocessed=paths["nnUNet_preprocessed"],
+        nnunet_results=paths["nnUNet_results"],
+        device=device,
+        venv=venv,
+        modules=modules,
+        setup=setup,
+        variables=tuple(variables),
+    )
+
+
+def _naming():
+    """The trainer-name grammar module, without importing torch and nnU-Net.
+
+    ``nnunet_dicephi.trainers/__init__.py`` imports the trainers themselves (torch, nnU-Net: ~8 s),
+    while its ``naming`` and ``presets`` modules are pure Python. Unless the package is loaded
+    already, those two are loaded from its folder under a private package name, so that validating
+    a spec stays fast.
+    """
+    if "nnunet_dicephi.trainers" in sys.modules:
+        return sys.modules["nnunet_dicephi.trainers.naming"]
+    import importlib
+    import importlib.util
+    import types
+
+    private = "nnunet_dicephi.cluster._trainer_names"
+    if private not in sys.modules:
+        spec = importlib.util.find_spec("nnunet_dicephi.trainers")
+        assert spec is not None and spec.submodule_search_locations is not None
+        package = types.ModuleType(private)
+        package.__path__ = list(spec.submodule_search_locations)
+        sys.modules[private] = package
+    return importlib.import_module(f"{private}.naming")
+
+
+def check_trainer(name: str) -> str | None:
+    """None when nnU-Net will find ``name``, else why not (with the closest valid name).
+
+    This project's names are checked with its grammar (no import of torch or nnU-Net); nnU-Net's
+    own trainers (``nnUNetTrainer...``, for baselines) with nnU-Net's lookup.
+    """
+    naming = _naming()
+    TrainerNameError, parse_trainer_name = naming.TrainerNameError, naming.parse_trainer_name  # noqa: N806
+
+    if name.startswith("nnUNetTrainer"):
+        if not re.fullmatch(r"nnUNetTrainer[A-Za-z0-9_]*", name):
+            return f"{name!r} is not a class name"
+        try:
+            from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+        except ImportError:  # pragma: no cover - nnU-Net is a dependency
+            return None
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net narrates its search on stdout
+                recursive_find_trainer_class_by_name(name)
+        except RuntimeError:
+            return f"nnU-Net has no trainer {name!r}"
+        return None
+    try:
+        parse_trainer_name(name)
+    except TrainerNameError as error:
+        # the naming module explains with its whole grammar; one line per problem here, the
+        # grammar once at the end of the error (see parse_spec)
+        first, closest = str(error).splitlines()[:2]
+        return f"{first} {closest}"
+    return None
+
+
+def _read_dataset(reader: _Reader, data: Any, path: str) -> DatasetSpec | None:
+    allowed = (
+        "id",
+        "configurations",
+        "trainers",
+        "folds",
+        "plans",
+        "planner",
+        "preprocess",
+        "test_images",
+        "test_labels",
+    )
+    table = reader.table(data, path, allowed)
+    if not table and not isinstance(data, dict):
+        return None
+    before = len(reader.problems)
+    if "id" not in table:
+        reader.add(f"{path}.id", "missing (required)")
+    dataset_id = reader.integer(table, path, "id", None, low=1, high=999)
+    configurations = reader.strings(
+        table, path, "configurations", required=True, pattern=_CONFIGURATION, what="a configuration name"
+    )
+    for i, configuration in enumerate(configurations):
+        if configuration == "3d_cascade_fullres":
+            reader.add(
+                f"{path}.configurations[{i}]",
+                "the cascade needs 3d_lowres predictions of every fold first; run it with nnU-Net's own tools",
+            )
+    trainers = reader.strings(table, path, "trainers", required=True)
+    for i, trainer in enumerate(trainers):
+        problem = check_trainer(trainer)
+        if problem is not None:
+            reader.add(f"{path}.trainers[{i}]", problem)
+    folds = _read_folds(reader, table, path)
+    plans = reader.string(table, path, "plans", pattern=_NAME, what="a plans identifier") or "nnUNetPlans"
+    planner = reader.string(table, path, "planner", pattern=_IDENTIFIER, what="a planner class name")
+    preprocess = reader.boolean(table, path, "preprocess", True)
+    test_images = reader.path(table, path, "test_images")
+    test_labels = reader.path(table, path, "test_labels")
+    if test_labels is not None and test_images is None:
+        reader.add(f"{path}.test_labels", "needs test_images")
+    if len(reader.problems) > before:
+        return None
+    return DatasetSpec(
+        id=dataset_id,
+        configurations=configurations,
+        trainers=trainers,
+        folds=folds,
+        plans=plans,
+        planner=planner,
+        preprocess=preprocess,
+        test_images=test_images,
+        test_labels=test_labels,
+    )
+
+
+def _read_folds(reader: _Reader, table: dict, path: str) -> tuple[int | str, ...]:
+    if "folds" not in table:
+        return FOLDS
+    value = table["folds"]
+    if value == "all":
+        return ("all",)
+    if not isinstance(value, list) or not value:
+        reader.add(f"{path}.folds", f'expected a list such as [0, 1, 2, 3, 4] or "all", got {_kind(value)}')
+        return FOLDS
+    folds: list[int | str] = []
+    for i, fold in enumerate(value):
+        if fold == "all" or (isinstance(fold, int) and not isinstance(fold, bool) and fold in FOLDS):
+            if fold in folds:
+                reader.add(f"{path}.folds[{i}]", f"fold {fold!r} is listed twice")
+            folds.append(fold)
+        else:
+            reader.add(f"{path}.folds[{i}]", f'a fold is 0, 1, 2, 3, 4 or "all"; got {_kind(fold)}')
+    return tuple(dict.fromkeys(folds))
+
+
+def parse_spec(
+    data: Mapping[str, Any],
+    base: str | os.PathLike = ".",
+    *,
+    environ: Mapping[str, str] | None = None,
+    source: str | os.PathLike | None = None,
+) -> ExperimentSpec:
+    """Validate a spec already read from TOML; relative paths are resolved against ``base``.
+
+    Args:
+        data: the TOML document as a dict.
+        base: folder that relative paths are relative to (the spec file's folder).
+        environ: where nnU-Net's folder variables come from when the spec does not set them
+            (default: ``os.environ``).
+        source: the spec file, for messages.
+
+    Returns:
+        The validated spec.
+
+    Raises:
+        SpecError: naming every problem with its key path.
+    """
+    environ = os.environ if environ is None else environ
+    reader = _Reader(Path(base).resolve())
+    top = reader.table(data, "", ("experiment", "environment", "resources", "dataset", "report"))
+    for section in ("experiment", "environment", "dataset"):
+        if section not in top:
+            reader.add(section, f"missing section [{section}]" if section != "dataset" else "missing [[dataset]]")
+    experiment = reader.table(top.get("experiment", {}), "experiment", ("name", "output"))
+    name = reader.string(
+        experiment,
+        "experiment",
+        "name",
+        required="experiment" in top,
+        pattern=_NAME,
+        what="a name (letters, digits, . _ -)",
+    )
+    output = reader.path(experiment, "experiment", "output", default=f"runs/{name or 'experiment'}")
+    environment = _read_environment(reader, top.get("environment", {}), environ)
+    resources = _read_resources(reader, top.get("resources", {}))
+    datasets = []
+    raw = top.get("dataset", [])
+    if isinstance(raw, dict):
+        raw = [raw]  # [dataset] written for [[dataset]]
+    if not isinstance(raw, list):
+        reader.add("dataset", f"expected [[dataset]] tables, got {_kind(raw)}")
+        raw = []
+    for i, item in enumerate(raw):
+        dataset = _read_dataset(reader, item, f"dataset[{i}]")
+        if dataset is not None:
+            datasets.append(dataset)
+    ids = [d.id for d in datasets]
+    for i, dataset_id in enumerate(ids):
+        if dataset_id in ids[:i]:
+            reader.add(f"dataset[{i}].id", f"dataset {dataset_id} appears twice; list all its runs in one [[dataset]]")
+    report = None
+    if "report" in top:
+        table = reader.table(top["report"], "report", ("output", "enabled", "n_resamples"))
+        report = ReportSpec(
+            output=reader.path(table, "report", "output", default=str((output or Path(".")) / "report")),
+            enabled=reader.boolean(table, "report", "enabled", True),
+            n_resamples=reader.integer(table, "report", "n_resamples", 10000, low=1),
+        )
+    if environment is not None and resources.train.gpus == 0 and environment.device == "cuda":
+        reader.add("resources.train.gpus", 'device is "cuda" but training asks for no GPU; set gpus = 1')
+    if reader.problems:
+        problems = list(reader.problems)
+        if any("Closest valid name" in message for _, message in problems):
+            problems.append(("", "Trainer names:\n" + _naming().GRAMMAR))
+        raise SpecError(problems, source)
+    assert name is not None and output is not None and environment is not None
+    return ExperimentSpec(
+        name=name,
+        output=output,
+        environment=environment,
+        datasets=tuple(datasets),
+        resources=resources,
+        report=report,
+        source=Path(source).resolve() if source is not None else None,
+    )
+
+
+def load_spec(path: str | os.PathLike, *, environ: Mapping[str, str] | None = None) -> ExperimentSpec:
+    """Read and validate a TOML spec file.
+
+    Raises:
+        SpecError: the file is missing, is not TOML, or has problems (all of them are named).
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise SpecError([("", f"no such file: {path}")], path) from None
+    except tomllib.TOMLDecodeError as error:
+        raise SpecError([("", f"not valid TOML: {error}")], path) from None
+    return parse_spec(data, path.resolve().parent, environ=environ, source=path)
