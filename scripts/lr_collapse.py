@@ -29,7 +29,9 @@ import sys
 os.environ.setdefault("nnUNet_n_proc_DA", "0")  # one process: deterministic, no worker start-up
 
 
-def run(dataset: str, configuration: str, trainer_name: str, lr: float, iterations: int, seed: int) -> list[dict]:
+def run(
+    dataset: str, configuration: str, trainer_name: str, lr: float, iterations: int, seed: int, eps_ramp: int = 0
+) -> list[dict]:
     import numpy as np
     import torch
     from nnunetv2.run.run_training import get_trainer_from_args
@@ -46,8 +48,18 @@ def run(dataset: str, configuration: str, trainer_name: str, lr: float, iteratio
     loader = iter(loader)
     network, optimizer = trainer.network, trainer.optimizer
     network.train()
+    # per-class ε buffers of every deep-supervision level, to ramp from ≈ 0 to their value
+    final_eps = [
+        (module, name, getattr(module, name).clone())
+        for module in trainer.loss.modules()
+        for name in ("eps_nr", "eps_dr")
+        if isinstance(getattr(module, name, None), torch.Tensor)
+    ]
     rows = []
     for step in range(iterations):
+        if eps_ramp:
+            for module, name, value in final_eps:
+                getattr(module, name).copy_(value * min(1.0, (step + 1) / eps_ramp))
         batch = next(loader)
         data = batch["data"]
         target = batch["target"]
@@ -65,6 +77,7 @@ def run(dataset: str, configuration: str, trainer_name: str, lr: float, iteratio
                 {
                     "trainer": trainer_name,
                     "lr": lr,
+                    "eps_ramp": eps_ramp,
                     "step": step,
                     "loss": float(loss),
                     "grad_norm": grad_norm,
@@ -105,7 +118,7 @@ def summary(rows: list[dict]) -> str:
     verdict = "collapsed to empty maps" if p < 0.5 else "segments"
     first_low = next((r["step"] for r in rows if r["p_labelled"] < 0.05), None)
     return (
-        f"{rows[0]['trainer']:<24} lr {rows[0]['lr']:<7g} "
+        f"{rows[0]['trainer']:<24} lr {rows[0]['lr']:<7g} ε ramp {rows[0]['eps_ramp']:<4} "
         f"last-10% mean: loss {np.mean([r['loss'] for r in tail]):.3f}, "
         f"p(labelled) {p:.3f}, p(empty maps) {np.nanmean([r['p_empty_maps'] for r in tail]):.3f}, "
         f"margin(labelled) {np.nanmean([r['margin_labelled'] for r in tail]):+.1f}; "
@@ -121,12 +134,15 @@ def main() -> None:
     parser.add_argument("--lr", type=float, nargs="+", default=[1e-2, 1e-3])
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eps-ramp", type=int, default=0, help="raise every per-class ε linearly over N iterations")
     parser.add_argument("-o", "--output", default="lr_collapse.csv")
     args = parser.parse_args()
     rows = []
     for trainer_name in args.trainers:
         for lr in args.lr:
-            run_rows = run(args.dataset, args.configuration, trainer_name, lr, args.iterations, args.seed)
+            run_rows = run(
+                args.dataset, args.configuration, trainer_name, lr, args.iterations, args.seed, args.eps_ramp
+            )
             print(summary(run_rows), flush=True)
             rows += run_rows
     with open(args.output, "w", newline="", encoding="utf-8") as handle:
