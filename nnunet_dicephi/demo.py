@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnunet_dicephi._files import write_text_atomically
+from nnunet_dicephi._files import replace_folder, write_text_atomically
 
 DATASET_ID = 987
 DATASET_NAME = f"Dataset{DATASET_ID}_DicePhiDemo"
@@ -123,9 +123,7 @@ def write_dataset(raw_root: Path, size: DemoSize, seed: int) -> Path:
         description="nnunet-dicephi demo: lesion types A and B; B's labels are empty maps in training",
     )
     (staging / "lesion_types.json").write_text(json.dumps(types, indent=2))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(staging, final)
+    replace_folder(staging, final)
     return final
 
 

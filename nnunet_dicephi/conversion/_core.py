@@ -674,15 +674,11 @@ def _usual_permissions(folder: Path) -> None:
 
 
 def _move_into_place(staging: Path, target: Path, force: bool) -> None:
-    old = None
-    if target.exists():
-        if not force:  # created by someone else while this conversion ran
-            raise ConversionError(f"{target} appeared while converting; pass --force to replace it")
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.replaced-", dir=target.parent))
-        os.replace(target, old / target.name)
-    os.replace(staging, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    from nnunet_dicephi._files import replace_folder
+
+    if target.exists() and not force:  # created by someone else while this conversion ran
+        raise ConversionError(f"{target} appeared while converting; pass --force to replace it")
+    replace_folder(staging, target)
 
 
 # --- small helpers the converters share -------------------------------------------------------
