@@ -213,9 +213,8 @@ def _case_points(seg, labels_of: list[np.ndarray], class_locations: dict | None)
 def _read_channels(array: np.ndarray, labels_of: list[np.ndarray]) -> list[_Labelled | None]:
     all_labels = np.concatenate(labels_of)
     contiguous = sorted(all_labels.tolist()) == list(range(1, int(all_labels.max()) + 1))
-    foreground = array > 0 if contiguous else np.isin(array, all_labels)  # labels 1..K: everything above 0
-    # the foreground's bounding box; only the voxels inside it are looked at again
-    box = _bounding_box(foreground)
+    # the foreground's bounding box (labels 1..K: everything above 0); only its voxels are looked at again
+    box = _bounding_box(array if contiguous else np.isin(array, all_labels))
     if box is None:
         return [None] * len(labels_of)
     inner = array[box]
@@ -232,16 +231,21 @@ def _read_channels(array: np.ndarray, labels_of: list[np.ndarray]) -> list[_Labe
     return channels
 
 
-def _bounding_box(indicator: np.ndarray) -> tuple[slice, ...] | None:
-    """The bounding box of a map's voxels, from projections on ever smaller blocks (None when empty)."""
-    box = [slice(0, n) for n in indicator.shape]
-    for d in range(indicator.ndim):
-        block = indicator[tuple(box)]
-        present = np.flatnonzero(block.any(axis=tuple(a for a in range(indicator.ndim) if a != d)))
-        if not len(present):
-            return None
-        box[d] = slice(box[d].start + int(present[0]), box[d].start + int(present[-1]) + 1)
-    return tuple(box)
+def _bounding_box(values: np.ndarray) -> tuple[slice, ...] | None:
+    """The bounding box of a map's positive voxels (boolean, or labels with foreground > 0); None if none.
+
+    One reduction along contiguous rows per axis, then a maximum over the slab found, so every pass
+    but the first runs on ever smaller blocks (reductions over non-adjacent axes are several times slower).
+    """
+    if values.dtype == bool:
+        values = values.view(np.uint8)
+    if not values.size:
+        return None
+    rows = np.flatnonzero(values.reshape(len(values), -1).max(1) > 0)
+    if not len(rows):
+        return None
+    first = slice(int(rows[0]), int(rows[-1]) + 1)
+    return (first,) if values.ndim == 1 else (first, *_bounding_box(values[first].max(axis=0)))
 
 
 def _random_start_weights(length: int, size: int, lo: int, hi: int) -> np.ndarray:
@@ -269,50 +273,63 @@ def _case_volumes(case: _CasePoints, model: SamplingModel) -> np.ndarray:
     if not case.centres:
         return random
 
-    # forced patches: centred on a stored location of a class drawn uniformly among those present
-    starts = [np.maximum(centres - (initial // 2)[:, None], lbs[:, None]) + offset[:, None] for centres in case.centres]
-    forced = np.array(
-        [
-            sum(_box_counts(c, s, patch) / s.shape[1] for s in starts) / len(starts) if c is not None else 0.0
-            for c in case.channels
-        ]
-    )
+    # forced patches: a class drawn uniformly among those present, then one of its stored locations
+    centres = np.concatenate(case.centres, axis=1)
+    starts = np.maximum(centres - (initial // 2)[:, None], lbs[:, None]) + offset[:, None]
+    weights = np.concatenate([np.full(c.shape[1], 1.0 / (c.shape[1] * len(case.centres))) for c in case.centres])
+    forced = np.array([_box_counts(c, starts, weights, patch) if c is not None else 0.0 for c in case.channels])
     share = model.forced_share
     return (1 - share) * random + share * forced
 
 
-def _box_counts(labelled: _Labelled, starts: np.ndarray, patch: np.ndarray) -> float:
-    """Σ over ``starts`` (``(dims, k)``) of the labelled voxels in the box ``[start, start + patch)``.
+def _box_counts(labelled: _Labelled, starts: np.ndarray, weights: np.ndarray, patch: np.ndarray) -> float:
+    """Σ_k ``weights[k]`` · (labelled voxels in the box ``[starts[:, k], starts[:, k] + patch)``).
 
     Axes along which every box holds the voxels' whole range drop out (patches are usually larger
     than a lesion), so the count is read from the projection onto the other axes: a summed-area
-    table there, at the corners of every box (inclusion–exclusion).
+    table there, at the corners of every box (inclusion–exclusion). Along those axes a start only
+    matters through its offset clipped to ``[-size, span]``; when these offsets take fewer values
+    than there are starts (many forced centres, small structure), the weights are first summed per
+    value, so the table is read once per distinct box.
     """
-    origin, end = labelled.origin, labelled.end
-    first, last = starts.min(1), starts.max(1)
-    if np.any(first >= end) or np.any(last + patch <= origin):
-        return 0.0  # along some axis no box reaches the voxels
-    rest = np.flatnonzero(~((last <= origin) & (first + patch >= end)))
+    origin, span = labelled.origin, labelled.end - labelled.origin
+    holds_all = (starts.max(1) <= origin) & (starts.min(1) + patch >= labelled.end)
+    rest = np.flatnonzero(~holds_all)
     if not len(rest):
-        return float(labelled.count() * starts.shape[1])
-    size, span = patch[rest], (end - origin)[rest]
-    low = starts[rest] - origin[rest, None]
+        return float(labelled.count() * weights.sum())
+    size, span = patch[rest], span[rest]
+    low = starts[rest] - origin[rest, None]  # box [low, low + patch) relative to the voxels' box
+    inside = (low > -size[:, None]) & (low < span[:, None])
+    hits = inside.all(0) if len(rest) > 1 else inside[0]
+    if not hits.any():
+        return 0.0
+    if not hits.all():  # a box that misses along some axis counts nothing: weight 0, offset kept in range
+        weights = weights * hits
+        low = np.minimum(np.maximum(low, (1 - size)[:, None]), (span - 1)[:, None])
+    offsets = size + span - 1  # how many values an offset takes in (-size, span)
+    if np.prod(offsets, dtype=np.float64) <= weights.size:  # fewer distinct boxes than starts
+        shifted = low + (size - 1)[:, None]
+        key = np.ravel_multi_index(tuple(shifted), tuple(offsets)) if len(rest) > 1 else shifted[0]
+        summed = np.bincount(key, weights)
+        distinct = np.flatnonzero(summed)
+        low = np.array(np.unravel_index(distinct, tuple(offsets))) - (size - 1)[:, None]
+        weights = summed[distinct]
     table = labelled.projection(rest)
-    wide = [d for d in range(len(rest)) if size[d] > 1]
-    for d in wide:  # summed along the axes where a box spans more than one voxel, with a leading zero
-        table = np.cumsum(np.pad(table, [(int(a == d), 0) for a in range(len(rest))]), axis=d)
-    hits = np.all((low < span[:, None]) & (low > -size[:, None]), axis=0)  # boxes that miss count nothing
+    wide = size > 1
+    for d in np.flatnonzero(wide):  # summed along the axes where a box spans more than one voxel
+        summed_table = np.zeros(table.shape + np.eye(len(rest), dtype=int)[d], np.int64)  # with a leading zero
+        np.cumsum(table, axis=d, out=summed_table[(slice(None),) * d + (slice(1, None),)])
+        table = summed_table
     strides = np.array(table.strides) // table.itemsize
-    corners, signs = [0], [1]
+    corners, signs = np.zeros((1, low.shape[1]), np.int64), np.ones(1)
     for d in range(len(rest)):
-        if d in wide:
-            sides = (np.clip(low[d], 0, span[d]), np.clip(low[d] + size[d], 0, span[d]))
-            corners = [c + side * strides[d] for c in corners for side in sides]
-            signs = [s * f for s in signs for f in (-1, 1)]
+        if wide[d]:  # the table has a leading zero here: box [a, b) reads entries b and a
+            sides = np.stack((np.maximum(low[d], 0), np.minimum(low[d] + size[d], span[d]))) * strides[d]
+            corners = (corners[:, None] + sides[None]).reshape(-1, low.shape[1])
+            signs = np.outer(signs, (-1, 1)).ravel()
         else:
-            corners = [c + np.clip(low[d], 0, span[d] - 1) * strides[d] for c in corners]
-    flat = table.ravel()
-    return float(sum(sign * flat[corner] for sign, corner in zip(signs, corners)) @ hits)
+            corners = corners + low[d] * strides[d]
+    return float(signs @ table.ravel()[corners] @ weights)
 
 
 def case_expected_volume(

@@ -118,23 +118,29 @@ def test_stored_locations_and_segmentation_give_the_same_result(monkeypatch):
     shape=st.tuples(st.integers(1, 7), st.integers(1, 9), st.integers(1, 9)),
     patch=st.tuples(st.integers(1, 4), st.integers(1, 12), st.integers(1, 12)),
     seed=st.integers(0, 10_000),
+    k=st.sampled_from([1, 25, 400]),
 )
-def test_box_counts_equal_brute_force(shape, patch, seed):
-    """Both voxel representations, boxes that hold all, some or none of the voxels along each axis."""
+def test_box_counts_equal_brute_force(shape, patch, seed, k):
+    """Both voxel representations, boxes that hold all, some or none of the voxels along each axis.
+
+    With 400 starts the offsets repeat, so the weights are summed per distinct box first.
+    """
     from nnunet_dicephi.statistics import _bounding_box, _box_counts, _Labelled
 
     rng = np.random.default_rng(seed)
     volume = np.zeros(shape, bool)
     volume[tuple(rng.integers(0, n, 6) for n in shape)] = True
-    starts = np.stack([rng.integers(-p - 1, n + 1, 25) for n, p in zip(shape, patch)])
+    starts = np.stack([rng.integers(-p - 1, n + 1, k) for n, p in zip(shape, patch)])
+    weights = rng.random(k)
     patch = np.array(patch)
     padded = np.pad(volume, [(p + 2, p + 2) for p in patch])
     expected = sum(
-        padded[tuple(slice(s + p + 2, s + 2 * p + 2) for s, p in zip(start, patch))].sum() for start in starts.T
+        w * padded[tuple(slice(s + p + 2, s + 2 * p + 2) for s, p in zip(start, patch))].sum()
+        for start, w in zip(starts.T, weights)
     )
     box = _bounding_box(volume)
     origin = np.array([b.start for b in box])
     as_points = _Labelled.from_points(np.array(np.nonzero(volume)))
     as_map = _Labelled(origin, origin + volume[box].shape, dense=volume[box])
-    assert _box_counts(as_points, starts, patch) == expected
-    assert _box_counts(as_map, starts, patch) == expected
+    assert np.isclose(_box_counts(as_points, starts, weights, patch), expected)
+    assert np.isclose(_box_counts(as_map, starts, weights, patch), expected)
