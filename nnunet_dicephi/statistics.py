@@ -177,7 +177,10 @@ class _Labelled:
     def random_volume(self, shares: list[np.ndarray]) -> float:
         """Σ_x y(x) · P(x in a random patch); the probability is a product of one share per axis."""
         if self.points is not None:
-            return float(np.prod([share[axis] for share, axis in zip(shares, self.points)], axis=0).sum())
+            probability = shares[0][self.points[0]]
+            for share, axis in zip(shares[1:], self.points[1:]):
+                probability = probability * share[axis]
+            return float(probability.sum())
         total = self.dense.astype(np.float64)
         for d in reversed(range(total.ndim)):
             total = total @ shares[d][self.origin[d] : self.end[d]]
@@ -252,7 +255,7 @@ def _random_start_weights(length: int, size: int, lo: int, hi: int) -> np.ndarra
     """Share of uniformly drawn window starts in [lo, hi] whose window [s, s + size) covers each voxel."""
     x = np.arange(length)
     covered = np.minimum(x, hi) - np.maximum(x - size + 1, lo) + 1
-    return np.clip(covered, 0, None) / (hi - lo + 1)
+    return np.maximum(covered, 0) / (hi - lo + 1)
 
 
 def _case_volumes(case: _CasePoints, model: SamplingModel) -> np.ndarray:
@@ -276,7 +279,8 @@ def _case_volumes(case: _CasePoints, model: SamplingModel) -> np.ndarray:
     # forced patches: a class drawn uniformly among those present, then one of its stored locations
     centres = np.concatenate(case.centres, axis=1)
     starts = np.maximum(centres - (initial // 2)[:, None], lbs[:, None]) + offset[:, None]
-    weights = np.concatenate([np.full(c.shape[1], 1.0 / (c.shape[1] * len(case.centres))) for c in case.centres])
+    counts = np.array([c.shape[1] for c in case.centres])
+    weights = np.repeat(1.0 / (counts * len(counts)), counts)
     forced = np.array([_box_counts(c, starts, weights, patch) if c is not None else 0.0 for c in case.channels])
     share = model.forced_share
     return (1 - share) * random + share * forced
@@ -376,9 +380,9 @@ def expected_volumes(cases, channels: Sequence[Sequence[int]], model: SamplingMo
     """Mean over cases of the expected labelled voxels per channel; ``cases`` yields ``(seg, class_locations)``.
 
     Each case contributes its labelled voxels (from nnU-Net's stored locations where they are
-    complete, otherwise from one read, in threads since decompression releases the GIL); cases are
-    then handled in groups with a few vectorised operations each, so small cases cost no Python
-    per-case work beyond collecting their voxels.
+    complete, otherwise from one read, in threads since decompression releases the GIL); its
+    expectation is then a fixed number of array operations per channel (one weighted box count over
+    all forced starts), whatever the number of voxels and stored locations.
     """
     cases = list(cases)
     if not cases:

@@ -38,6 +38,10 @@ def test_training_labels_of_type_b_are_empty_and_test_labels_complete(tmp_path):
             label = sitk.GetArrayFromImage(sitk.ReadImage(str(raw / folder / f"{case}.nii.gz")))
             assert (label.sum() == 0) == (split == "train" and kind == "B")
     assert json.loads((raw / "dataset.json").read_text())["numTraining"] == demo.SMOKE.train_cases
+    # the labelled type is the majority in training (one B in ``unlabelled_every``); the test set is balanced
+    train_b = list(types["train"].values()).count("B")
+    assert train_b == demo.SMOKE.train_cases // demo.SMOKE.unlabelled_every
+    assert list(types["test"].values()).count("B") == demo.SMOKE.test_cases // 2
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left behind
 
 
