@@ -123,9 +123,10 @@ def test_stored_locations_and_segmentation_give_the_same_result(monkeypatch):
 def test_box_counts_equal_brute_force(shape, patch, seed, k):
     """Both voxel representations, boxes that hold all, some or none of the voxels along each axis.
 
-    With 400 starts the offsets repeat, so the weights are summed per distinct box first.
+    With 400 starts the offsets repeat, so the weights are summed per distinct box first; starts
+    merged beforehand (``_merge_repeated``) give the same count.
     """
-    from nnunet_dicephi.statistics import _bounding_box, _box_counts, _Labelled
+    from nnunet_dicephi.statistics import _bounding_box, _box_counts, _Labelled, _merge_repeated
 
     rng = np.random.default_rng(seed)
     volume = np.zeros(shape, bool)
@@ -144,3 +145,6 @@ def test_box_counts_equal_brute_force(shape, patch, seed, k):
     as_map = _Labelled(origin, origin + volume[box].shape, dense=volume[box])
     assert np.isclose(_box_counts(as_points, starts, weights, patch), expected)
     assert np.isclose(_box_counts(as_map, starts, weights, patch), expected)
+    merged, merged_weights = _merge_repeated(starts, weights)
+    assert merged.shape[1] <= starts.shape[1] and np.isclose(merged_weights.sum(), weights.sum())
+    assert np.isclose(_box_counts(as_map, merged, merged_weights, patch), expected)
