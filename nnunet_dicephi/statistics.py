@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -150,6 +150,7 @@ class _Labelled:
     end: np.ndarray
     points: np.ndarray | None = None
     dense: np.ndarray | None = None
+    _projections: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_points(cls, points: np.ndarray) -> _Labelled | None:
@@ -164,13 +165,18 @@ class _Labelled:
         return self.points.shape[1] if self.points is not None else int(np.count_nonzero(self.dense))
 
     def projection(self, axes: np.ndarray) -> np.ndarray:
-        """Labelled voxels per position of the box along ``axes``, summed over the other axes."""
-        if self.dense is not None:
-            other = tuple(a for a in range(self.dense.ndim) if a not in axes)
-            return self.dense.sum(axis=other, dtype=np.int64) if other else self.dense.astype(np.int64)
-        span = (self.end - self.origin)[axes]
-        flat = np.ravel_multi_index(tuple(self.points[axes] - self.origin[axes, None]), span)
-        return np.bincount(flat, minlength=int(np.prod(span))).reshape(span)
+        """Labelled voxels per position of the box along ``axes``, summed over the other axes (kept)."""
+        key = tuple(int(a) for a in axes)
+        if key not in self._projections:
+            if self.dense is not None:
+                other = tuple(a for a in range(self.dense.ndim) if a not in key)
+                table = self.dense.sum(axis=other, dtype=np.int64) if other else self.dense.astype(np.int64)
+            else:
+                span = (self.end - self.origin)[list(key)]
+                flat = np.ravel_multi_index(tuple(self.points[list(key)] - self.origin[list(key), None]), span)
+                table = np.bincount(flat, minlength=int(np.prod(span))).reshape(span)
+            self._projections[key] = table
+        return self._projections[key]
 
     def random_volume(self, shares: list[np.ndarray]) -> float:
         """Σ_x y(x) · P(x in a random patch); the probability is a product of one share per axis."""
@@ -179,10 +185,14 @@ class _Labelled:
             for share, axis in zip(shares[1:], self.points[1:]):
                 probability = probability * share[axis]
             return float(probability.sum())
-        total = self.dense.astype(np.float64)
-        for d in reversed(range(total.ndim)):
-            total = total @ shares[d][self.origin[d] : self.end[d]]
-        return float(total)
+        # axes along which the share is the same over the whole box (a patch spanning the image) factor out
+        own = [share[lo:hi] for share, lo, hi in zip(shares, self.origin, self.end)]
+        varying = [d for d, share in enumerate(own) if share.min() != share.max()]
+        constant = float(np.prod([own[d][0] for d in range(len(own)) if d not in varying]))
+        total = self.projection(np.array(varying, dtype=np.int64)).astype(np.float64)
+        for d in reversed(varying):
+            total = total @ own[d]
+        return float(total) * constant
 
 
 @dataclass(frozen=True)
