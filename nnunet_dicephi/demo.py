@@ -393,8 +393,9 @@ def _report_text(table: str, figures: list[Path], size: DemoSize, seed: int, dev
     return f"""# nnunet-dicephi demo: Φ and ε with missing labels
 
 Toy dataset ({size.train_cases} training, {size.test_cases} test images of {size.image}×{size.image}, seed {seed}):
-one lesion per image, type A uniformly bright, type B bright with stripes. In training, every
-type-B label is an empty map; the test set is fully labelled. Each trainer ran
+one lesion per image, type A uniformly bright, type B bright with stripes. In training, one image
+in {size.unlabelled_every} holds type B and its label is an empty map; the test set is balanced and
+fully labelled. Each trainer ran
 {size.epochs} epochs × {size.iterations} iterations (batch {size.batch_size}) on {device} through
 `nnUNetv2_train`, and predicted the test set with `nnUNetv2_predict`; {minutes:.1f} minutes in all.
 
