@@ -388,9 +388,23 @@ def plan_jobs(
         planned = {g.key for g in groups}
         return tuple(k for k in keys if k in planned), tuple(active[k] for k in keys if k in active)
 
+    def add_group(stage: str, key: str, dataset_id: int, tasks: Sequence[Task], upstream: Sequence[str]) -> None:
+        """One dataset's job (or array) of ``stage``, after whatever of ``upstream`` is planned or running."""
+        after, after_jobs = depends(upstream)
+        groups.append(
+            JobGroup(
+                stage=stage,
+                key=key,
+                name=f"{spec.name}-{stage}-{dataset_id}",
+                tasks=tuple(tasks),
+                resources=getattr(spec.resources, stage),
+                after=after,
+                after_jobs=after_jobs,
+            )
+        )
+
     for dataset in spec.datasets:
         name = names[dataset.id]
-        prefix = f"{spec.name}-"
         upstream: list[str] = []  # keys of this dataset's jobs that the next stage waits for
 
         key = f"preprocess/{name}"
@@ -402,16 +416,8 @@ def plan_jobs(
         elif marker_path(spec, key).is_file() or preprocessed(spec, dataset, name):
             skipped.append((key, "already preprocessed"))
         elif "preprocess" in stages:
-            resources = spec.resources.preprocess
-            groups.append(
-                JobGroup(
-                    stage="preprocess",
-                    key=key,
-                    name=f"{prefix}preprocess-{dataset.id}",
-                    tasks=(Task(key, (preprocess_command(dataset, resources.cpus),), marker=marker_path(spec, key)),),
-                    resources=resources,
-                )
-            )
+            command = preprocess_command(dataset, spec.resources.preprocess.cpus)
+            add_group("preprocess", key, dataset.id, [Task(key, (command,), marker=marker_path(spec, key))], [])
             upstream.append(key)
         else:
             skipped.append((key, "stage not selected"))
@@ -439,18 +445,7 @@ def plan_jobs(
         train_key = f"train/{name}"
         train_upstream = list(upstream)
         if tasks:
-            after, after_jobs = depends(upstream)
-            groups.append(
-                JobGroup(
-                    stage="train",
-                    key=train_key,
-                    name=f"{prefix}train-{dataset.id}",
-                    tasks=tuple(tasks),
-                    resources=spec.resources.train,
-                    after=after,
-                    after_jobs=after_jobs,
-                )
-            )
+            add_group("train", train_key, dataset.id, tasks, upstream)
             train_upstream = [train_key]
         # the predict job waits for whatever of this dataset is still to run
         upstream = train_upstream + train_active
@@ -475,18 +470,7 @@ def plan_jobs(
                 else:
                     todo.append(task)
             if todo:
-                after, after_jobs = depends(upstream)
-                groups.append(
-                    JobGroup(
-                        stage="predict",
-                        key=key,
-                        name=f"{prefix}predict-{dataset.id}",
-                        tasks=tuple(todo),
-                        resources=spec.resources.predict,
-                        after=after,
-                        after_jobs=after_jobs,
-                    )
-                )
+                add_group("predict", key, dataset.id, todo, upstream)
                 report_after.append(key)
         report_needed |= bool(report_after) or bool(report_after_jobs)
 
