@@ -317,9 +317,8 @@ def _box_counts(labelled: _Labelled, starts: np.ndarray, weights: np.ndarray, pa
     Axes along which every box holds the voxels' whole range drop out (patches are usually larger
     than a lesion), so the count is read from the projection onto the other axes: a summed-area
     table there, at the corners of every box (inclusion–exclusion). Along those axes a start only
-    matters through its offset clipped to ``[-size, span]``; when these offsets take fewer values
-    than there are starts (many forced centres, small structure), the weights are first summed per
-    value, so the table is read once per distinct box.
+    matters through its offset clipped to ``[-size, span]``; equal offsets are merged first
+    (many forced centres, small structure), so the table is read once per distinct box.
     """
     origin, span = labelled.origin, labelled.end - labelled.origin
     holds_all = (starts.max(1) <= origin) & (starts.min(1) + patch >= labelled.end)
@@ -335,14 +334,7 @@ def _box_counts(labelled: _Labelled, starts: np.ndarray, weights: np.ndarray, pa
     if not hits.all():  # a box that misses along some axis counts nothing: weight 0, offset kept in range
         weights = weights * hits
         low = np.minimum(np.maximum(low, (1 - size)[:, None]), (span - 1)[:, None])
-    offsets = size + span - 1  # how many values an offset takes in (-size, span)
-    if np.prod(offsets, dtype=np.float64) <= weights.size:  # fewer distinct boxes than starts
-        shifted = low + (size - 1)[:, None]
-        key = np.ravel_multi_index(tuple(shifted), tuple(offsets)) if len(rest) > 1 else shifted[0]
-        summed = np.bincount(key, weights)
-        distinct = np.flatnonzero(summed)
-        low = np.array(np.unravel_index(distinct, tuple(offsets))) - (size - 1)[:, None]
-        weights = summed[distinct]
+    low, weights = _merge_repeated(low, weights)  # offsets in (-size, span) repeat more than starts do
     table = labelled.projection(rest)
     wide = size > 1
     for d in np.flatnonzero(wide):  # summed along the axes where a box spans more than one voxel
