@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import socket
+import tempfile
+from pathlib import Path
 
 
 def write_text_atomically(path: str | os.PathLike, text: str) -> None:
@@ -21,9 +26,6 @@ def replace_folder(staging: str | os.PathLike, output: str | os.PathLike) -> Non
     a failure leaves either the old folder or the new one, never a mixture. Callers decide whether
     an existing ``output`` may be replaced at all.
     """
-    import shutil
-    import tempfile
-
     output = os.path.abspath(output)
     old = None
     if os.path.isdir(output):
@@ -40,3 +42,31 @@ def replace_folder(staging: str | os.PathLike, output: str | os.PathLike) -> Non
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def staging_folder(target: str | os.PathLike) -> Path:
+    """A new, empty, hidden folder beside ``target`` to build it in before renaming it into place.
+
+    Its name records the process that made it: ``.<name>.staging-<pid>@<host>.<random>``. Such a
+    folder left behind by a killed run (same host, process gone) is removed here first, so that
+    interrupted runs do not pile up hidden copies of a dataset; folders of running processes, of other
+    hosts (a shared file system) or of any other name are left alone.
+    """
+    target = Path(target)
+    prefix, host = f".{target.name}.staging-", socket.gethostname()
+    if target.parent.is_dir():
+        for folder in target.parent.iterdir():
+            owner = folder.name.startswith(prefix) and re.fullmatch(r"(\d+)@(.+)\.[^.]+", folder.name[len(prefix) :])
+            if owner and owner[2] == host and not _running(int(owner[1])) and folder.is_dir():
+                shutil.rmtree(folder, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}@{host}.", dir=target.parent))
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True

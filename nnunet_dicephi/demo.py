@@ -23,14 +23,13 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from nnunet_dicephi._files import replace_folder, write_text_atomically
+from nnunet_dicephi._files import replace_folder, staging_folder, write_text_atomically
 
 DATASET_ID = 987
 DATASET_NAME = f"Dataset{DATASET_ID}_DicePhiDemo"
@@ -98,7 +97,7 @@ def write_dataset(raw_root: Path, size: DemoSize, seed: int) -> Path:
     rng = np.random.default_rng(seed)
     final = raw_root / DATASET_NAME
     raw_root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{DATASET_NAME}.", dir=raw_root))
+    staging = staging_folder(final)
     types: dict[str, dict[str, str]] = {"train": {}, "test": {}}
     for split, folder, count in (("train", "Tr", size.train_cases), ("test", "Ts", size.test_cases)):
         (staging / f"images{folder}").mkdir()

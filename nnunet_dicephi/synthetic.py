@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from nnunet_dicephi._files import staging_folder
 
 
 def _blob(shape: tuple[int, ...], rng: np.random.Generator, radius: float) -> np.ndarray:
@@ -62,7 +63,7 @@ def write_dataset(
         raise FileExistsError(f"{target} exists; remove it or pick another dataset id")
     raw_root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=raw_root))
+    staging = staging_folder(target)
     try:
         (staging / "imagesTr").mkdir()
         (staging / "labelsTr").mkdir()

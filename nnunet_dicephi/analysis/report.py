@@ -85,7 +85,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,7 +92,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nnunet_dicephi._files import write_text_atomically
+from nnunet_dicephi._files import staging_folder, write_text_atomically
 from nnunet_dicephi.partial_labels import AnnotationTable, ManifestError, load_manifest
 
 if TYPE_CHECKING:
@@ -1257,7 +1256,7 @@ def build_report(
     pairwise = compare_pairwise(per_case, n_resamples=n_resamples, seed=seed)
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
+    staging = staging_folder(output)
     try:
         write_text_atomically(staging / "per_case.csv", per_case.to_csv(index=False))
         write_text_atomically(staging / "summary.csv", summary.to_csv(index=False))

@@ -24,7 +24,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from typing import Literal
 
 import numpy as np
 
-from nnunet_dicephi._files import write_text_atomically
+from nnunet_dicephi._files import staging_folder, write_text_atomically
 
 View = Literal["missing", "empty"]
 """How a partially labelled dataset declares its emptied labels (see :mod:`nnunet_dicephi.conversion`)."""
@@ -492,7 +491,7 @@ def write_dataset(
     target = prepare_target(dataset_id, name, force)
     root = target.parent
     root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=root))
+    staging = staging_folder(target)
     try:
         _usual_permissions(staging)
         tasks, removed = _tasks(spec, cases, scheme, source, staging)
