@@ -63,6 +63,8 @@ def staging_folder(target: str | os.PathLike) -> Path:
 
 
 def _running(pid: int) -> bool:
+    if os.name == "nt":  # os.kill would end the process there; keep every folder
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
