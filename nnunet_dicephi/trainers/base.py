@@ -28,6 +28,7 @@ from .naming import HEURISTIC, LossConfig
 CONFIG_FILE = "dicephi_loss.json"
 STATISTICS_FILE = "dicephi_statistics.json"
 CHECKPOINT_KEY = "dicephi"
+PARTIAL_SUFFIX = ".partial"
 
 
 class DeepSupervisedLoss(nn.Module):
@@ -351,6 +352,8 @@ class DicePhiTrainer(nnUNetTrainer):
 
     def on_train_start(self) -> None:
         super().on_train_start()
+        if self.local_rank == 0:
+            remove_partial_checkpoints(self.output_folder)
         record = self.loss_record()
         self.print_to_log_file("nnunet-dicephi loss configuration: " + json.dumps(record, sort_keys=True))
         if self.local_rank == 0:
@@ -359,14 +362,24 @@ class DicePhiTrainer(nnUNetTrainer):
             )
 
     def save_checkpoint(self, filename: str) -> None:
-        super().save_checkpoint(filename)
-        if self.local_rank == 0 and not self.disable_checkpointing and os.path.isfile(filename):
-            # nnU-Net's checkpoint dict has no free slot; add ours and replace the file atomically
-            checkpoint = torch.load(filename, map_location="cpu", weights_only=False)
-            checkpoint[CHECKPOINT_KEY] = self.loss_record()
-            tmp = f"{filename}.tmp{os.getpid()}"
-            torch.save(checkpoint, tmp)
-            os.replace(tmp, filename)
+        """nnU-Net's checkpoint plus the loss record, renamed into place only once complete.
+
+        nnU-Net writes straight to ``filename``, so a job killed mid-save (a SLURM time limit, a
+        pre-emption) left a truncated ``checkpoint_latest.pth`` that ``--c`` could not read. Here
+        nnU-Net writes to ``<filename>.partial``; the file replaces ``filename`` only when finished.
+        """
+        partial = filename + PARTIAL_SUFFIX
+        if self.local_rank != 0 or self.disable_checkpointing:
+            super().save_checkpoint(filename)  # writes nothing; logs that checkpointing is disabled
+            return
+        super().save_checkpoint(partial)
+        checkpoint = torch.load(partial, map_location="cpu", weights_only=False)
+        checkpoint[CHECKPOINT_KEY] = self.loss_record()  # nnU-Net's dict has no free slot
+        with open(partial, "wb") as handle:
+            torch.save(checkpoint, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, filename)
 
     # --- final validation ----------------------------------------------------------------------
 
@@ -378,6 +391,16 @@ class DicePhiTrainer(nnUNetTrainer):
             from nnunet_dicephi.evaluation import restrict_summary_to_annotated  # noqa: PLC0415
 
             restrict_summary_to_annotated(summary, table, self.dataset_json["file_ending"])
+
+
+def remove_partial_checkpoints(folder: str) -> list[str]:
+    """Delete what a save killed half-way left in ``folder``; the checkpoint it was for is intact."""
+    removed = sorted(
+        name for name in os.listdir(folder) if name.startswith("checkpoint_") and name.endswith(".pth" + PARTIAL_SUFFIX)
+    )
+    for name in removed:
+        os.remove(os.path.join(folder, name))
+    return removed
 
 
 def _scaled(eps, scale: float):

@@ -154,6 +154,7 @@ def test_heuristic_eps_partial_manifest_kill_and_resume(partial_env):
         extra_env={"nnUNet_n_proc_DA": "0"},
     )
     assert (fold / "checkpoint_final.pth").is_file()
+    assert not list(fold.glob("*.partial"))  # a save the kill cut short is swept on resume
     assert json.loads((fold / "dicephi_loss.json").read_text()) == first_record
     checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert checkpoint["dicephi"]["eps_per_class"] == first_record["eps_per_class"]

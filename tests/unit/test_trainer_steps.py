@@ -3,6 +3,7 @@
 import types
 
 import numpy as np
+import pytest
 import torch
 
 from nnunet_dicephi.partial_labels import load_manifest
@@ -68,3 +69,59 @@ def test_loss_receives_the_batch_mask_and_forgets_it():
         trainer.loss(logits, torch.zeros(2, 1, 4, 4, dtype=torch.long))
     assert seen[0].tolist() == [[True, True, True], [False, True, False]]
     assert trainer.loss.annotated is None
+
+
+def _checkpointing_trainer(tmp_path):
+    trainer = object.__new__(trainer_class("TrainerDiceI"))
+    trainer.local_rank, trainer.is_ddp, trainer.disable_checkpointing = 0, False, False
+    trainer.network = torch.nn.Linear(2, 2)
+    trainer.optimizer = torch.optim.SGD(trainer.network.parameters(), lr=0.1)
+    trainer.grad_scaler = None
+    trainer.logger = types.SimpleNamespace(get_checkpoint=lambda: {"epoch": []})
+    trainer._best_ema, trainer.current_epoch, trainer.my_init_kwargs = None, 0, {}
+    trainer.inference_allowed_mirroring_axes = None
+    trainer.loss_record = lambda: {"phi": "I", "epoch": trainer.current_epoch}
+    trainer.output_folder = str(tmp_path)
+    return trainer
+
+
+def test_checkpoint_carries_the_loss_record_and_no_side_file(tmp_path):
+    trainer = _checkpointing_trainer(tmp_path)
+    trainer.save_checkpoint(str(tmp_path / "checkpoint_latest.pth"))
+    checkpoint = torch.load(tmp_path / "checkpoint_latest.pth", weights_only=False)
+    assert checkpoint["dicephi"] == {"phi": "I", "epoch": 0} and checkpoint["current_epoch"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_latest.pth"]
+
+
+def test_a_save_killed_half_way_leaves_the_previous_checkpoint_readable(tmp_path, monkeypatch):
+    from nnunet_dicephi.trainers.base import remove_partial_checkpoints
+
+    trainer = _checkpointing_trainer(tmp_path)
+    target = tmp_path / "checkpoint_latest.pth"
+    trainer.save_checkpoint(str(target))
+    before = target.read_bytes()
+
+    def dies_mid_write(obj, path, *args, **kwargs):  # what SIGKILL during nnU-Net's torch.save leaves
+        with open(path, "wb") as handle:
+            handle.write(before[: len(before) // 3])
+        raise SystemExit("killed")
+
+    trainer.current_epoch = 1
+    monkeypatch.setattr(torch, "save", dies_mid_write)
+    with pytest.raises(SystemExit):
+        trainer.save_checkpoint(str(target))
+    monkeypatch.undo()
+    assert target.read_bytes() == before
+    assert torch.load(target, weights_only=False)["dicephi"]["epoch"] == 0
+    (tmp_path / "checkpoint_best.pth").write_bytes(before)
+    assert remove_partial_checkpoints(str(tmp_path)) == ["checkpoint_latest.pth.partial"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_best.pth", "checkpoint_latest.pth"]
+
+
+def test_no_checkpoint_when_checkpointing_is_disabled(tmp_path):
+    trainer = _checkpointing_trainer(tmp_path)
+    trainer.disable_checkpointing = True
+    logged = []
+    trainer.print_to_log_file = lambda *args, **kwargs: logged.append(args)
+    trainer.save_checkpoint(str(tmp_path / "checkpoint_latest.pth"))
+    assert list(tmp_path.iterdir()) == [] and logged
