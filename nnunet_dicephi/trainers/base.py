@@ -370,7 +370,7 @@ class DicePhiTrainer(nnUNetTrainer):
         """
         partial = filename + PARTIAL_SUFFIX
         if self.local_rank != 0 or self.disable_checkpointing:
-            super().save_checkpoint(filename)  # writes nothing; logs that checkpointing is disabled
+            super().save_checkpoint(filename)  # writes nothing (other ranks; disabled checkpointing is logged)
             return
         super().save_checkpoint(partial)
         checkpoint = torch.load(partial, map_location="cpu", weights_only=False)
