@@ -64,3 +64,23 @@ def restrict_summary_to_annotated(summary_path: str, table: AnnotationTable, fil
 
 def _nan(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def read_validation_record(path: str | os.PathLike) -> dict[int, dict[str, np.ndarray]]:
+    """A trainer's per-case validation record: ``{epoch: {case: counts}}``, counts ``(classes, 3)``.
+
+    Counts are ``[tp, fp, fn]`` per foreground class over the epoch's validation patches (the online
+    pseudo-Dice of nnU-Net, per case). A resumed run may have written an epoch twice: the last line
+    wins. A line cut short by a killed run is skipped.
+    """
+    record: dict[int, dict[str, np.ndarray]] = {}
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            record[int(entry["epoch"])] = {
+                case: np.asarray(counts, dtype=np.float64).reshape(-1, 3) for case, counts in entry["cases"].items()
+            }
+    return dict(sorted(record.items()))

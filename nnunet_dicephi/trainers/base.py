@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 from typing import ClassVar
 
 import numpy as np
@@ -23,9 +24,14 @@ from nnunet_dicephi import statistics
 from nnunet_dicephi._files import write_text_atomically
 from nnunet_dicephi.partial_labels import AnnotationTable, load_manifest
 
+from . import seeding
 from .naming import HEURISTIC, LossConfig
 
 CONFIG_FILE = "dicephi_loss.json"
+VALIDATION_FILE = "dicephi_validation.jsonl"
+"""Per epoch, one JSON line: the epoch and, per validation case, the online pseudo-Dice counts
+``[tp, fp, fn]`` per foreground class over that epoch's validation patches (read with
+:func:`nnunet_dicephi.evaluation.read_validation_record`)."""
 STATISTICS_FILE = "dicephi_statistics.json"
 CHECKPOINT_KEY = "dicephi"
 PARTIAL_SUFFIX = ".partial"
@@ -285,12 +291,17 @@ class DicePhiTrainer(nnUNetTrainer):
 
     def validation_step(self, batch: dict) -> dict:
         with self._batch_annotation(batch) as annotated:
-            if annotated is None or bool(annotated.all()):
+            if self.label_manager.has_regions:  # manifests are refused for regions: nnU-Net's own step
                 return super().validation_step(batch)
-            return self._partial_validation_step(batch, annotated)
+            return self._counting_validation_step(batch, annotated)
 
-    def _partial_validation_step(self, batch: dict, annotated: Tensor) -> dict:
-        """nnU-Net's online pseudo-Dice with unannotated (case, class) pairs left out."""
+    def _counting_validation_step(self, batch: dict, annotated: Tensor | None) -> dict:
+        """nnU-Net's online pseudo-Dice counts, per case as well as summed.
+
+        Unannotated (case, class) pairs are left out of the sums; without a manifest the sums equal
+        nnU-Net's. The per-case counts, kept as they are, go to :data:`VALIDATION_FILE` at the end of
+        the epoch.
+        """
         data = batch["data"].to(self.device, non_blocking=True)
         target = batch["target"]
         target = (
@@ -309,22 +320,47 @@ class DicePhiTrainer(nnUNetTrainer):
             labels = torch.where(valid, labels, 0)
         else:
             valid = torch.ones_like(labels, dtype=torch.bool)
-        classes = output.shape[1]
         predicted = output.argmax(1, keepdim=True)
         axes = tuple(range(2, output.ndim))
         pred_onehot = torch.zeros_like(output, dtype=torch.bool).scatter_(1, predicted, True) & valid
         ref_onehot = torch.zeros_like(output, dtype=torch.bool).scatter_(1, labels, True) & valid
-        counts = annotated.to(output.device)
-        tp = ((pred_onehot & ref_onehot).sum(axes) * counts).sum(0)
-        fp = ((pred_onehot & ~ref_onehot).sum(axes) * counts).sum(0)
-        fn = ((~pred_onehot & ref_onehot).sum(axes) * counts).sum(0)
-        assert classes == tp.shape[0]
-        return {
-            "loss": loss.detach().cpu().numpy(),
-            "tp_hard": tp[1:].cpu().numpy().astype(np.float64),
-            "fp_hard": fp[1:].cpu().numpy().astype(np.float64),
-            "fn_hard": fn[1:].cpu().numpy().astype(np.float64),
-        }
+        # (3, B, C): true positives, false positives, false negatives of every (case, class) map
+        counts = torch.stack(
+            [
+                (pred_onehot & ref_onehot).sum(axes),
+                (pred_onehot & ~ref_onehot).sum(axes),
+                (~pred_onehot & ref_onehot).sum(axes),
+            ]
+        )
+        per_sample = counts[:, :, 1:].cpu().numpy().astype(np.float64)
+        self._record_validation_cases(batch["keys"], per_sample)
+        if annotated is not None:
+            counts = counts * annotated.to(counts.device)
+        summed = counts[:, :, 1:].sum(1).cpu().numpy().astype(np.float64)
+        return {"loss": loss.detach().cpu().numpy(), "tp_hard": summed[0], "fp_hard": summed[1], "fn_hard": summed[2]}
+
+    # --- per-case validation record ----------------------------------------------------------
+
+    def _record_validation_cases(self, keys, per_sample: np.ndarray) -> None:
+        cases = self.__dict__.setdefault("_dicephi_validation_cases", {})
+        for index, key in enumerate(keys):
+            key = str(key)
+            cases[key] = cases[key] + per_sample[:, index] if key in cases else per_sample[:, index].copy()
+
+    def on_validation_epoch_end(self, val_outputs: list[dict]) -> None:
+        super().on_validation_epoch_end(val_outputs)
+        cases = self.__dict__.pop("_dicephi_validation_cases", {})
+        if self.is_ddp:
+            import torch.distributed as dist  # noqa: PLC0415
+
+            gathered: list = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, cases)
+            cases = {}
+            for part in gathered:
+                for key, value in part.items():
+                    cases[key] = cases[key] + value if key in cases else value
+        if self.local_rank == 0:
+            append_validation_record(os.path.join(self.output_folder, VALIDATION_FILE), self.current_epoch, cases)
 
     # --- recording the configuration ----------------------------------------------------------
 
@@ -350,7 +386,31 @@ class DicePhiTrainer(nnUNetTrainer):
         )
         return record
 
+    # --- seeded training ------------------------------------------------------------------------
+
+    def _run_seed(self) -> int | None:
+        """The seed of this training start: from the name's seed and the epoch training starts at."""
+        seed = self.loss_config.seed
+        return None if seed is None else seeding.derived_seed(seed, self.current_epoch)
+
+    def get_dataloaders(self):
+        seed = self._run_seed()
+        if seed is None:
+            return super().get_dataloaders()
+        # the module whose globals nnU-Net's get_dataloaders reads
+        with seeding.ordered_augmenters(sys.modules[nnUNetTrainer.__module__], seed):
+            return super().get_dataloaders()
+
     def on_train_start(self) -> None:
+        if self.current_epoch == 0 and self.local_rank == 0:
+            # a fresh start replaces an earlier run's record; --c appends to it
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(self.output_folder, VALIDATION_FILE))
+        seed = self._run_seed()
+        if seed is not None:
+            # before nnU-Net builds the network (fresh runs) and the data loaders
+            seeding.seed_process(seed)
+            self.print_to_log_file(f"nnunet-dicephi: seed {self.loss_config.seed}, from epoch {self.current_epoch}")
         super().on_train_start()
         if self.local_rank == 0:
             remove_partial_checkpoints(self.output_folder)
@@ -391,6 +451,13 @@ class DicePhiTrainer(nnUNetTrainer):
             from nnunet_dicephi.evaluation import restrict_summary_to_annotated  # noqa: PLC0415
 
             restrict_summary_to_annotated(summary, table, self.dataset_json["file_ending"])
+
+
+def append_validation_record(path: str, epoch: int, cases: dict[str, np.ndarray]) -> None:
+    """Append one epoch's per-case counts; a line cut short by a kill is skipped by the reader."""
+    line = {"epoch": int(epoch), "cases": {key: value.T.tolist() for key, value in sorted(cases.items())}}
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(line) + "\n")
 
 
 def remove_partial_checkpoints(folder: str) -> list[str]:

@@ -16,12 +16,13 @@ nnU-Net finds a trainer by class name only, so the name carries the whole loss c
       ep<K>                            train K epochs
       it<K>                            K training iterations per epoch
       lr<N>                            initial learning rate (default: 1e-3 without CE, nnU-Net's 1e-2 with CE)
+      seed<K>                          seed the training: weights, patches, augmentation (K ≥ 0)
     <N> is a number without a dot: 0, 12412, 1e-5, 2e3, 5e-1 (= 0.5); <K> a positive integer.
 
 Defaults are left out of a name (ε = 1e-7, α = 0.3, β = 0.7, no CE, no background, the default
-learning rate), so each configuration has exactly one canonical name. Φ = I with the heuristic ε is
-spelled as in the paper, ``TrainerDiceIEps`` (options follow as usual: ``TrainerDiceIEps_CE``);
-``TrainerDiceI_epsH...`` is accepted as a synonym.
+learning rate, unseeded as nnU-Net), so each configuration has exactly one canonical name. Φ = I with
+the heuristic ε is spelled as in the paper, ``TrainerDiceIEps`` (options follow as usual:
+``TrainerDiceIEps_CE``); ``TrainerDiceI_epsH...`` is accepted as a synonym.
 Names never contain ``__`` or ``.`` (nnU-Net splits folder names on ``__``; pickle splits on ``.``).
 This module imports neither torch nor nnU-Net.
 """
@@ -73,6 +74,8 @@ class LossConfig:
     iterations: int | None = None
     lr: float | None = None
     """Initial learning rate; None means :attr:`default_lr` (an explicit default is normalised to None)."""
+    seed: int | None = None
+    """Training seed (Python, NumPy, torch, nnU-Net's augmentation workers); None is nnU-Net's unseeded run."""
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -92,6 +95,8 @@ class LossConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive integer or None; got {value!r}")
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0):
+            raise ValueError(f"seed must be an integer >= 0 or None; got {self.seed!r}")
         if self.lr is not None:
             if not (isinstance(self.lr, (int, float)) and 0 < self.lr < 10):
                 raise ValueError(f"lr must be a positive number below 10 or None; got {self.lr!r}")
@@ -174,6 +179,8 @@ def trainer_name(config: LossConfig) -> str:
         options.append(f"it{config.iterations}")
     if config.lr is not None:
         options.append("lr" + format_number(config.lr))
+    if config.seed is not None:
+        options.append(f"seed{config.seed}")
     return "_".join([name, *options])
 
 
@@ -230,6 +237,7 @@ def _option(token: str) -> tuple[str, object]:
         (r"ep(\d+)", "epochs"),
         (r"it(\d+)", "iterations"),
         (r"lr(\d.*)", "lr"),
+        (r"seed(\d+)", "seed"),
     ]
     if token == "CE":
         return "ce", True
@@ -240,7 +248,7 @@ def _option(token: str) -> tuple[str, object]:
         if match is None:
             continue
         text = match[1]
-        if key in ("epochs", "iterations"):
+        if key in ("epochs", "iterations", "seed"):
             return key, int(text)
         if text == HEURISTIC:
             return key, HEURISTIC

@@ -23,6 +23,7 @@ def nnunet_env(tmp_path_factory):
         nnUNet_preprocessed=str(root / "preprocessed"),
         nnUNet_results=str(root / "results"),
         OMP_NUM_THREADS="1",
+        nnUNet_def_n_proc="1",  # nnU-Net's 8 spawned processes cost ~40 s per final validation here
     )
     write_dataset(root / "raw", 901, "Blobs", cases=5)
     run(env, "nnUNetv2_plan_and_preprocess", "-d", "901", "-c", "2d", "-np", "1", "--verify_dataset_integrity")
@@ -216,3 +217,30 @@ def test_broken_manifest_is_refused_with_every_offender(nnunet_env):
         "these cases are not listed: case_001, case_002, case_003, case_004",
     ):
         assert offender in result.stderr
+
+
+def _train_losses(env, root, name, results, workers):
+    run(
+        env,
+        "nnUNetv2_train",
+        *("901", "2d", "0", "-tr", name, "-device", "cpu"),
+        extra_env={"nnUNet_results": str(root / results), "nnUNet_n_proc_DA": workers},
+    )
+    import torch
+
+    fold = root / results / "Dataset901_Blobs" / f"{name}__nnUNetPlans__2d" / "fold_0"
+    checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    return checkpoint["logging"]["train_losses"], (fold / "dicephi_validation.jsonl").read_text()
+
+
+@pytest.mark.parametrize("workers", ["2", "0"])
+def test_a_seeded_training_repeats_itself(nnunet_env, workers):
+    """Same seed, same losses (augmentation in two ordered workers, or in the training process)."""
+    env, root = nnunet_env
+    first = _train_losses(env, root, "TrainerDiceI_ep2_it4_seed7", f"seeded_a{workers}", workers)
+    again = _train_losses(env, root, "TrainerDiceI_ep2_it4_seed7", f"seeded_b{workers}", workers)
+    assert len(first[0]) == 2
+    assert first == again  # losses of every epoch, bit for bit, and the per-case validation counts
+    if workers == "2":
+        other = _train_losses(env, root, "TrainerDiceI_ep2_it4_seed8", "seeded_c", workers)
+        assert other[0] != first[0]

@@ -73,6 +73,7 @@ def configs(draw):
         epochs=draw(st.one_of(st.none(), st.integers(1, 2000))),
         iterations=draw(st.one_of(st.none(), st.integers(1, 500))),
         lr=draw(st.one_of(st.none(), st.sampled_from([1e-2, 1e-3, 3e-4, 0.05]))),
+        seed=draw(st.one_of(st.none(), st.integers(0, 2**31))),
     )
 
 
@@ -99,6 +100,18 @@ def test_malformed_names_show_grammar_and_closest_name(name, closest):
     with pytest.raises(TrainerNameError, match="Grammar:") as error:
         parse_trainer_name(name)
     assert f"Closest valid name: {closest}" in str(error.value)
+
+
+def test_seed_option():
+    config = parse_trainer_name("TrainerDiceIEps_ep16_it40_lr1e-2_seed0")
+    assert config.seed == 0 and config.epochs == 16 and config.to_dict()["seed"] == 0
+    assert PRESETS["TrainerDiceBI"].seed is None  # unseeded, as nnU-Net
+    with pytest.raises(TrainerNameError, match="Closest valid name: TrainerDiceBI_seed3"):
+        parse_trainer_name("TrainerDiceBI_seed03")
+    with pytest.raises(TrainerNameError, match="Closest valid name: TrainerDiceBI_lr1e-2_seed3"):
+        parse_trainer_name("TrainerDiceBI_seed3_lr1e-2")
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        LossConfig(seed=-1)
 
 
 def test_format_number():

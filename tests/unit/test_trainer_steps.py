@@ -125,3 +125,40 @@ def test_no_checkpoint_when_checkpointing_is_disabled(tmp_path):
     trainer.print_to_log_file = lambda *args, **kwargs: logged.append(args)
     trainer.save_checkpoint(str(tmp_path / "checkpoint_latest.pth"))
     assert list(tmp_path.iterdir()) == [] and logged
+
+
+def test_validation_counts_equal_nnunets_and_are_recorded_per_case(tmp_path):
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    from nnunet_dicephi.evaluation import read_validation_record
+    from nnunet_dicephi.trainers.base import VALIDATION_FILE, append_validation_record
+
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(3, 3, 6, 6, generator=g)
+    target = torch.randint(0, 3, (3, 1, 6, 6), generator=g)
+    trainer = _trainer("TrainerDiceI", logits)
+    trainer._dicephi_table = None  # fully annotated: the sums must be nnU-Net's own
+    batch = {"data": torch.zeros(3, 1, 6, 6), "target": target, "keys": np.array(["c1", "c0", "c1"])}
+    ours = trainer.validation_step(batch)
+    theirs = nnUNetTrainer.validation_step(trainer, {**batch, "target": target.clone()})
+    for key in ("tp_hard", "fp_hard", "fn_hard"):
+        np.testing.assert_array_equal(ours[key], theirs[key])
+    np.testing.assert_allclose(ours["loss"], theirs["loss"])
+    cases = trainer._dicephi_validation_cases
+    pred = logits.argmax(1)
+    for case, samples in (("c0", [1]), ("c1", [0, 2])):
+        for c in (1, 2):
+            tp = sum(int(((pred[b] == c) & (target[b, 0] == c)).sum()) for b in samples)
+            fp = sum(int(((pred[b] == c) & (target[b, 0] != c)).sum()) for b in samples)
+            fn = sum(int(((pred[b] != c) & (target[b, 0] == c)).sum()) for b in samples)
+            assert cases[case][:, c - 1].tolist() == [tp, fp, fn]
+    path = tmp_path / VALIDATION_FILE
+    append_validation_record(str(path), 0, cases)
+    append_validation_record(str(path), 1, {"c0": cases["c0"] * 0})
+    append_validation_record(str(path), 1, {"c0": cases["c0"]})  # a resumed run repeats epoch 1: last wins
+    with open(path, "a") as handle:
+        handle.write('{"epoch": 2, "cases": {"c0": [[1, ')  # cut short by a kill
+    record = read_validation_record(path)
+    assert sorted(record) == [0, 1]
+    np.testing.assert_array_equal(record[0]["c1"], cases["c1"].T)
+    np.testing.assert_array_equal(record[1]["c0"], cases["c0"].T)
