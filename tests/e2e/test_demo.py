@@ -26,6 +26,13 @@ def test_demo_smoke_run_writes_table_report_and_figures(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert set(results) == {"TrainerDiceI", "TrainerDiceBI", "TrainerDiceIEps"}
     assert all(0.0 <= results[t][k]["dsc"] <= 1.0 for t in results for k in ("A", "B"))
+    # every trainer recorded its validation trend (two epochs) and says what it did
+    assert all(results[t]["trend"]["epochs"] == [0, 1] for t in results)
+    for trainer in results:
+        assert f"{trainer}: {results[trainer]['explanation']}" in result.stdout
     report = (out / "report.md").read_text()
     assert "| TrainerDiceBI | Φ=BI" in report and "![examples](examples.png)" in report
-    assert (out / "dsc_per_type.png").stat().st_size > 1000 and (out / "examples.png").stat().st_size > 1000
+    assert "training seed 0" in report.replace("\n", " ")
+    assert "## Training trend on the validation images" in report and "![training_trend]" in report
+    for figure in ("dsc_per_type.png", "examples.png", "training_trend.png"):
+        assert (out / figure).stat().st_size > 1000

@@ -24,6 +24,7 @@ def test_lesion_types_differ_only_by_stripes_and_are_seeded():
     assert np.array_equal(label_a, label_b) and label_a.sum() > 20
     changed = image_a != image_b
     assert changed.any() and not (changed & (label_a == 0)).any()  # stripes lie inside the lesion only
+    assert (image_b <= image_a).all() and (image_a - image_b).max() == pytest.approx(0.9)  # darker stripes
     again, _ = demo.lesion_case(np.random.default_rng(3), "B", 48)
     assert np.array_equal(image_b, again)
 
@@ -33,11 +34,13 @@ def test_training_labels_of_type_b_are_empty_and_test_labels_complete(tmp_path):
 
     raw = demo.write_dataset(tmp_path, demo.SMOKE, seed=1)
     types = json.loads((raw / "lesion_types.json").read_text())
-    for split, folder in (("train", "labelsTr"), ("test", "labelsTs")):
+    for split, folder in (("train", "labelsTr"), ("val", "labelsTr"), ("test", "labelsTs")):
         for case, kind in types[split].items():
             label = sitk.GetArrayFromImage(sitk.ReadImage(str(raw / folder / f"{case}.nii.gz")))
             assert (label.sum() == 0) == (split == "train" and kind == "B")
-    assert json.loads((raw / "dataset.json").read_text())["numTraining"] == demo.SMOKE.train_cases
+    size = demo.SMOKE
+    assert json.loads((raw / "dataset.json").read_text())["numTraining"] == size.train_cases + size.validation_cases
+    assert sorted(types["val"].values()) == ["A", "B"] * (size.validation_cases // 2) or size.validation_cases < 2
     # the labelled type is the majority in training (one B in ``unlabelled_every``); the test set is balanced
     train_b = list(types["train"].values()).count("B")
     assert train_b == demo.SMOKE.train_cases // demo.SMOKE.unlabelled_every
@@ -56,3 +59,53 @@ def test_table_marks_each_behaviour_against_its_expectation():
     assert rows["TrainerDiceI"].rstrip().endswith("| yes |")
     assert rows["TrainerDiceBI"].rstrip().endswith("| NO |")  # B kept although labels were empty
     assert rows["TrainerDiceIEps"].rstrip().endswith("| NO |")  # A lost
+
+
+def _trend(epochs, a, b, va=None, vb=None):
+    n = len(epochs)
+    return {
+        "epochs": list(epochs),
+        "A": {"dsc": a, "volume": va or [1.0] * n},
+        "B": {"dsc": b, "volume": vb or [1.0] * n},
+    }
+
+
+def _scores(a, b):
+    return {"A": {"dsc": a, "dv_ml": 0.0}, "B": {"dsc": b, "dv_ml": 0.0}}
+
+
+PHI_I, BI, IEPS = demo.EXPECTATIONS
+
+
+def test_validation_trend_pools_counts_per_type_and_epoch():
+    record = {
+        0: {"v0": np.array([[8.0, 2.0, 0.0]]), "v1": np.array([[0.0, 5.0, 10.0]])},
+        1: {"v0": np.array([[9.0, 0.0, 1.0]])},  # no B case drawn in this epoch
+    }
+    trend = demo.validation_trend(record, {"v0": "A", "v1": "B"})
+    assert trend["epochs"] == [0, 1]
+    assert trend["A"]["dsc"] == pytest.approx([16 / 18, 18 / 19])
+    assert trend["A"]["volume"] == pytest.approx([10 / 8, 9 / 10])
+    assert trend["B"]["dsc"][0] == 0.0 and trend["B"]["volume"][0] == pytest.approx(0.5)
+    assert np.isnan(trend["B"]["dsc"][1]) and np.isnan(trend["B"]["volume"][1])
+
+
+def test_a_miss_is_explained_by_the_end_of_training():
+    epochs = range(12)
+    falling = [0.9] * 8 + [0.9, 0.85, 0.75, 0.65]
+    still = demo.explain(IEPS, _scores(0.97, 0.6), _trend(epochs, [0.97] * 12, falling, vb=falling))
+    assert still.startswith("NOT reproduced") and "still learning the empty maps" in still
+    assert "falling from 0.80 to 0.70" in still and "over the last 3 epochs" in still
+
+    flat = demo.explain(BI, _scores(0.97, 0.6), _trend(epochs, [0.97] * 12, [0.6] * 12, vb=[0.7] * 12))
+    assert "does not learn the empty maps" in flat and "70 %" in flat
+
+    empty = [0.0] * 12
+    collapsed = demo.explain(IEPS, _scores(0.0, 0.0), _trend(epochs, empty, empty, va=empty, vb=empty))
+    assert "empty maps for the labelled type too" in collapsed
+
+    partial = demo.explain(PHI_I, _scores(0.97, 0.7), _trend(epochs, [0.97] * 12, [0.7] * 12, vb=[0.6] * 12))
+    assert "segments B only partly" in partial and "60 %" in partial
+
+    assert demo.explain(PHI_I, _scores(0.97, 0.9), {}).startswith("as expected")
+    assert "no validation record" in demo.explain(BI, _scores(0.97, 0.5), {})
