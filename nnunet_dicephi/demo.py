@@ -44,7 +44,7 @@ class DemoSize:
     train_cases: int = 48
     test_cases: int = 24
     image: int = 48
-    epochs: int = 20
+    epochs: int = 22
     iterations: int = 40
     batch_size: int = 4
     validation_cases: int = 8
@@ -89,11 +89,12 @@ EXPECTATIONS = (
 def lesion_case(rng: np.random.Generator, kind: str, size: int) -> tuple[np.ndarray, np.ndarray]:
     """One ``(1, size, size)`` image with one round lesion of type A (uniform) or B (striped).
 
-    B's stripes (every other pair of columns) are darker by 0.9, so that they stay 2 noise standard
-    deviations above the background: a network that learned A alone segments B whole when Φ=I
-    ignores B's empty maps. Stripes 1.2 darker left them near the noise, and Φ=I reached only DSC
-    0.86–0.93 on B; stripes brighter than A made B so much like A that Φ=BI had not learned the
-    empty maps after 640 iterations (test DSC B 0.87).
+    B's stripes (every other pair of columns) are 1.05 darker. How much B looks like A decides two
+    behaviours at once: the more alike, the better a network that learned A alone segments B when
+    Φ=I ignores B's empty maps, and the slower Φ=BI and the heuristic ε learn to leave B out.
+    Measured (README, The demo): stripes 1.2 darker, Φ=I reached DSC B 0.86–0.93 only; 0.9 darker,
+    Φ=BI learned the empty maps only in the last of 20 epochs (test DSC B 0.07); one column in three
+    1.2 darker, or stripes brighter than A, and Φ=BI was still at DSC B 0.56 or 0.87 at the end.
     """
     image = rng.normal(0.0, 0.35, (1, size, size)).astype(np.float32)
     _, y, x = np.indices(image.shape)
@@ -102,7 +103,7 @@ def lesion_case(rng: np.random.Generator, kind: str, size: int) -> tuple[np.ndar
     lesion = (y - cy) ** 2 + (x - cx) ** 2 <= radius**2
     image[lesion] += 1.6
     if kind == "B":
-        image[lesion & ((x // 2) % 2 == 0)] -= 0.9  # stripes: every other pair of columns darker
+        image[lesion & ((x // 2) % 2 == 0)] -= 1.05  # stripes: every other pair of columns darker
     return image, lesion.astype(np.uint8)
 
 
