@@ -391,7 +391,11 @@ class DicePhiTrainer(nnUNetTrainer):
     def _run_seed(self) -> int | None:
         """The seed of this training start: from the name's seed and the epoch training starts at."""
         seed = self.loss_config.seed
-        return None if seed is None else seeding.derived_seed(seed, self.current_epoch)
+        if seed is None:
+            return None
+        # under DDP every rank draws its own patches (nnU-Net broadcasts rank 0's initial weights)
+        rank = (self.local_rank,) if self.is_ddp and self.local_rank > 0 else ()
+        return seeding.derived_seed(seed, self.current_epoch, *rank)
 
     def get_dataloaders(self):
         seed = self._run_seed()

@@ -162,3 +162,20 @@ def test_validation_counts_equal_nnunets_and_are_recorded_per_case(tmp_path):
     assert sorted(record) == [0, 1]
     np.testing.assert_array_equal(record[0]["c1"], cases["c1"].T)
     np.testing.assert_array_equal(record[1]["c0"], cases["c0"].T)
+
+
+def test_run_seed_depends_on_seed_epoch_and_ddp_rank():
+    def seed_of(name, epoch=0, ddp=False, rank=0):
+        trainer = object.__new__(trainer_class(name))
+        trainer.current_epoch, trainer.is_ddp, trainer.local_rank = epoch, ddp, rank
+        return trainer._run_seed()
+
+    assert seed_of("TrainerDiceI") is None  # unseeded, as nnU-Net
+    first = seed_of("TrainerDiceI_seed3")
+    assert first == seed_of("TrainerDiceI_seed3", ddp=True, rank=0)
+    others = {
+        seed_of("TrainerDiceI_seed4"),
+        seed_of("TrainerDiceI_seed3", epoch=5),
+        seed_of("TrainerDiceI_seed3", True, 1),
+    }
+    assert first not in others and len(others) == 3
