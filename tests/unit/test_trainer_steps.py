@@ -176,6 +176,6 @@ def test_run_seed_depends_on_seed_epoch_and_ddp_rank():
     others = {
         seed_of("TrainerDiceI_seed4"),
         seed_of("TrainerDiceI_seed3", epoch=5),
-        seed_of("TrainerDiceI_seed3", True, 1),
+        seed_of("TrainerDiceI_seed3", ddp=True, rank=1),
     }
     assert first not in others and len(others) == 3
