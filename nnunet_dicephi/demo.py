@@ -509,8 +509,7 @@ def train_and_evaluate(
     runner: Runner, expectation: Expectation, size: DemoSize, raw_dir: Path, train_seed: int, tag: str = ""
 ) -> TrainerRun:
     """Train one trainer with ``nnUNetv2_train``, predict the test set, evaluate and explain it."""
-    from nnunet_dicephi.evaluation import read_validation_record
-    from nnunet_dicephi.trainers.base import VALIDATION_FILE
+    from nnunet_dicephi.evaluation import VALIDATION_FILE, read_validation_record
 
     name = trainer_name(expectation.trainer, size, train_seed)
     label = f"{expectation.trainer}{tag}"

@@ -1,4 +1,4 @@
-"""Evaluation that knows the partial-label manifest.
+"""Evaluation that knows the partial-label manifest, and the trainers' per-case validation record.
 
 nnU-Net's ``summary.json`` averages every (case, label) pair. With partial labels, a prediction of
 an unannotated label counts as a false positive there, so the means are recomputed from the
@@ -64,6 +64,19 @@ def restrict_summary_to_annotated(summary_path: str, table: AnnotationTable, fil
 
 def _nan(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+VALIDATION_FILE = "dicephi_validation.jsonl"
+"""A trainer's per-case validation record in its fold folder: per epoch, one JSON line with the
+epoch and, per validation case, nnU-Net's online pseudo-Dice counts ``[tp, fp, fn]`` per foreground
+class over that epoch's validation patches."""
+
+
+def append_validation_record(path: str | os.PathLike, epoch: int, cases: dict[str, np.ndarray]) -> None:
+    """Append one epoch's per-case counts (``(3, classes)`` each); a line cut short by a kill is skipped."""
+    line = {"epoch": int(epoch), "cases": {key: np.asarray(value).T.tolist() for key, value in sorted(cases.items())}}
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(line) + "\n")
 
 
 def read_validation_record(path: str | os.PathLike) -> dict[int, dict[str, np.ndarray]]:

@@ -22,16 +22,13 @@ from torch import Tensor, nn
 from nnunet_dicephi import losses as L
 from nnunet_dicephi import statistics
 from nnunet_dicephi._files import write_text_atomically
+from nnunet_dicephi.evaluation import VALIDATION_FILE, append_validation_record
 from nnunet_dicephi.partial_labels import AnnotationTable, load_manifest
 
 from . import seeding
 from .naming import HEURISTIC, LossConfig
 
 CONFIG_FILE = "dicephi_loss.json"
-VALIDATION_FILE = "dicephi_validation.jsonl"
-"""Per epoch, one JSON line: the epoch and, per validation case, the online pseudo-Dice counts
-``[tp, fp, fn]`` per foreground class over that epoch's validation patches (read with
-:func:`nnunet_dicephi.evaluation.read_validation_record`)."""
 STATISTICS_FILE = "dicephi_statistics.json"
 CHECKPOINT_KEY = "dicephi"
 PARTIAL_SUFFIX = ".partial"
@@ -300,7 +297,7 @@ class DicePhiTrainer(nnUNetTrainer):
 
         Unannotated (case, class) pairs are left out of the sums; without a manifest the sums equal
         nnU-Net's. The per-case counts, kept as they are, go to :data:`VALIDATION_FILE` at the end of
-        the epoch.
+        the epoch (:func:`nnunet_dicephi.evaluation.append_validation_record`).
         """
         data = batch["data"].to(self.device, non_blocking=True)
         target = batch["target"]
@@ -359,7 +356,7 @@ class DicePhiTrainer(nnUNetTrainer):
             for part in gathered:
                 for key, value in part.items():
                     cases[key] = cases[key] + value if key in cases else value
-        if self.local_rank == 0:
+        if self.local_rank == 0 and cases:  # region datasets run nnU-Net's own step and record nothing
             append_validation_record(os.path.join(self.output_folder, VALIDATION_FILE), self.current_epoch, cases)
 
     # --- recording the configuration ----------------------------------------------------------
@@ -455,13 +452,6 @@ class DicePhiTrainer(nnUNetTrainer):
             from nnunet_dicephi.evaluation import restrict_summary_to_annotated  # noqa: PLC0415
 
             restrict_summary_to_annotated(summary, table, self.dataset_json["file_ending"])
-
-
-def append_validation_record(path: str, epoch: int, cases: dict[str, np.ndarray]) -> None:
-    """Append one epoch's per-case counts; a line cut short by a kill is skipped by the reader."""
-    line = {"epoch": int(epoch), "cases": {key: value.T.tolist() for key, value in sorted(cases.items())}}
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(line) + "\n")
 
 
 def remove_partial_checkpoints(folder: str) -> list[str]:

@@ -130,8 +130,7 @@ def test_no_checkpoint_when_checkpointing_is_disabled(tmp_path):
 def test_validation_counts_equal_nnunets_and_are_recorded_per_case(tmp_path):
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-    from nnunet_dicephi.evaluation import read_validation_record
-    from nnunet_dicephi.trainers.base import VALIDATION_FILE, append_validation_record
+    from nnunet_dicephi.evaluation import VALIDATION_FILE, append_validation_record, read_validation_record
 
     g = torch.Generator().manual_seed(1)
     logits = torch.randn(3, 3, 6, 6, generator=g)
