@@ -244,6 +244,18 @@ def validation_trend(record: dict[int, dict[str, np.ndarray]], types: dict[str, 
     return trend
 
 
+def left_out_since(trend: dict, kind: str = "B") -> int | None:
+    """The epoch from which the validation DSC of ``kind`` stays at most :data:`LEFT_OUT_MAX`, if any."""
+    values = [(e, v) for e, v in zip(trend.get("epochs", []), trend.get(kind, {}).get("dsc", [])) if not np.isnan(v)]
+    since = None
+    for epoch, value in values:
+        if value > LEFT_OUT_MAX:
+            since = None
+        elif since is None:
+            since = epoch
+    return since
+
+
 def _end(values: list[float]) -> tuple[float, float, int]:
     """First and last value of the end of training (NaN-free means of the first and last two epochs)."""
     window = max(3, round(len(values) * TREND_SHARE))
@@ -258,8 +270,11 @@ def explain(expectation: Expectation, scores: dict, trend: dict) -> str:
     """One sentence: the behaviour as expected, or what the end of training shows instead."""
     dsc = {t: scores[t]["dsc"] for t in TYPES}
     if expectation.holds(dsc):
-        kept = "segments B" if expectation.unlabelled_segmented else "leaves B out"
-        return f"as expected: {kept} (test DSC A {dsc['A']:.2f}, B {dsc['B']:.2f})"
+        if expectation.unlabelled_segmented:
+            return f"as expected: segments B (test DSC A {dsc['A']:.2f}, B {dsc['B']:.2f})"
+        since = left_out_since(trend)
+        when = "" if since is None else f"; on the validation images from epoch {since + 1} of {len(trend['epochs'])}"
+        return f"as expected: leaves B out (test DSC A {dsc['A']:.2f}, B {dsc['B']:.2f}{when})"
     if not trend.get("epochs"):
         return f"NOT reproduced (test DSC A {dsc['A']:.2f}, B {dsc['B']:.2f}); no validation record to explain it"
     problems = []

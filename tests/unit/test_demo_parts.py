@@ -109,3 +109,11 @@ def test_a_miss_is_explained_by_the_end_of_training():
 
     assert demo.explain(PHI_I, _scores(0.97, 0.9), {}).startswith("as expected")
     assert "no validation record" in demo.explain(BI, _scores(0.97, 0.5), {})
+
+
+def test_the_epoch_from_which_b_stays_left_out():
+    trend = _trend(range(6), [0.9] * 6, [0.9, 0.05, 0.3, 0.08, float("nan"), 0.0])
+    assert demo.left_out_since(trend) == 3  # the dip at epoch 1 came back; NaN epochs drew no B case
+    assert demo.left_out_since(_trend(range(3), [0.9] * 3, [0.9, 0.8, 0.2])) is None
+    said = demo.explain(BI, _scores(0.97, 0.0), trend)
+    assert said == "as expected: leaves B out (test DSC A 0.97, B 0.00; on the validation images from epoch 4 of 6)"
