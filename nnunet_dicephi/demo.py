@@ -301,6 +301,10 @@ def explain(expectation: Expectation, scores: dict, trend: dict) -> str:
                 f"learning empty maps for B although Φ=I should ignore them: predicted volume of B falling from "
                 f"{_pct(bv_first)} to {_pct(bv_last)} of the lesion {span}"
             )
+        elif bv_last > 1.2:
+            problems.append(
+                f"over-segments B: test DSC B {dsc['B']:.2f}, predicted volume {_pct(bv_last)} of the lesion at the end"
+            )
         else:
             problems.append(
                 f"segments B only partly: test DSC B {dsc['B']:.2f}, predicted volume {_pct(bv_last)} of the lesion "

@@ -106,6 +106,8 @@ def test_a_miss_is_explained_by_the_end_of_training():
 
     partial = demo.explain(PHI_I, _scores(0.97, 0.7), _trend(epochs, [0.97] * 12, [0.7] * 12, vb=[0.6] * 12))
     assert "segments B only partly" in partial and "60 %" in partial
+    over = demo.explain(PHI_I, _scores(0.97, 0.5), _trend(epochs, [0.97] * 12, [0.5] * 12, vb=[2.0] * 12))
+    assert "over-segments B" in over and "200 %" in over
 
     assert demo.explain(PHI_I, _scores(0.97, 0.9), {}).startswith("as expected")
     assert "no validation record" in demo.explain(BI, _scores(0.97, 0.5), {})
