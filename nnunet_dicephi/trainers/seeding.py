@@ -27,8 +27,6 @@ import random
 import numpy as np
 import torch
 
-TRAIN_STREAM, VALIDATION_STREAM = 0, 1
-
 
 def derived_seed(seed: int, *stream: int) -> int:
     """A 32-bit seed for one stream of a run (epoch, loader, worker), independent of the others."""
@@ -56,10 +54,7 @@ class _SeededWorker:
 
     def set_thread_id(self, thread_id: int) -> None:
         torch.set_num_threads(1)
-        seed = self.seeds[thread_id]
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
+        seed_process(self.seeds[thread_id])
         self.loader.set_thread_id(thread_id)
 
     def __iter__(self):
