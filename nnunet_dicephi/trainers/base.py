@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 from typing import ClassVar
 
 import numpy as np
@@ -118,6 +119,9 @@ class DicePhiTrainer(nnUNetTrainer):
     """Base of every trainer of this project; subclasses only set ``loss_config``."""
 
     loss_config: ClassVar[LossConfig] = LossConfig()
+    #: nnU-Net redraws ``progress.png`` (a 30 x 54 inch figure, about 1 s on a CPU) after every epoch;
+    #: here at most once per this many seconds, and always after the last epoch
+    progress_plot_interval_s: ClassVar[float] = 30.0
 
     def __init__(
         self,
@@ -140,6 +144,7 @@ class DicePhiTrainer(nnUNetTrainer):
             self.num_iterations_per_epoch = config.iterations
             self.num_val_iterations_per_epoch = max(1, config.iterations // 5)
         self.initial_lr = config.initial_lr  # read by configure_optimizers in initialize()
+        self._progress_plotted_at = -float("inf")
 
     # --- loss --------------------------------------------------------------------------------
 
@@ -422,6 +427,21 @@ class DicePhiTrainer(nnUNetTrainer):
                 os.path.join(self.output_folder, CONFIG_FILE), json.dumps(record, indent=2, sort_keys=True)
             )
 
+    def on_epoch_end(self) -> None:
+        # with epochs of a few seconds (short runs, sweeps, the demo) nnU-Net's plot after every
+        # epoch took a fifth of the training time; long epochs are plotted after each one as before
+        now = time.monotonic()
+        last = self.current_epoch >= self.num_epochs - 1
+        if last or now - self._progress_plotted_at >= self.progress_plot_interval_s:
+            self._progress_plotted_at = now
+            super().on_epoch_end()
+            return
+        self.logger.plot_progress_png = _no_plot  # an instance attribute shadows the logger's method
+        try:
+            super().on_epoch_end()
+        finally:
+            del self.logger.plot_progress_png
+
     def save_checkpoint(self, filename: str) -> None:
         """nnU-Net's checkpoint plus the loss record, renamed into place only once complete.
 
@@ -462,6 +482,10 @@ def remove_partial_checkpoints(folder: str) -> list[str]:
     for name in removed:
         os.remove(os.path.join(folder, name))
     return removed
+
+
+def _no_plot(output_folder: str) -> None:
+    """Stands in for the logger's ``plot_progress_png`` on epochs that are not plotted."""
 
 
 def _scaled(eps, scale: float):

@@ -178,3 +178,30 @@ def test_run_seed_depends_on_seed_epoch_and_ddp_rank():
         seed_of("TrainerDiceI_seed3", ddp=True, rank=1),
     }
     assert first not in others and len(others) == 3
+
+
+def test_progress_plot_is_drawn_at_most_every_interval_and_after_the_last_epoch(tmp_path, monkeypatch):
+    from nnunetv2.training.logging.nnunet_logger import MetaLogger
+
+    import nnunet_dicephi.trainers.base as base
+
+    trainer = object.__new__(trainer_class("TrainerDiceI_ep7"))
+    trainer.logger = MetaLogger(str(tmp_path), False)
+    trainer.output_folder, trainer.local_rank, trainer.save_every = str(tmp_path), 0, 100
+    trainer.num_epochs, trainer.current_epoch, trainer._best_ema = 7, 0, 1.0
+    trainer._progress_plotted_at = -float("inf")
+    trainer.print_to_log_file = lambda *args, **kwargs: None
+    trainer.save_checkpoint = lambda filename: None
+    plotted = []
+    monkeypatch.setattr(MetaLogger, "plot_progress_png", lambda self, folder: plotted.append(trainer.current_epoch))
+    clock = iter(12.0 * epoch for epoch in range(7))  # 12 s per epoch
+    monkeypatch.setattr(base.time, "monotonic", lambda: next(clock))
+    for epoch in range(7):
+        for key, value in (("train_losses", 0.5), ("val_losses", 0.5), ("dice_per_class_or_region", [0.5])):
+            trainer.logger.log(key, value, epoch)
+        trainer.logger.log("mean_fg_dice", 0.5, epoch)
+        trainer.on_epoch_start()
+        trainer.on_epoch_end()
+    # 30 s apart: epochs 0 (at 0 s), 3 (36 s), and the last one
+    assert plotted == [0, 3, 6] and trainer.current_epoch == 7
+    assert "plot_progress_png" not in vars(trainer.logger)
