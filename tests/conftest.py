@@ -22,3 +22,14 @@ def random_case(batch=3, classes=4, spatial=(5, 6), dtype=torch.float64, seed=0,
         labels[labels == c] = 0
     onehot = torch.zeros_like(logits).scatter_(1, labels, 1.0)
     return logits.softmax(1), labels, onehot
+
+
+CUDA_SKIP_REASON = "no CUDA device here; scripts/gpu_check.sh runs these tests on one"
+NO_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason=CUDA_SKIP_REASON)
+DEVICES = ["cpu", pytest.param("cuda", marks=NO_CUDA)]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """Every device-parametrised test runs on the CPU, and on CUDA where there is a GPU."""
+    return torch.device(request.param)

@@ -1,8 +1,14 @@
 """Argument checks shared by the loss functions and modules.
 
 Every check raises ``ValueError`` naming the argument, what was received and what is accepted.
-Checks that would need a device synchronisation (looking at tensor values) are kept apart so
-modules can run them once at construction instead of at every step.
+
+Checks of tensor *values* (label ranges, finite ε and weights) need the values on the host: on a GPU a
+synchronisation, inside ``torch.compile`` a graph break. They therefore stay out of the training step:
+modules check constructor arguments once and label values on the first batch they see (see
+:class:`~nnunet_dicephi.losses.SegmentationLoss`), and while ``torch.compile`` traces a function these
+checks are skipped (:func:`values_checkable`): a compiled graph cannot raise on values without a sync.
+An out-of-range label that slips past still cannot corrupt training silently: the gather and scatter
+that read it stop with an index error (a device-side assert on CUDA).
 """
 
 from __future__ import annotations
@@ -63,9 +69,17 @@ def check_target(probs: Tensor, target: object) -> bool:
     return True
 
 
+def values_checkable() -> bool:
+    """False while ``torch.compile`` traces: value checks would break the graph, so they are skipped."""
+    return not torch.compiler.is_compiling()
+
+
 def check_label_values(labels: Tensor, num_classes: int, name: str = "target") -> None:
-    """Raise if an integer label map holds values outside ``[0, num_classes)`` (synchronises)."""
-    if labels.numel() == 0:
+    """Raise if an integer label map holds values outside ``[0, num_classes)`` (synchronises).
+
+    Skipped while ``torch.compile`` traces (:func:`values_checkable`).
+    """
+    if labels.numel() == 0 or not values_checkable():
         return
     lo, hi = torch.aminmax(labels)
     lo_i, hi_i = int(lo), int(hi)
@@ -94,7 +108,7 @@ def check_eps(name: str, eps: object, num_classes: int) -> Epsilon:
                 f"{name} as a tensor must have shape (C,) = ({num_classes},), one value per class; "
                 f"got shape {tuple(eps.shape)}"
             )
-        if not bool(torch.isfinite(eps).all()) or bool((eps < 0).any()):
+        if values_checkable() and (not bool(torch.isfinite(eps).all()) or bool((eps < 0).any())):
             raise ValueError(f"{name} must hold finite values >= 0 (voxel counts); got {eps.tolist()}")
         return eps
     raise ValueError(f"{name} must be a non-negative number or a (C,) tensor; got {_describe(eps)}")
@@ -137,7 +151,7 @@ def check_class_weights(weights: object, batch: int, num_classes: int) -> Tensor
             f"class_weights must be a tensor of shape (C,) = ({num_classes},) or (B, C) = ({batch}, {num_classes}); "
             f"got {got}"
         )
-    if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
+    if values_checkable() and (not bool(torch.isfinite(weights).all()) or bool((weights < 0).any())):
         raise ValueError("class_weights must be finite and >= 0")
     return weights
 

@@ -9,11 +9,15 @@
   softmax), True where the class is annotated in the case of that batch element.
 
 Each module checks its options once at construction and calls the pure functions of this package;
-the math lives there.
+the math lives there. A training step synchronises nothing and compiles as one graph
+(``torch.compile(loss, fullgraph=True)``): the label values are checked on the first batch a module
+sees outside ``torch.compile``, and on every batch when the environment sets
+``NNUNET_DICEPHI_CHECK_LABELS=1`` (a debugging switch: one host synchronisation per step).
 """
 
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
 
 import torch
@@ -28,6 +32,7 @@ from ._validation import (
     check_phi,
     check_probability,
     check_probs,
+    values_checkable,
 )
 from .distributed import gather_annotated, gather_map_sums
 from .lovasz import lovasz_softmax_loss
@@ -62,6 +67,11 @@ __all__ = [
 ]
 
 NONLINEARITIES = ("softmax", "sigmoid")
+CHECK_LABELS_VARIABLE = "NNUNET_DICEPHI_CHECK_LABELS"
+
+
+def _check_every_batch() -> bool:
+    return os.environ.get(CHECK_LABELS_VARIABLE, "").strip().lower() in ("1", "true", "yes")
 
 
 class Prepared(NamedTuple):
@@ -100,6 +110,14 @@ class SegmentationLoss(nn.Module):
         if ignore_label is not None and (isinstance(ignore_label, bool) or not isinstance(ignore_label, int)):
             raise ValueError(f"ignore_label must be an int or None; got {ignore_label!r}")
         self.ignore_label = ignore_label
+        self.labels_checked = False
+        """Set once a batch's label values were checked; later batches are not (no synchronisation)."""
+        self.check_every_batch = _check_every_batch()
+
+    def _check_labels(self, labels: Tensor, classes: int) -> None:
+        if values_checkable() and (self.check_every_batch or not self.labels_checked):
+            check_label_values(labels, classes)
+            self.labels_checked = True
 
     def prepare(self, logits: Tensor, target: Tensor) -> Prepared:
         check_probs(logits, "logits")
@@ -115,7 +133,7 @@ class SegmentationLoss(nn.Module):
             if self.ignore_label is not None:
                 voxel_mask = labels != self.ignore_label
                 labels = torch.where(voxel_mask, labels, 0)
-            check_label_values(labels, logits.shape[1])
+            self._check_labels(labels, logits.shape[1])
             return Prepared(logits, torch.softmax(logits, 1) if self.needs_probs else None, labels, voxel_mask)
         channels = logits.shape[1] + (self.ignore_label is not None)
         expected = (logits.shape[0], channels, *logits.shape[2:])
@@ -395,7 +413,9 @@ class ExclusionLoss(SegmentationLoss):
         if annotated is None:
             # nothing to exclude; keep the graph connected so backward() works as for any loss
             return prepared.probs.sum(dtype=accumulation_dtype(prepared.probs.dtype)) * 0.0
-        return exclusion_loss(prepared.probs, prepared.target, annotated, eps=self.eps, voxel_mask=prepared.voxel_mask)
+        return exclusion_loss(
+            prepared.probs, prepared.target, annotated, eps=self.eps, voxel_mask=prepared.voxel_mask, validate=False
+        )
 
 
 class CrossEntropyLoss(SegmentationLoss):

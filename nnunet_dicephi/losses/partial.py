@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from ._validation import (
     Epsilon,
@@ -137,25 +138,54 @@ def marginal_cross_entropy(
         annotated = check_annotated(annotated, batch, classes)
         voxel_mask = check_voxel_mask(voxel_mask, logits)
     with no_autocast(logits.device):
-        acc = accumulation_dtype(logits.dtype)
-        z = logits.reshape(batch, classes, -1).to(acc)
         lab = target.reshape(batch, -1).long()
-        if annotated is None or bool(annotated[:, 1:].all()):
+        if annotated is None:
             # everything annotated: the plain, fused cross-entropy kernel
+            z = logits.reshape(batch, classes, -1).to(accumulation_dtype(logits.dtype))
             nll = F.cross_entropy(z, lab, reduction="none" if voxel_mask is not None else "mean")
+            if voxel_mask is None:
+                return nll
         else:
-            log_probs = torch.log_softmax(z, dim=1)
-            merged = _merged_into_background(annotated.to(z.device))
-            # log Σ_{c∈M} ỹ_c = logsumexp over M of log ỹ_c; the −inf entries drop out of the sum
-            log_merged = torch.logsumexp(log_probs + torch.log(merged.to(acc)).unsqueeze(-1), dim=1)
-            log_label = log_probs.gather(1, lab.unsqueeze(1)).squeeze(1)
-            nll = -torch.where(lab == 0, log_merged, log_label)
+            merged = _merged_into_background(annotated.to(logits.device))
+            nll = _MarginalNLL.apply(logits.reshape(batch, classes, -1), lab, merged)
             if voxel_mask is None:
                 return nll.mean()
-        if voxel_mask is None:
-            return nll
         m = voxel_mask.reshape(batch, -1).bool()
         return torch.where(m, nll, 0.0).sum() / m.sum().clamp_min(1)
+
+
+class _MarginalNLL(torch.autograd.Function):
+    r"""Per-voxel marginal negative log-likelihood ``(B, N)`` from logits ``(B, C, N)``, no branch.
+
+    A voxel's target set S is its label, or M_b = ``merged[b]`` where it is labelled background:
+    ``nll = logsumexp_c z_c − logsumexp_{c∈S} z_c``, and ``∂nll/∂z_c = ỹ_c − [c∈S] ỹ_c / Σ_{k∈S} ỹ_k``.
+    Only the logits (already held by the network's graph), the labels and the two ``(B, N)`` log-sums
+    are kept for the backward pass, which recomputes the softmax: no ``(B, C, N)`` tensor is saved, so
+    the partial-label CE costs no more memory than the plain one (autograd through ``log_softmax``
+    and ``logsumexp`` would keep three). Half-precision logits are computed in float32.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, labels: Tensor, merged: Tensor) -> Tensor:  # noqa: D102
+        z = logits.to(accumulation_dtype(logits.dtype))
+        log_all = torch.logsumexp(z, dim=1)
+        log_merged = torch.logsumexp(torch.where(merged.unsqueeze(-1), z, float("-inf")), dim=1)
+        log_label = z.gather(1, labels.unsqueeze(1)).squeeze(1)
+        log_target = torch.where(labels == 0, log_merged, log_label)
+        ctx.save_for_backward(logits, labels, merged, log_all, log_target)
+        return log_all - log_target
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):  # noqa: D102
+        logits, labels, merged, log_all, log_target = ctx.saved_tensors
+        z = logits.to(log_all.dtype)
+        background = (labels == 0).unsqueeze(1)
+        out = (z - log_all.unsqueeze(1)).exp_()  # ỹ
+        # background voxels: ỹ_c / Σ_{k∈M_b} ỹ_k on the merged channels; labelled voxels: 1 on the label
+        out.sub_((z - log_target.unsqueeze(1)).exp_().mul_(merged.unsqueeze(-1) & background))
+        out.scatter_add_(1, labels.unsqueeze(1), (~background).to(out.dtype).neg_())
+        return out.mul_(grad.unsqueeze(1)).to(logits.dtype), None, None
 
 
 def masked_binary_cross_entropy(
@@ -197,6 +227,7 @@ def exclusion_loss(
     *,
     eps: Epsilon = 1e-7,
     voxel_mask: Tensor | None = None,
+    validate: bool = True,
 ) -> Tensor:
     """Exclusion loss (Shi et al., 2021): no unannotated class where an annotated class is labelled.
 
@@ -211,22 +242,25 @@ def exclusion_loss(
         annotated: ``(B, C)`` bool.
         eps: scalar ε ≥ 0 added to numerator and denominator.
         voxel_mask: ``(B, 1, *spatial)``; zero removes the voxel.
+        validate: check arguments (modules check once and pass False).
 
     Returns:
         Scalar loss; 0 when no (b, j) pair qualifies.
     """
-    check_probs(probs)
-    labels = check_target(probs, target)
     batch, classes = probs.shape[:2]
-    annotated = check_annotated(annotated, batch, classes)
-    if annotated is None:
-        raise ValueError("annotated must be a (B, C) bool tensor for exclusion_loss; got None")
-    eps = check_eps("eps", eps, classes)
-    if isinstance(eps, Tensor):
-        raise ValueError("exclusion_loss takes a scalar eps")
-    voxel_mask = check_voxel_mask(voxel_mask, probs)
-    if labels:
-        check_label_values(target, classes)
+    labels = not (target.is_floating_point() or target.dtype == torch.bool)
+    if validate:
+        check_probs(probs)
+        labels = check_target(probs, target)
+        annotated = check_annotated(annotated, batch, classes)
+        if annotated is None:
+            raise ValueError("annotated must be a (B, C) bool tensor for exclusion_loss; got None")
+        eps = check_eps("eps", eps, classes)
+        if isinstance(eps, Tensor):
+            raise ValueError("exclusion_loss takes a scalar eps")
+        voxel_mask = check_voxel_mask(voxel_mask, probs)
+        if labels:
+            check_label_values(target, classes)
     with no_autocast(probs.device):
         acc = accumulation_dtype(probs.dtype)
         annotated = annotated.to(probs.device)

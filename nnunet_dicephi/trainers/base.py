@@ -145,6 +145,7 @@ class DicePhiTrainer(nnUNetTrainer):
             self.num_val_iterations_per_epoch = max(1, config.iterations // 5)
         self.initial_lr = config.initial_lr  # read by configure_optimizers in initialize()
         self._progress_plotted_at = -float("inf")
+        self._labels_checked = False
 
     # --- loss --------------------------------------------------------------------------------
 
@@ -276,6 +277,9 @@ class DicePhiTrainer(nnUNetTrainer):
             # compile, so every parameter still receives a gradient)
             weights[-1] = 1e-6 if self.is_ddp and not self._do_i_compile() else 0.0
         weights = weights / weights.sum()
+        if self._do_i_compile():
+            # as nnU-Net compiles its Dice loss (loss.dc): here each level's whole module, one graph each
+            levels = [torch.compile(level) for level in levels]
         return DeepSupervisedLoss(levels, weights.tolist())
 
     @contextlib.contextmanager
@@ -288,6 +292,9 @@ class DicePhiTrainer(nnUNetTrainer):
             self.loss.annotated = None
 
     def train_step(self, batch: dict) -> dict:
+        if not self._labels_checked:
+            check_batch_labels(batch["target"], self.label_manager)
+            self._labels_checked = True
         with self._batch_annotation(batch):
             return super().train_step(batch)
 
@@ -482,6 +489,32 @@ def remove_partial_checkpoints(folder: str) -> list[str]:
     for name in removed:
         os.remove(os.path.join(folder, name))
     return removed
+
+
+def check_batch_labels(target, label_manager) -> None:
+    """Refuse a training batch whose labels the network has no channel for, with what to do.
+
+    The losses check values only outside ``torch.compile`` and only on their first batch (a check
+    costs a host synchronisation); the trainer checks its first batch on the host, before the
+    compiled loss sees it.
+    """
+    if label_manager.has_regions:  # region targets are one-hot channels, built by nnU-Net itself
+        return
+    labels = target[0] if isinstance(target, (list, tuple)) else target
+    if label_manager.ignore_label is not None:
+        labels = torch.where(labels == label_manager.ignore_label, 0, labels)
+    if labels.numel() == 0:
+        return
+    classes = label_manager.num_segmentation_heads
+    ignore = ", plus the ignore label" if label_manager.ignore_label is not None else ""
+    low, high = (int(v) for v in torch.aminmax(labels.cpu()))
+    if low < 0 or high >= classes:
+        raise ValueError(
+            f"a training batch holds label values in [{low}, {high}], but dataset.json declares {classes} labels "
+            f"(values 0 to {classes - 1}{ignore}); "
+            "fix the label maps or dataset.json's 'labels', then run nnUNetv2_plan_and_preprocess again "
+            "(--verify_dataset_integrity names the cases)"
+        )
 
 
 def _no_plot(output_folder: str) -> None:

@@ -205,3 +205,31 @@ def test_progress_plot_is_drawn_at_most_every_interval_and_after_the_last_epoch(
     # 30 s apart: epochs 0 (at 0 s), 3 (36 s), and the last one
     assert plotted == [0, 3, 6] and trainer.current_epoch == 7
     assert "plot_progress_png" not in vars(trainer.logger)
+
+
+@pytest.mark.parametrize("compile_on", [False, True])
+def test_every_level_loss_is_compiled_when_nnunet_compiles(compile_on, monkeypatch):
+    trainer = object.__new__(trainer_class("TrainerDiceBI_CE"))
+    trainer.label_manager = types.SimpleNamespace(has_regions=False, ignore_label=None)
+    trainer.is_ddp, trainer.enable_deep_supervision = False, True
+    monkeypatch.setattr(trainer, "_do_i_compile", lambda: compile_on)
+    monkeypatch.setattr(trainer, "_annotation_table", lambda: None)
+    monkeypatch.setattr(trainer, "_level_scales", lambda: [1.0, 0.25, 0.0625])
+    loss = trainer._build_loss()
+    compiled = [isinstance(level, torch._dynamo.eval_frame.OptimizedModule) for level in loss.levels]
+    assert compiled == [compile_on] * 3
+    originals = [getattr(level, "_orig_mod", level) for level in loss.levels]
+    assert [type(m).__name__ for m in originals] == ["DiceCELoss"] * 3
+
+
+def test_first_training_batch_with_undeclared_labels_is_refused():
+    from nnunet_dicephi.trainers.base import check_batch_labels
+
+    manager = types.SimpleNamespace(has_regions=False, ignore_label=3, num_segmentation_heads=3)
+    good = [torch.tensor([[[[0, 1], [2, 3]]]], dtype=torch.int16), torch.zeros(1, 1, 1, 1, dtype=torch.int16)]
+    check_batch_labels(good, manager)  # 3 is the ignore label
+    bad = [good[0].clone()]
+    bad[0][0, 0, 0, 0] = 5
+    with pytest.raises(ValueError, match=r"label values in \[0, 5\].*declares 3 labels.*ignore label"):
+        check_batch_labels(bad, manager)
+    check_batch_labels(bad, types.SimpleNamespace(has_regions=True))  # regions: one-hot channels
