@@ -1,15 +1,21 @@
-"""Forward+backward time and peak memory of the losses, side by side, as ratios.
+"""Forward+backward time and peak memory of the losses against their references, as ratios.
 
-    python benchmarks/loss_benchmark.py              # CPU 2×4×64³, and CUDA 2×4×128³ if available
-    python benchmarks/loss_benchmark.py --quick      # smaller volumes, fewer repeats
+    python benchmarks/loss_benchmark.py              # CPU 2×4×64³; CUDA 2×4×128³ too if there is a GPU
+    python benchmarks/loss_benchmark.py --quick      # CPU 2×4×32³ (CUDA 2×4×64³), fewer pairs
+    python benchmarks/loss_benchmark.py --no-compile # eager rows only (compiling takes minutes on a CPU)
 
-Part 1 compares this project's Dice+CE with nnU-Net's ``DC_and_CE_loss`` (``MemoryEfficientSoftDiceLoss``)
-at the same configuration; part 2 compares variants with this project's plain Dice (Φ = I).
+Rows: this project's Dice+CE against nnU-Net's ``DC_and_CE_loss`` (``MemoryEfficientSoftDiceLoss``)
+at the same setting, eager and compiled the way each trainer compiles (this project: every level
+module whole; nnU-Net: ``loss.dc``); compiled against eager; the partial-label path (Dice + marginal
+CE with an ``annotated`` mask) against Dice + CE; Lovász-Softmax against SMP's ``LovaszLoss``
+(Berman's algorithm, 2-D only, so both run on the volume reshaped to B×C×H×(W·D)); other variants
+against Dice Φ = I, for scale.
 
-Every measurement runs in a fresh subprocess. Peak memory is the growth of the peak resident set
-during one forward+backward on CPU (glibc told to return every large block to the system, so the
-resident set follows live memory), and ``torch.cuda.max_memory_allocated`` growth on CUDA. Time is the
-median of repeated forward+backward passes after a warm-up.
+Time: both sides of a row run in turns in one process (A B B A …) and the row shows the median of the
+pairwise ratios with their quartiles, so load that drifts during the run hits both sides alike. Peak
+memory: ``torch.cuda.max_memory_allocated`` growth over one step on CUDA; on the CPU the growth of the
+peak resident set during one step, each side in a fresh process (glibc told to return every large
+block, so the resident set follows live memory); not measured for compiled rows on the CPU.
 """
 
 from __future__ import annotations
@@ -17,23 +23,53 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
+from dataclasses import dataclass
 
-# (name, reference, description): what is measured against what
-COMPARISONS = [
-    ("dicece_I", "nnunet_dicece_I", "Dice+CE, Φ=I (batch_dice=False), ε=1e-5, no background"),
-    ("dicece_BI", "nnunet_dicece_BI", "Dice+CE, Φ=BI (batch_dice=True), ε=1e-5, no background"),
-    ("dicece_BI_ignore", "nnunet_dicece_BI_ignore", "Dice+CE, Φ=BI, with an ignore label"),
-    ("dice_CI", "dice_I", "Dice Φ=CI vs Dice Φ=I"),
-    ("dice_BCI", "dice_I", "Dice Φ=BCI vs Dice Φ=I"),
-    ("gdl", "dice_I", "Generalized Dice (Φ=CI) vs Dice Φ=I"),
-    ("lovasz", "dice_I", "Lovász-Softmax (per image) vs Dice Φ=I"),
-    ("mime", "dice_I", "Mime vs Dice Φ=I"),
-    ("dicece_I_partial", "dicece_I", "Dice+marginal CE with a partial-label mask vs Dice+CE"),
-]
+COMPILE_NOTE = "compiled as its trainer compiles it"
+
+
+@dataclass(frozen=True)
+class Side:
+    loss: str
+    compiled: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.loss}{'+compiled' if self.compiled else ''}"
+
+
+@dataclass(frozen=True)
+class Row:
+    a: Side
+    b: Side
+    description: str
+    time_target: float | None = None
+    memory_target: float | None = None
+
+
+def rows(compile_rows: bool) -> list[Row]:
+    table = [
+        Row(Side("dicece_I"), Side("nnunet_dicece_I"), "Dice+CE Φ=I vs nnU-Net (batch_dice=False)", 1.0, 1.0),
+        Row(Side("dicece_BI"), Side("nnunet_dicece_BI"), "Dice+CE Φ=BI vs nnU-Net (batch_dice=True)", 1.0, 1.0),
+        Row(Side("dicece_BI_ignore"), Side("nnunet_dicece_BI_ignore"), "Dice+CE Φ=BI + ignore label vs nnU-Net", 1, 1),
+    ]
+    if compile_rows:
+        table += [
+            Row(Side("dicece_I", True), Side("nnunet_dicece_I", True), "compiled: Dice+CE Φ=I vs nnU-Net", 1.0, 1.0),
+            Row(Side("dicece_BI", True), Side("nnunet_dicece_BI", True), "compiled: Dice+CE Φ=BI vs nnU-Net", 1.0, 1.0),
+            Row(Side("dicece_BI", True), Side("dicece_BI"), "Dice+CE Φ=BI compiled vs eager"),
+        ]
+    table += [
+        Row(Side("dicece_I_partial"), Side("dicece_I"), "Dice + marginal CE with annotated vs Dice+CE", 1.25, 1.10),
+        Row(Side("lovasz_2d"), Side("smp_lovasz_2d"), "Lovász-Softmax per image vs SMP LovaszLoss", 1.0, None),
+        Row(Side("dice_CI"), Side("dice_I"), "Dice Φ=CI vs Dice Φ=I"),
+        Row(Side("dice_BCI"), Side("dice_I"), "Dice Φ=BCI vs Dice Φ=I"),
+        Row(Side("gdl"), Side("dice_I"), "Generalized Dice (Φ=CI) vs Dice Φ=I"),
+        Row(Side("mime"), Side("dice_I"), "Mime vs Dice Φ=I"),
+    ]
+    return table
 
 
 def build(name: str, classes: int):
@@ -45,15 +81,18 @@ def build(name: str, classes: int):
         from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
         from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 
-        batch_dice = "_BI" in name
         return DC_and_CE_loss(
-            {"batch_dice": batch_dice, "smooth": 1e-5, "do_bg": False, "ddp": False},
+            {"batch_dice": "_BI" in name, "smooth": 1e-5, "do_bg": False, "ddp": False},
             {},
             weight_ce=1,
             weight_dice=1,
             ignore_label=classes if name.endswith("ignore") else None,
             dice_class=MemoryEfficientSoftDiceLoss,
         )
+    if name == "smp_lovasz_2d":
+        from segmentation_models_pytorch.losses import LovaszLoss
+
+        return LovaszLoss(mode="multiclass", per_image=True)
     table = {
         "dicece_I": lambda: L.DiceCELoss(L.DiceLoss(phi="I", eps_nr=1e-5)),
         "dicece_I_partial": lambda: L.DiceCELoss(L.DiceLoss(phi="I", eps_nr=1e-5)),
@@ -63,115 +102,167 @@ def build(name: str, classes: int):
         "dice_CI": lambda: L.DiceLoss(phi="CI"),
         "dice_BCI": lambda: L.DiceLoss(phi="BCI"),
         "gdl": lambda: L.GeneralizedDiceLoss(phi="CI"),
-        "lovasz": lambda: L.LovaszSoftmaxLoss(),
+        # Berman's and SMP's defaults: background counted, classes present in the image
+        "lovasz_2d": lambda: L.LovaszSoftmaxLoss(include_background=True),
         "mime": lambda: L.MimeLoss(a=torch.full((classes,), 1e-3), b=torch.full((classes,), 1e-5)),
     }
     return table[name]()
 
 
-def child(name: str, device: str, shape: list[int], repeats: int) -> dict:
-    import resource
-
+def compiled(loss, side: Side):
     import torch
 
-    torch.manual_seed(0)
+    if not side.compiled:
+        return loss
+    if side.loss.startswith("nnunet_"):
+        loss.dc = torch.compile(loss.dc)  # what nnUNetTrainer._build_loss does
+        return loss
+    return torch.compile(loss)
+
+
+def make_step(side: Side, device: str, shape: list[int]):
+    """A zero-argument forward+backward of ``side`` on a fixed random batch."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
     batch, classes, *spatial = shape
+    if side.loss.endswith("_2d"):  # SMP's Lovász takes B×C×H×W only
+        spatial = [spatial[0], int(torch.tensor(spatial[1:]).prod())]
     dev = torch.device(device)
-    loss_fn = build(name, classes).to(dev)
-    logits = torch.randn(batch, classes, *spatial, device=dev, requires_grad=True)
-    with_ignore = name.endswith("ignore")
-    target = torch.randint(0, classes + int(with_ignore), (batch, 1, *spatial), device=dev, dtype=torch.int16)
+    loss_fn = compiled(build(side.loss, classes).to(dev), side)
+    logits = torch.randn(batch, classes, *spatial, generator=generator).to(dev).requires_grad_()
+    ignore = side.loss.endswith("ignore")
+    target = torch.randint(0, classes + int(ignore), (batch, 1, *spatial), generator=generator)
     extra = ()
-    if name.endswith("partial"):
-        annotated = torch.ones(batch, classes, dtype=torch.bool, device=dev)
+    if side.loss.endswith("partial"):
+        # the last class is not annotated in image 0: its voxels there are labelled background
+        annotated = torch.ones(batch, classes, dtype=torch.bool)
         annotated[0, -1] = False
-        target = torch.where(
-            (target == classes - 1) & (torch.arange(batch, device=dev) == 0).view(-1, 1, 1, 1, 1), 0, target
-        ).to(torch.int16)
-        extra = (annotated,)
+        target[0][target[0] == classes - 1] = 0
+        extra = (annotated.to(dev),)
+    target = target.to(dev, torch.int16)
+    if side.loss == "smp_lovasz_2d":
+        target = target[:, 0].long()
 
     def step():
         logits.grad = None
         loss_fn(logits, target, *extra).backward()
 
-    # warm up thread pools and kernels on a tiny problem so they do not count as loss memory
-    small = torch.randn(1, classes, *[4] * len(spatial), device=dev, requires_grad=True)
-    build(name, classes).to(dev)(
-        small, torch.zeros(1, 1, *[4] * len(spatial), device=dev, dtype=torch.int16)
-    ).backward()
-
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        step()
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        step()
-        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024
-
-    times = []
-    for _ in range(repeats):
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        step()
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return {"time_s": statistics.median(times), "peak_bytes": peak}
+    return step
 
 
-def measure(name: str, device: str, shape: list[int], repeats: int) -> dict:
+def cuda_peak(step) -> int:
+    import torch
+
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    step()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base
+
+
+def cpu_peak_child(loss: str, shape: list[int]) -> int:
+    """Run in a fresh process: growth of the peak resident set during one step."""
+    import resource
+
+    step = make_step(Side(loss), "cpu", [1, shape[1], *[4] * (len(shape) - 2)])
+    step()  # thread pools and kernels on a tiny problem, so they do not count as loss memory
+    step = make_step(Side(loss), "cpu", shape)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    step()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024
+
+
+def cpu_peak(loss: str, shape: list[int]) -> int:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
-    cmd = [sys.executable, __file__, "--child", name, "--device", device, "--repeats", str(repeats), "--shape"]
-    out = subprocess.run(cmd + [str(s) for s in shape], env=env, capture_output=True, text=True, check=False)
+    cmd = [sys.executable, __file__, "--memory-child", loss, "--shape", *map(str, shape)]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if out.returncode != 0:
-        raise RuntimeError(f"benchmark of {name} on {device} failed:\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"memory measurement of {loss} failed:\n{out.stderr}")
+    return int(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-def report(device: str, shape: list[int], repeats: int) -> None:
-    print(f"\n## {device}: logits {'×'.join(map(str, shape))}, median of {repeats} forward+backward passes\n")
-    header = f"| {'comparison':<60} | {'time ms':>17} | {'time ratio':>10} | {'peak MiB':>17} | {'mem ratio':>9} |"
-    print(header)
-    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
-    cache: dict[str, dict] = {}
-    for name, ref, description in COMPARISONS:
-        for key in (name, ref):
-            if key not in cache:
-                cache[key] = measure(key, device, shape, repeats)
-        a, b = cache[name], cache[ref]
-        times = f"{a['time_s'] * 1e3:7.1f} / {b['time_s'] * 1e3:7.1f}"
-        mem = f"{a['peak_bytes'] / 2**20:7.1f} / {b['peak_bytes'] / 2**20:7.1f}"
-        time_ratio = a["time_s"] / b["time_s"]
-        mem_ratio = a["peak_bytes"] / max(b["peak_bytes"], 1)
-        print(f"| {description:<60} | {times:>17} | {time_ratio:>9.2f}× | {mem:>17} | {mem_ratio:>8.2f}× |")
-    print("\n(time and memory as this / reference; ratio below 1 means this project is faster or smaller)")
+def available(side: Side) -> str | None:
+    """None, or why this side cannot run here."""
+    if side.loss.startswith("smp_"):
+        try:
+            import segmentation_models_pytorch  # noqa: F401
+        except ImportError:
+            return "segmentation-models-pytorch is not installed (pip install -e '.[bench]')"
+    return None
+
+
+def verdict(value: float, target: float | None) -> str:
+    if target is None:
+        return ""
+    return "ok" if value <= target else f"over {target:.2f}×"
+
+
+def report(device: str, shape: list[int], pairs: int, compile_rows: bool) -> None:
+    import torch
+
+    from nnunet_dicephi.benchmarking import paired_timing
+
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    print(f"\n## {device}: logits {'×'.join(map(str, shape))}, {pairs} pairs of forward+backward passes\n")
+    print("| comparison | time a / b, ms | time ratio (quartiles) | target | peak MiB a / b | memory ratio | target |")
+    print("|---|---|---|---|---|---|---|")
+    memory: dict[str, int | None] = {}
+    for row in rows(compile_rows):
+        missing = available(row.a) or available(row.b)
+        if missing:
+            print(f"| {row.description} | not run: {missing} | | | | | |")
+            continue
+        step_a, step_b = make_step(row.a, device, shape), make_step(row.b, device, shape)
+        for step in (step_a, step_b, step_a, step_b):  # warm-up; compiles the compiled sides
+            step()
+        timing = paired_timing(step_a, step_b, pairs, sync)
+        for side, step in ((row.a, step_a), (row.b, step_b)):
+            if side.key not in memory:
+                if device == "cuda":
+                    memory[side.key] = cuda_peak(step)
+                else:
+                    memory[side.key] = None if side.compiled else cpu_peak(side.loss, shape)
+        mem_a, mem_b = memory[row.a.key], memory[row.b.key]
+        ms = f"{sorted(timing.a)[pairs // 2] * 1e3:.1f} / {sorted(timing.b)[pairs // 2] * 1e3:.1f}"
+        if mem_a is None or mem_b is None:
+            mem, mem_ratio, mem_verdict = "–", "–", ""
+        else:
+            ratio = mem_a / max(mem_b, 1)
+            mem, mem_ratio = f"{mem_a / 2**20:.1f} / {mem_b / 2**20:.1f}", f"{ratio:.2f}×"
+            mem_verdict = verdict(ratio, row.memory_target)
+        print(
+            f"| {row.description} | {ms} | {timing.describe()} | {verdict(timing.ratio, row.time_target)} | "
+            f"{mem} | {mem_ratio} | {mem_verdict} |"
+        )
+    print("\n(a / b: this project / reference; below 1 means this project is faster or smaller)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small volumes and few repeats (a smoke run)")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="smaller volumes and fewer pairs (a smoke run)")
+    parser.add_argument("--no-compile", action="store_true", help="leave out the compiled rows")
+    parser.add_argument("--device", choices=("all", "cpu", "cuda"), default="all")
+    parser.add_argument("--pairs", type=int, help="pairs of passes per row (default 11 on CPU, 31 on CUDA)")
+    parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     parser.add_argument("--shape", type=int, nargs="+", help=argparse.SUPPRESS)
-    parser.add_argument("--repeats", type=int, default=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        print(json.dumps(child(args.child, args.device, args.shape, args.repeats)))
+    if args.memory_child:
+        print(json.dumps(cpu_peak_child(args.memory_child, args.shape)))
         return
 
     import torch
 
-    cpu_shape = [2, 4, 32, 32, 32] if args.quick else [2, 4, 64, 64, 64]
-    report("cpu", cpu_shape, 2 if args.quick else 7)
-    if torch.cuda.is_available():
-        report("cuda", [2, 4, 64, 64, 64] if args.quick else [2, 4, 128, 128, 128], 3 if args.quick else 20)
-    else:
-        print("\nNo CUDA device: the GPU comparison (2×4×128³) was not run.")
+    if args.device in ("all", "cpu"):
+        shape = [2, 4, 32, 32, 32] if args.quick else [2, 4, 64, 64, 64]
+        report("cpu", shape, args.pairs or (5 if args.quick else 11), not args.no_compile)
+    if args.device in ("all", "cuda"):
+        if torch.cuda.is_available():
+            shape = [2, 4, 64, 64, 64] if args.quick else [2, 4, 128, 128, 128]
+            report("cuda", shape, args.pairs or (11 if args.quick else 31), not args.no_compile)
+        else:
+            print("\nNo CUDA device: the GPU rows (2×4×128³) were not run.")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,13 @@
 """Trainer-side costs, as ratios printed side by side.
 
     python benchmarks/trainer_benchmark.py [--device cpu|cuda] [--iterations 30]
+    python benchmarks/trainer_benchmark.py --device cuda --configuration 3d_fullres --compile both \\
+        --shape 64 128 128 --skip-statistics
 
 1. One training iteration (forward, loss, backward, optimiser step) of ``TrainerDiceBI`` vs nnU-Net's
-   ``nnUNetTrainer``, on the same batches, same device, alternating the two to share any drift.
+   ``nnUNetTrainer``, on the same batches and initial weights, in turns (A B B A …): the median of the
+   pairwise ratios with their quartiles, compile on and/or off (``nnUNet_compile``; nnU-Net compiles on
+   CUDA only), and on CUDA the peak memory of one iteration.
 2. The dataset-statistics pass behind the heuristic ε and the Mime constants vs one plain read of the
    fold's preprocessed segmentations.
 
@@ -52,39 +56,46 @@ def make_trainer(name: str, configuration: str, device: str):
     return trainer
 
 
-def iteration_ratio(configuration: str, device: str, iterations: int) -> None:
+def iteration_ratio(configuration: str, device: str, iterations: int, compile_on: bool) -> None:
     import contextlib
 
-    import numpy as np
     import torch
 
+    from nnunet_dicephi.benchmarking import paired_timing
+
+    os.environ["nnUNet_compile"] = "true" if compile_on else "false"  # read by _do_i_compile in initialize
     with contextlib.redirect_stdout(sys.stderr):
         ours = make_trainer("TrainerDiceBI", configuration, device)
         reference = make_trainer("nnUNetTrainer", configuration, device)
         reference.network.load_state_dict(ours.network.state_dict())
         loader, _ = ours.get_dataloaders()
         batches = [next(loader) for _ in range(8)]
-    for trainer in (ours, reference):
+    cuda = device == "cuda"
+    peaks = {}
+    for key, trainer in (("ours", ours), ("reference", reference)):
         trainer.network.train()
-        trainer.train_step(batches[0])  # warm-up
-    times = {"ours": [], "reference": []}
-    for i in range(iterations):
-        batch = batches[i % len(batches)]
-        for key, trainer in (("ours", ours), ("reference", reference))[:: 1 if i % 2 else -1]:
-            if device == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
+        for batch in batches[:3]:  # warm-up; compiles network and loss when compile is on
             trainer.train_step(batch)
-            if device == "cuda":
-                torch.cuda.synchronize()
-            times[key].append(time.perf_counter() - start)
-    a, b = statistics.median(times["ours"]), statistics.median(times["reference"])
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            trainer.train_step(batches[0])
+            torch.cuda.synchronize()
+            peaks[key] = torch.cuda.max_memory_allocated() - base
+    turn = iter(range(10**9))
+
+    def step(trainer):
+        return lambda: trainer.train_step(batches[next(turn) % len(batches)])
+
+    timing = paired_timing(step(ours), step(reference), iterations, torch.cuda.synchronize if cuda else lambda: None)
     shape = "×".join(map(str, batches[0]["data"].shape))
+    a, b = sorted(timing.a)[iterations // 2], sorted(timing.b)[iterations // 2]
+    memory = f"{peaks['ours'] / peaks['reference']:.2f}× peak memory" if cuda else "memory not measured on CPU"
     print(
-        f"| one training iteration, {configuration}, batch {shape}, {device} | TrainerDiceBI {a * 1e3:.1f} ms | "
-        f"nnUNetTrainer {b * 1e3:.1f} ms | {a / b:.3f}× |"
+        f"| one training iteration, {configuration}, batch {shape}, {device}, compile {'on' if compile_on else 'off'} "
+        f"| TrainerDiceBI {a * 1e3:.1f} ms | nnUNetTrainer {b * 1e3:.1f} ms | {timing.describe()}; {memory} |"
     )
-    del np
 
 
 def statistics_ratio(configuration: str, repeats: int = 9) -> None:
@@ -135,22 +146,26 @@ def statistics_ratio(configuration: str, repeats: int = 9) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--iterations", type=int, default=30)
+    parser.add_argument("--iterations", type=int, default=30, help="pairs of iterations timed")
     parser.add_argument("--shape", type=int, nargs=3, default=(24, 96, 96), help="case size (z y x)")
     parser.add_argument("--radius", type=float, default=8, help="lesion radius in voxels")
     parser.add_argument("--skip-iteration", action="store_true", help="only the statistics measurement")
-    parser.add_argument("--configuration", default="2d", help="nnU-Net configuration of the statistics measurement")
+    parser.add_argument("--skip-statistics", action="store_true", help="only the iteration measurement")
+    parser.add_argument("--configuration", default="2d", help="nnU-Net configuration (2d, 3d_fullres)")
+    parser.add_argument(
+        "--compile", choices=("off", "on", "both"), default="off", help="nnUNet_compile for the iteration"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         # lesion-like foreground: two spheres per case (radius 8 in 24×96×96: about 2 % of the voxels)
         prepare(root, cases=10, shape=tuple(args.shape), configuration=args.configuration, radius=args.radius)
-        print("| measurement | this project | reference | ratio |\n|---|---|---|---|")
+        print("| measurement | this project | reference | ratio (quartiles of the pairs) |\n|---|---|---|---|")
         if not args.skip_iteration:
-            if args.configuration != "2d":
-                parser.error("the iteration measurement uses the 2d configuration; add --skip-iteration")
-            iteration_ratio("2d", args.device, args.iterations)
-        statistics_ratio(args.configuration)
+            for compile_on in {"off": (False,), "on": (True,), "both": (False, True)}[args.compile]:
+                iteration_ratio(args.configuration, args.device, args.iterations, compile_on)
+        if not args.skip_statistics:
+            statistics_ratio(args.configuration)
 
 
 if __name__ == "__main__":
