@@ -13,9 +13,9 @@ against Dice Φ = I, for scale.
 
 Time: both sides of a row run in turns in one process (A B B A …) and the row shows the median of the
 pairwise ratios with their quartiles, so load that drifts during the run hits both sides alike. Peak
-memory: ``torch.cuda.max_memory_allocated`` growth over one step on CUDA; on the CPU the growth of the
-peak resident set during one step, each side in a fresh process (glibc told to return every large
-block, so the resident set follows live memory); not measured for compiled rows on the CPU.
+memory: ``torch.cuda.max_memory_allocated`` growth over one step on CUDA; on the CPU (Linux) the growth
+of the peak resident set during one step, each side in a fresh process (glibc told to return every
+large block, so the resident set follows live memory); not measured for compiled rows on the CPU.
 """
 
 from __future__ import annotations
@@ -90,7 +90,11 @@ def build(name: str, classes: int):
             dice_class=MemoryEfficientSoftDiceLoss,
         )
     if name == "smp_lovasz_2d":
-        from segmentation_models_pytorch.losses import LovaszLoss
+        import warnings
+
+        with warnings.catch_warnings():  # its import warns about torch.jit.interface
+            warnings.simplefilter("ignore")
+            from segmentation_models_pytorch.losses import LovaszLoss
 
         return LovaszLoss(mode="multiclass", per_image=True)
     table = {
@@ -162,16 +166,28 @@ def cuda_peak(step) -> int:
     return torch.cuda.max_memory_allocated() - base
 
 
-def cpu_peak_child(loss: str, shape: list[int]) -> int:
-    """Run in a fresh process: growth of the peak resident set during one step."""
-    import resource
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
 
+
+def cpu_peak_child(loss: str, shape: list[int]) -> int:
+    """Run in a fresh process: growth of the peak resident set during one step.
+
+    The peak (VmHWM) is reset just before the step (``/proc/self/clear_refs``): ``ru_maxrss`` would
+    keep the high-water mark of the parent, inherited through fork.
+    """
     step = make_step(Side(loss), "cpu", [1, shape[1], *[4] * (len(shape) - 2)])
     step()  # thread pools and kernels on a tiny problem, so they do not count as loss memory
     step = make_step(Side(loss), "cpu", shape)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
+        handle.write("5")
+    base = _status_kib("VmRSS")
     step()
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024
+    return (_status_kib("VmHWM") - base) * 1024
 
 
 def cpu_peak(loss: str, shape: list[int]) -> int:
@@ -199,7 +215,7 @@ def verdict(value: float, target: float | None) -> str:
     return "ok" if value <= target else f"over {target:.2f}×"
 
 
-def report(device: str, shape: list[int], pairs: int, compile_rows: bool) -> None:
+def report(device: str, shape: list[int], pairs: int, compile_rows: bool, only: str | None = None) -> None:
     import torch
 
     from nnunet_dicephi.benchmarking import paired_timing
@@ -210,6 +226,8 @@ def report(device: str, shape: list[int], pairs: int, compile_rows: bool) -> Non
     print("|---|---|---|---|---|---|---|")
     memory: dict[str, int | None] = {}
     for row in rows(compile_rows):
+        if only and only.lower() not in row.description.lower():
+            continue
         missing = available(row.a) or available(row.b)
         if missing:
             print(f"| {row.description} | not run: {missing} | | | | | |")
@@ -244,6 +262,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller volumes and fewer pairs (a smoke run)")
     parser.add_argument("--no-compile", action="store_true", help="leave out the compiled rows")
     parser.add_argument("--device", choices=("all", "cpu", "cuda"), default="all")
+    parser.add_argument("--only", help="run only the rows whose description contains this text")
     parser.add_argument("--pairs", type=int, help="pairs of passes per row (default 11 on CPU, 31 on CUDA)")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     parser.add_argument("--shape", type=int, nargs="+", help=argparse.SUPPRESS)
@@ -256,11 +275,11 @@ def main() -> None:
 
     if args.device in ("all", "cpu"):
         shape = [2, 4, 32, 32, 32] if args.quick else [2, 4, 64, 64, 64]
-        report("cpu", shape, args.pairs or (5 if args.quick else 11), not args.no_compile)
+        report("cpu", shape, args.pairs or (5 if args.quick else 11), not args.no_compile, args.only)
     if args.device in ("all", "cuda"):
         if torch.cuda.is_available():
             shape = [2, 4, 64, 64, 64] if args.quick else [2, 4, 128, 128, 128]
-            report("cuda", shape, args.pairs or (11 if args.quick else 31), not args.no_compile)
+            report("cuda", shape, args.pairs or (11 if args.quick else 31), not args.no_compile, args.only)
         else:
             print("\nNo CUDA device: the GPU rows (2×4×128³) were not run.")
 

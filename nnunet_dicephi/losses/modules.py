@@ -431,7 +431,12 @@ class CrossEntropyLoss(SegmentationLoss):
     def loss_from_prepared(self, prepared: Prepared, annotated: Tensor | None) -> Tensor:
         if self.nonlinearity == "softmax":
             return marginal_cross_entropy(
-                prepared.logits, prepared.target, annotated, voxel_mask=prepared.voxel_mask, validate=False
+                prepared.logits,
+                prepared.target,
+                annotated,
+                voxel_mask=prepared.voxel_mask,
+                validate=False,
+                probs=prepared.probs,  # the region loss's softmax, when Dice + CE share one pass
             )
         return masked_binary_cross_entropy(prepared.logits, prepared.target, annotated, voxel_mask=prepared.voxel_mask)
 

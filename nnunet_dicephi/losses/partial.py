@@ -110,6 +110,7 @@ def marginal_cross_entropy(
     *,
     voxel_mask: Tensor | None = None,
     validate: bool = True,
+    probs: Tensor | None = None,
 ) -> Tensor:
     r"""Cross-entropy that does not punish unannotated classes (marginal CE).
 
@@ -125,6 +126,8 @@ def marginal_cross_entropy(
         annotated: ``(B, C)`` bool or None (all annotated); column 0 is ignored.
         voxel_mask: ``(B, 1, *spatial)``; zero removes the voxel (nnU-Net's ignore label).
         validate: check arguments (modules check once and pass False).
+        probs: ``softmax(logits, 1)`` when the caller has it already (Dice + CE); read, never
+            differentiated: the gradient goes to the logits.
 
     Returns:
         Mean over the voxels that count; 0 (with zero gradient) if none does.
@@ -147,7 +150,10 @@ def marginal_cross_entropy(
                 return nll
         else:
             merged = _merged_into_background(annotated.to(logits.device))
-            nll = _MarginalNLL.apply(logits.reshape(batch, classes, -1), lab, merged)
+            flat = logits.reshape(batch, classes, -1)
+            if probs is None:
+                probs = torch.softmax(flat.to(accumulation_dtype(flat.dtype)), dim=1)
+            nll = _MarginalNLL.apply(flat, probs.detach().reshape(batch, classes, -1), lab, merged)
             if voxel_mask is None:
                 return nll.mean()
         m = voxel_mask.reshape(batch, -1).bool()
@@ -155,37 +161,54 @@ def marginal_cross_entropy(
 
 
 class _MarginalNLL(torch.autograd.Function):
-    r"""Per-voxel marginal negative log-likelihood ``(B, N)`` from logits ``(B, C, N)``, no branch.
+    r"""Per-voxel marginal negative log-likelihood ``(B, N)`` from logits and softmax ``(B, C, N)``.
 
     A voxel's target set S is its label, or M_b = ``merged[b]`` where it is labelled background:
-    ``nll = logsumexp_c z_c − logsumexp_{c∈S} z_c``, and ``∂nll/∂z_c = ỹ_c − [c∈S] ỹ_c / Σ_{k∈S} ỹ_k``.
-    Only the logits (already held by the network's graph), the labels and the two ``(B, N)`` log-sums
-    are kept for the backward pass, which recomputes the softmax: no ``(B, C, N)`` tensor is saved, so
-    the partial-label CE costs no more memory than the plain one (autograd through ``log_softmax``
-    and ``logsumexp`` would keep three). Half-precision logits are computed in float32.
+    ``nll = −log q`` with ``q = Σ_{c∈S} ỹ_c``, and ``∂nll/∂z_c = ỹ_c − [c∈S] ỹ_c / q``; no branch on
+    data. The softmax is the one the Dice term computed already (or computed once here); the
+    backward pass keeps it (shared, no copy), the logits (alive anyway), the labels and two
+    ``(B, N)`` tensors. Everything is exact and finite for any logits:
+
+    * ``log ỹ_c = z_c − lse`` with ``lse = max_k z_k − log max_k ỹ_k``: the largest probability is at
+      least 1/C, so no log-softmax pass is needed and nothing underflows (labelled voxels: as
+      nnU-Net's cross-entropy);
+    * background voxels: ``log q = m_b − lse + log Σ_{c∈M_b} exp(z_c − m_b)`` with m_b the largest
+      merged logit (the sum is a batched product with ``merged[b]``, between 1 and |M_b|), so a
+      confident false positive of an annotated class still pulls the merged classes up.
     """
 
     @staticmethod
-    def forward(ctx, logits: Tensor, labels: Tensor, merged: Tensor) -> Tensor:  # noqa: D102
-        z = logits.to(accumulation_dtype(logits.dtype))
-        log_all = torch.logsumexp(z, dim=1)
-        log_merged = torch.logsumexp(torch.where(merged.unsqueeze(-1), z, float("-inf")), dim=1)
+    def forward(ctx, logits: Tensor, probs: Tensor, labels: Tensor, merged: Tensor) -> Tensor:  # noqa: D102
+        acc = accumulation_dtype(logits.dtype)
+        z, p = logits.to(acc), probs.to(acc)
+        lse = z.amax(1) - torch.log(p.amax(1))  # (B, N) log Σ exp z
+        weights = merged.to(acc)
+        log_weights = torch.log(weights)
+        largest = z[:, 0]  # m_b per voxel, channel by channel: no (B, C, N) temporary
+        for c in range(1, z.shape[1]):
+            largest = torch.maximum(largest, z[:, c] + log_weights[:, c : c + 1])
+        # merged channels have z_c ≤ m_b; the others are clamped (their weight is 0) so nothing overflows
+        relative = torch.exp((z - largest.unsqueeze(1)).clamp_max_(0.0))
+        log_sum = torch.log(torch.bmm(weights.unsqueeze(1), relative).squeeze(1))  # in [0, log |M_b|]
+        background = labels == 0
+        log_merged = largest + log_sum  # log Σ_{c∈M_b} exp z_c
         log_label = z.gather(1, labels.unsqueeze(1)).squeeze(1)
-        log_target = torch.where(labels == 0, log_merged, log_label)
-        ctx.save_for_backward(logits, labels, merged, log_all, log_target)
-        return log_all - log_target
+        ctx.save_for_backward(logits, p, labels, weights, log_merged)
+        ctx.logits_dtype = logits.dtype
+        return lse - torch.where(background, log_merged, log_label)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor):  # noqa: D102
-        logits, labels, merged, log_all, log_target = ctx.saved_tensors
-        z = logits.to(log_all.dtype)
-        background = (labels == 0).unsqueeze(1)
-        out = (z - log_all.unsqueeze(1)).exp_()  # ỹ
-        # background voxels: ỹ_c / Σ_{k∈M_b} ỹ_k on the merged channels; labelled voxels: 1 on the label
-        out.sub_((z - log_target.unsqueeze(1)).exp_().mul_(merged.unsqueeze(-1) & background))
-        out.scatter_add_(1, labels.unsqueeze(1), (~background).to(out.dtype).neg_())
-        return out.mul_(grad.unsqueeze(1)).to(logits.dtype), None, None
+        logits, probs, labels, weights, log_merged = ctx.saved_tensors
+        background = labels == 0
+        # background voxels: ỹ_c / q = exp(z_c − log Σ_M exp z) on the merged channels (≤ 1: clamped)
+        log_merged = torch.where(background, log_merged, float("inf"))  # labelled voxels: no share
+        share = torch.exp((logits.to(probs.dtype) - log_merged.unsqueeze(1)).clamp_max_(0.0))
+        out = probs - share.mul_(weights.unsqueeze(-1))
+        # labelled voxels: minus 1 on the label's channel
+        out.scatter_add_(1, labels.unsqueeze(1), (~background).to(out.dtype).neg_().unsqueeze(1))
+        return out.mul_(grad.unsqueeze(1)).to(ctx.logits_dtype), None, None, None
 
 
 def masked_binary_cross_entropy(

@@ -1,5 +1,7 @@
 """Autograd equals Eq. 4, the L1 gradient is two-valued per subset, and gradcheck passes."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -128,3 +130,49 @@ def test_gradcheck_marginal_cross_entropy():
     annotated = torch.tensor([[True, True, False], [True, True, True]])
     logits = torch.randn(2, 3, 3, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda z: marginal_cross_entropy(z, labels, annotated), (logits,))
+
+
+def _marginal_reference(logits, labels, annotated):
+    """Float64 marginal CE with explicit target sets: logsumexp over M_b of the log-softmax."""
+    log_probs = logits.double().log_softmax(1)
+    per_image = []
+    for b in range(logits.shape[0]):
+        merged = [0] + [c for c in range(1, logits.shape[1]) if not annotated[b, c]]
+        log_merged = torch.logsumexp(log_probs[b, merged], 0)
+        log_label = log_probs[b].gather(0, labels[b]).squeeze(0)
+        per_image.append(-torch.where(labels[b, 0] == 0, log_merged, log_label))
+    return torch.stack(per_image).mean()
+
+
+@pytest.mark.parametrize("scale", [1.0, 30.0])
+def test_marginal_cross_entropy_equals_the_reference_with_the_shared_softmax(scale):
+    g = torch.Generator().manual_seed(4)
+    logits = (scale * torch.randn(3, 4, 5, 6, generator=g)).requires_grad_()
+    labels = torch.randint(0, 4, (3, 1, 5, 6), generator=g)
+    annotated = torch.tensor([[True, True, False, True], [True] * 4, [True, False, False, True]])
+    for b, c in zip(*torch.nonzero(~annotated, as_tuple=True)):
+        labels[b][labels[b] == c] = 0
+    reference = logits.detach().clone().requires_grad_()
+    _marginal_reference(reference, labels, annotated).backward()
+    for probs in (None, logits.softmax(1)):  # computed inside, or the Dice term's softmax
+        logits.grad = None
+        value = marginal_cross_entropy(logits, labels, annotated, probs=probs)
+        value.backward()
+        assert value.item() == pytest.approx(_marginal_reference(logits, labels, annotated).item(), rel=1e-5)
+        torch.testing.assert_close(logits.grad, reference.grad.float(), rtol=1e-4, atol=1e-6)
+
+
+def test_marginal_cross_entropy_is_exact_where_every_merged_probability_underflows():
+    """A confident false positive of an annotated class on a background voxel, 200 nats over the
+    merged classes: their probabilities are 0 in float32, the loss and its gradient are still exact."""
+    logits = torch.zeros(1, 3, 1, 2)
+    logits[0, 1] = 200.0  # class 1 (annotated); background and class 2 (unannotated) at 0
+    labels = torch.zeros(1, 1, 1, 2, dtype=torch.long)
+    annotated = torch.tensor([[True, True, False]])
+    logits.requires_grad_()
+    value = marginal_cross_entropy(logits, labels, annotated)
+    value.backward()
+    assert value.item() == pytest.approx(200.0 - math.log(2.0), rel=1e-6)
+    # ∂/∂z = ỹ − [c ∈ M] ỹ_c / q, averaged over the two voxels: (−1/2, 1, −1/2) / 2
+    expected = torch.tensor([-0.25, 0.5, -0.25]).view(1, 3, 1, 1).expand(1, 3, 1, 2)
+    torch.testing.assert_close(logits.grad, expected, rtol=0, atol=1e-6)
