@@ -203,7 +203,11 @@ def available(side: Side) -> str | None:
     """None, or why this side cannot run here."""
     if side.loss.startswith("smp_"):
         try:
-            import segmentation_models_pytorch  # noqa: F401
+            import warnings
+
+            with warnings.catch_warnings():  # its import warns about torch.jit.interface
+                warnings.simplefilter("ignore")
+                import segmentation_models_pytorch  # noqa: F401
         except ImportError:
             return "segmentation-models-pytorch is not installed (pip install -e '.[bench]')"
     return None

@@ -9,6 +9,8 @@ the voxels labelled with annotated classes, which are certainly not c (Shi et al
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -188,7 +190,9 @@ class _MarginalNLL(torch.autograd.Function):
         for c in range(1, z.shape[1]):
             largest = torch.maximum(largest, z[:, c] + log_weights[:, c : c + 1])
         # merged channels have z_c ≤ m_b; the others are clamped (their weight is 0) so nothing overflows
-        relative = torch.exp((z - largest.unsqueeze(1)).clamp_max_(0.0))
+        # clamped below at log(smallest normal): no denormals (slow on x86), no change to the sum ≥ 1
+        floor = math.log(torch.finfo(acc).tiny)
+        relative = (z - largest.unsqueeze(1)).clamp_(floor, 0.0).exp_()  # one (B, C, N) allocation
         log_sum = torch.log(torch.bmm(weights.unsqueeze(1), relative).squeeze(1))  # in [0, log |M_b|]
         background = labels == 0
         log_merged = largest + log_sum  # log Σ_{c∈M_b} exp z_c
@@ -202,10 +206,12 @@ class _MarginalNLL(torch.autograd.Function):
     def backward(ctx, grad: Tensor):  # noqa: D102
         logits, probs, labels, weights, log_merged = ctx.saved_tensors
         background = labels == 0
-        # background voxels: ỹ_c / q = exp(z_c − log Σ_M exp z) on the merged channels (≤ 1: clamped)
-        log_merged = torch.where(background, log_merged, float("inf"))  # labelled voxels: no share
-        share = torch.exp((logits.to(probs.dtype) - log_merged.unsqueeze(1)).clamp_max_(0.0))
-        out = probs - share.mul_(weights.unsqueeze(-1))
+        floor = math.log(torch.finfo(probs.dtype).tiny)
+        # share ỹ_c / q = exp(z_c − log Σ_M exp z) (≤ 1 on merged channels), kept on background voxels
+        # and merged channels only; one (B, C, N) allocation, then in place (fresh tensors cost page
+        # faults on a CPU, denormals and infinities slow exp down)
+        out = (logits.to(probs.dtype) - log_merged.unsqueeze(1)).clamp_(floor, 0.0).exp_()
+        out.mul_(weights.unsqueeze(-1)).mul_(background.unsqueeze(1)).neg_().add_(probs)  # ỹ − share
         # labelled voxels: minus 1 on the label's channel
         out.scatter_add_(1, labels.unsqueeze(1), (~background).to(out.dtype).neg_().unsqueeze(1))
         return out.mul_(grad.unsqueeze(1)).to(ctx.logits_dtype), None, None, None
