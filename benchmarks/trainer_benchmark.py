@@ -74,8 +74,9 @@ def iteration_ratio(configuration: str, device: str, iterations: int, compile_on
     peaks = {}
     for key, trainer in (("ours", ours), ("reference", reference)):
         trainer.network.train()
-        for batch in batches[:3]:  # warm-up; compiles network and loss when compile is on
-            trainer.train_step(batch)
+        with contextlib.redirect_stdout(sys.stderr):
+            for batch in batches[:3]:  # warm-up; compiles network and loss when compile is on
+                trainer.train_step(batch)
         if cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
