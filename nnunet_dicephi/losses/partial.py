@@ -118,9 +118,10 @@ def marginal_cross_entropy(
 
     For a voxel labelled background in batch element b the probability is that of the merged class,
     :math:`\log \sum_{c \in M_b} \tilde y_c = \mathrm{logsumexp}_{c\in M_b} z_c - \mathrm{logsumexp}_c z_c`
-    with M_b = {0} ∪ unannotated classes, computed from the logits z (never a sum of logits, never
-    a log of a sum of probabilities). Other voxels get the usual −log ỹ_label. With everything
-    annotated this is the plain cross-entropy.
+    with M_b = {0} ∪ unannotated classes, computed from the logits z relative to the largest merged
+    logit, so it is exact and finite for any logits. Other voxels get the usual −log ỹ_label. With
+    everything annotated this is the plain cross-entropy. One pass without a branch on data (see
+    ``_MarginalNLL``): it compiles as one graph and synchronises nothing.
 
     Args:
         logits: ``(B, C, *spatial)`` network outputs before softmax.
