@@ -212,7 +212,7 @@ class _MarginalNLL(torch.autograd.Function):
         # and merged channels only; one (B, C, N) allocation, then in place (fresh tensors cost page
         # faults on a CPU, denormals and infinities slow exp down)
         out = (logits.to(probs.dtype) - log_merged.unsqueeze(1)).clamp_(floor, 0.0).exp_()
-        out.mul_(weights.unsqueeze(-1)).mul_(background.unsqueeze(1)).neg_().add_(probs)  # ỹ − share
+        out.mul_(weights.neg().unsqueeze(-1)).mul_(background.unsqueeze(1)).add_(probs)  # ỹ − share
         # labelled voxels: minus 1 on the label's channel
         out.scatter_add_(1, labels.unsqueeze(1), (~background).to(out.dtype).neg_().unsqueeze(1))
         return out.mul_(grad.unsqueeze(1)).to(ctx.logits_dtype), None, None, None
