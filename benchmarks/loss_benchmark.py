@@ -209,7 +209,7 @@ def available(side: Side) -> str | None:
                 warnings.simplefilter("ignore")
                 import segmentation_models_pytorch  # noqa: F401
         except ImportError:
-            return "segmentation-models-pytorch is not installed (pip install -e '.[bench]')"
+            return "segmentation-models-pytorch is not installed (pip install -e '.[test]' or '.[bench]')"
     return None
 
 

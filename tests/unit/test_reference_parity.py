@@ -1,0 +1,163 @@
+"""The same number as MONAI and segmentation_models_pytorch (SMP) for the same setting.
+
+Values and gradients in float64, to 1e-6, on random batches with a class absent from one image.
+Where a convention differs, the test maps our arguments to the reference's and says how:
+
+* MONAI's ``jaccard=True`` keeps Dice's factor 2 in numerator and denominator, so its smoothing
+  counts twice: MONAI ``smooth_nr, smooth_dr`` = our ``2 ε_nr, 2 ε_dr``;
+* MONAI's Generalized Dice adds its smoothing to the weighted sums, ours to sums whose weights have
+  mean 1 per subset (ε stays a voxel count); with ε = 0 the two are equal, empty classes included
+  (both give them the largest weight of the image);
+* SMP's Lovász takes B×C×H×W logits, applies the softmax itself and runs in float32 only.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from nnunet_dicephi import losses as L
+
+with warnings.catch_warnings():  # both import modules that warn about deprecated torch APIs
+    warnings.simplefilter("ignore")
+    import monai.losses as monai_losses
+    import segmentation_models_pytorch.losses as smp_losses
+
+CLASSES = 4
+
+
+def _batch(seed: int = 0, spatial=(6, 7, 5)):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(3, CLASSES, *spatial, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, CLASSES, (3, 1, *spatial), generator=g)
+    labels[1][labels[1] == 2] = 0  # class 2 absent from image 1
+    return logits, labels
+
+
+def _value_and_grad(loss_fn, logits, *args):
+    leaf = logits.detach().clone().requires_grad_()
+    value = loss_fn(leaf, *args)
+    value.backward()
+    return value.detach(), leaf.grad
+
+
+def _assert_same(ours, theirs):
+    torch.testing.assert_close(ours[0], theirs[0].to(ours[0].dtype), rtol=0, atol=1e-6)
+    torch.testing.assert_close(ours[1], theirs[1], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("phi", ["I", "BI"])
+@pytest.mark.parametrize("include_background", [False, True])
+@pytest.mark.parametrize(("eps_nr", "eps_dr"), [(1e-5, 1e-5), (0.0, 1.0), (2.0, 3.0)])
+def test_dice_equals_monai(phi, include_background, eps_nr, eps_dr):
+    logits, labels = _batch()
+    ours = L.DiceLoss(phi=phi, eps_nr=eps_nr, eps_dr=eps_dr, include_background=include_background)
+    theirs = monai_losses.DiceLoss(
+        softmax=True,
+        to_onehot_y=True,
+        include_background=include_background,
+        smooth_nr=eps_nr,
+        smooth_dr=eps_dr,
+        batch=phi == "BI",
+    )
+    _assert_same(_value_and_grad(ours, logits, labels), _value_and_grad(theirs, logits, labels))
+
+
+@pytest.mark.parametrize("phi", ["I", "BI"])
+def test_squared_denominator_equals_monai_squared_pred(phi):
+    logits, labels = _batch(1)
+    ours = L.VNetDiceLoss(phi=phi, eps_nr=1e-5, eps_dr=1e-5)
+    theirs = monai_losses.DiceLoss(
+        softmax=True, to_onehot_y=True, include_background=False, squared_pred=True, batch=phi == "BI"
+    )
+    _assert_same(_value_and_grad(ours, logits, labels), _value_and_grad(theirs, logits, labels))
+
+
+@pytest.mark.parametrize("phi", ["I", "BI"])
+def test_jaccard_equals_monai_with_half_its_smoothing(phi):
+    logits, labels = _batch(2)
+    ours = L.JaccardLoss(phi=phi, eps_nr=0.5, eps_dr=1.5)
+    theirs = monai_losses.DiceLoss(
+        softmax=True,
+        to_onehot_y=True,
+        include_background=False,
+        jaccard=True,
+        smooth_nr=1.0,
+        smooth_dr=3.0,
+        batch=phi == "BI",
+    )
+    _assert_same(_value_and_grad(ours, logits, labels), _value_and_grad(theirs, logits, labels))
+
+
+@pytest.mark.parametrize("phi", ["I", "BI"])
+def test_sigmoid_regions_equal_monai(phi):
+    logits, _ = _batch(3)
+    g = torch.Generator().manual_seed(3)
+    regions = (torch.rand(logits.shape, generator=g) > 0.7).double()
+    ours = L.DiceLoss(phi=phi, eps_nr=1e-5, nonlinearity="sigmoid")
+    theirs = monai_losses.DiceLoss(sigmoid=True, include_background=True, batch=phi == "BI")
+    _assert_same(_value_and_grad(ours, logits, regions), _value_and_grad(theirs, logits, regions))
+
+
+@pytest.mark.parametrize("phi", ["I", "BI"])
+def test_ignore_label_equals_monai_ignore_index(phi):
+    """nnU-Net's ignore label is the value C; MONAI's ``ignore_index`` outside [0, C) masks those voxels."""
+    logits, labels = _batch(4)
+    labels[:, :, :2] = CLASSES
+    ours = L.DiceLoss(phi=phi, eps_nr=1e-5, ignore_label=CLASSES)
+    theirs = monai_losses.DiceLoss(
+        softmax=True, to_onehot_y=True, include_background=False, batch=phi == "BI", ignore_index=CLASSES
+    )
+    _assert_same(_value_and_grad(ours, logits, labels), _value_and_grad(theirs, logits, labels))
+
+
+@pytest.mark.parametrize("phi", ["CI", "BCI"])
+def test_generalized_dice_equals_monai_at_zero_smoothing(phi):
+    logits, labels = _batch(5)
+    ours = L.GeneralizedDiceLoss(phi=phi, eps_nr=0.0, eps_dr=0.0, include_background=True)
+    theirs = monai_losses.GeneralizedDiceLoss(
+        softmax=True, to_onehot_y=True, include_background=True, smooth_nr=0.0, smooth_dr=0.0, batch=phi == "BCI"
+    )
+    _assert_same(_value_and_grad(ours, logits, labels), _value_and_grad(theirs, logits, labels))
+
+
+def test_generalized_dice_smoothing_is_per_mean_weight():
+    """The documented mapping: MONAI's smoothing equals ours times the subset's total weight / maps."""
+    logits, labels = _batch(6)
+    ours = L.GeneralizedDiceLoss(phi="CI", eps_nr=1.0, eps_dr=1.0, include_background=True)
+    theirs = monai_losses.GeneralizedDiceLoss(softmax=True, to_onehot_y=True, smooth_nr=1.0, smooth_dr=1.0)
+    assert abs(ours(logits, labels).item() - theirs(logits, labels).item()) > 1e-3  # not the same ε
+
+
+@pytest.mark.parametrize("phi", ["I", "BI"])
+@pytest.mark.parametrize(("alpha", "beta"), [(0.3, 0.7), (0.5, 0.5), (0.9, 0.1)])
+def test_tversky_equals_monai(phi, alpha, beta):
+    logits, labels = _batch(7)
+    ours = L.TverskyLoss(phi=phi, alpha=alpha, beta=beta, eps_nr=1e-5, eps_dr=1e-5)
+    theirs = monai_losses.TverskyLoss(
+        softmax=True, to_onehot_y=True, include_background=False, alpha=alpha, beta=beta, batch=phi == "BI"
+    )
+    _assert_same(_value_and_grad(ours, logits, labels), _value_and_grad(theirs, logits, labels))
+
+
+@pytest.mark.parametrize("phi", ["I", "BI"])
+def test_dice_ce_equals_monai(phi):
+    """MONAI's CE is over every class, its Dice without background here: ours the same way."""
+    logits, labels = _batch(8)
+    ours = L.DiceCELoss(L.DiceLoss(phi=phi, eps_nr=1e-5, eps_dr=1e-5))
+    theirs = monai_losses.DiceCELoss(softmax=True, to_onehot_y=True, include_background=False, batch=phi == "BI")
+    _assert_same(_value_and_grad(ours, logits, labels), _value_and_grad(theirs, logits, labels))
+
+
+@pytest.mark.parametrize("per_image", [True, False])
+def test_lovasz_equals_smp(per_image):
+    """SMP's ``LovaszLoss`` is Berman's algorithm: background counted, classes present."""
+    logits, labels = _batch(9, spatial=(9, 11))
+    logits = logits.float()  # SMP's Lovász gradient is float32 only
+    ours = L.LovaszSoftmaxLoss(per_image=per_image, include_background=True, classes="present")
+    theirs = smp_losses.LovaszLoss(mode="multiclass", per_image=per_image)
+    ours_result = _value_and_grad(ours, logits, labels)
+    theirs_result = _value_and_grad(theirs, logits, labels[:, 0])
+    _assert_same(ours_result, theirs_result)
