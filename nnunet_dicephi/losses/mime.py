@@ -27,8 +27,14 @@ def mime_constants(mean_label_volume: Tensor, map_voxels: float) -> tuple[Tensor
     """Constants of the Mime loss from a class distribution.
 
     ``a_c = 1 / E|y_c|`` and ``b_c = 1 / E(|Ω| − |y_c|)``, with E the expectation over training maps
-    (patches as the network sees them) and |Ω| = ``map_voxels``. These are the magnitudes of the two
-    Dice-gradient values of Eq. 4 for a prediction of the right volume, up to a common factor 2.
+    (patches as the network sees them) and |Ω| = ``map_voxels``: the inverse expected volumes of the
+    class and of the rest of the map, so that over an average map the pull on labelled voxels
+    (Σ a_c y = 1) and the push on the others (Σ b_c (1 − y) = 1) weigh the same. This is Kervadec &
+    de Bruijne's choice "from the class distribution over the whole dataset"; their formula as printed,
+    ``a = 1 / (|D| Σ_n |Ω_y_n|)``, is this ``a`` divided by |D|² (the same for ``b``), a common factor
+    that only rescales the loss. The constants are not the Dice gradient's two values: for a
+    prediction equal to the label those are −1/(2|y_c|) and +1/(2|y_c|), both set by the class's volume
+    alone (Eq. 4); ``b_c`` instead follows the background's volume.
 
     Args:
         mean_label_volume: ``(C,)`` expected labelled voxel count per class in one map.
