@@ -155,17 +155,6 @@ def make_step(side: Side, device: str, shape: list[int]):
     return step
 
 
-def cuda_peak(step) -> int:
-    import torch
-
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    step()
-    torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated() - base
-
-
 def _status_kib(field: str) -> int:
     with open("/proc/self/status", encoding="ascii") as handle:
         for line in handle:
@@ -222,7 +211,7 @@ def verdict(value: float, target: float | None) -> str:
 def report(device: str, shape: list[int], pairs: int, compile_rows: bool, only: str | None = None) -> None:
     import torch
 
-    from nnunet_dicephi.benchmarking import paired_timing
+    from nnunet_dicephi.benchmarking import cuda_peak_bytes, paired_timing
 
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     print(f"\n## {device}: logits {'×'.join(map(str, shape))}, {pairs} pairs of forward+backward passes\n")
@@ -243,7 +232,7 @@ def report(device: str, shape: list[int], pairs: int, compile_rows: bool, only: 
         for side, step in ((row.a, step_a), (row.b, step_b)):
             if side.key not in memory:
                 if device == "cuda":
-                    memory[side.key] = cuda_peak(step)
+                    memory[side.key] = cuda_peak_bytes(step)
                 else:
                     memory[side.key] = None if side.compiled else cpu_peak(side.loss, shape)
         mem_a, mem_b = memory[row.a.key], memory[row.b.key]

@@ -61,7 +61,7 @@ def iteration_ratio(configuration: str, device: str, iterations: int, compile_on
 
     import torch
 
-    from nnunet_dicephi.benchmarking import paired_timing
+    from nnunet_dicephi.benchmarking import cuda_peak_bytes, paired_timing
 
     os.environ["nnUNet_compile"] = "true" if compile_on else "false"  # read by _do_i_compile in initialize
     with contextlib.redirect_stdout(sys.stderr):
@@ -78,12 +78,7 @@ def iteration_ratio(configuration: str, device: str, iterations: int, compile_on
             for batch in batches[:3]:  # warm-up; compiles network and loss when compile is on
                 trainer.train_step(batch)
         if cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-            trainer.train_step(batches[0])
-            torch.cuda.synchronize()
-            peaks[key] = torch.cuda.max_memory_allocated() - base
+            peaks[key] = cuda_peak_bytes(lambda trainer=trainer: trainer.train_step(batches[0]))
     turn = iter(range(10**9))
 
     def step(trainer):

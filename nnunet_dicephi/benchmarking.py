@@ -58,3 +58,15 @@ def paired_timing(
             sync()
             times[key].append(time.perf_counter() - start)
     return PairedTiming(times["a"], times["b"])
+
+
+def cuda_peak_bytes(step: Callable[[], object]) -> int:
+    """Growth of CUDA's allocated-memory peak during one call of ``step``."""
+    import torch  # noqa: PLC0415 - the timing helpers above need no torch
+
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    step()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base

@@ -74,16 +74,24 @@ def values_checkable() -> bool:
     return not torch.compiler.is_compiling()
 
 
+def labels_outside(labels: Tensor, num_classes: int) -> tuple[int, int] | None:
+    """The (lowest, highest) label value when some value lies outside ``[0, num_classes)``, else None."""
+    if labels.numel() == 0:
+        return None
+    low, high = (int(v) for v in torch.aminmax(labels))
+    return (low, high) if low < 0 or high >= num_classes else None
+
+
 def check_label_values(labels: Tensor, num_classes: int, name: str = "target") -> None:
     """Raise if an integer label map holds values outside ``[0, num_classes)`` (synchronises).
 
     Skipped while ``torch.compile`` traces (:func:`values_checkable`).
     """
-    if labels.numel() == 0 or not values_checkable():
+    if not values_checkable():
         return
-    lo, hi = torch.aminmax(labels)
-    lo_i, hi_i = int(lo), int(hi)
-    if lo_i < 0 or hi_i >= num_classes:
+    outside = labels_outside(labels, num_classes)
+    if outside is not None:
+        lo_i, hi_i = outside
         raise ValueError(
             f"{name} holds label values in [{lo_i}, {hi_i}] but probs has {num_classes} channels, so labels must lie "
             f"in [0, {num_classes - 1}]; replace ignore or padding values by a valid label and drop those voxels "

@@ -24,6 +24,7 @@ from nnunet_dicephi import losses as L
 from nnunet_dicephi import statistics
 from nnunet_dicephi._files import write_text_atomically
 from nnunet_dicephi.evaluation import VALIDATION_FILE, append_validation_record
+from nnunet_dicephi.losses._validation import labels_outside
 from nnunet_dicephi.partial_labels import AnnotationTable, load_manifest
 
 from . import seeding
@@ -503,12 +504,11 @@ def check_batch_labels(target, label_manager) -> None:
     labels = target[0] if isinstance(target, (list, tuple)) else target
     if label_manager.ignore_label is not None:
         labels = torch.where(labels == label_manager.ignore_label, 0, labels)
-    if labels.numel() == 0:
-        return
     classes = label_manager.num_segmentation_heads
-    ignore = ", plus the ignore label" if label_manager.ignore_label is not None else ""
-    low, high = (int(v) for v in torch.aminmax(labels.cpu()))
-    if low < 0 or high >= classes:
+    outside = labels_outside(labels.cpu(), classes)
+    if outside is not None:
+        low, high = outside
+        ignore = ", plus the ignore label" if label_manager.ignore_label is not None else ""
         raise ValueError(
             f"a training batch holds label values in [{low}, {high}], but dataset.json declares {classes} labels "
             f"(values 0 to {classes - 1}{ignore}); "
