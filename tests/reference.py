@@ -38,32 +38,53 @@ def kept(batch, classes, annotated, voxel_mask, include_background):
     return maps
 
 
-def _eps(eps, phi_maps):
+def _eps(eps, phi_maps, per="subset"):
+    """ε of one subset: once per subset (a per-class value once per class in it), or once per map."""
+    if per == "map":
+        return float(sum((eps if np.ndim(eps) == 0 else eps[c]) for _, c in phi_maps))
     if np.ndim(eps) == 0:
         return float(eps)
-    return float(sum(eps[c] for _, c in phi_maps))
+    return float(sum(eps[c] for c in sorted({c for _, c in phi_maps})))
 
 
 def dice_terms(
-    p, y, phi, eps_nr, eps_dr, squared, weights, voxel_mask, annotated, include_background, drop_empty=False
+    p,
+    y,
+    phi,
+    eps_nr,
+    eps_dr,
+    squared,
+    weights,
+    voxel_mask,
+    annotated,
+    include_background,
+    drop_empty=False,
+    weighting="term",
+    eps_per="subset",
 ):
-    """Per-subset (numerator, denominator, maps) of Eq. 3, weights w[b, c] inside the sums."""
+    """Per-subset (numerator, denominator, maps, weight) of Eq. 3.
+
+    ``weighting="inside"``: w[b, c] inside the sums and subset weight 1; ``"term"``: the subset's
+    weight is the mean of w over its maps.
+    """
     batch, classes = p.shape[:2]
     p = p.reshape(batch, classes, -1)
     y = y.reshape(batch, classes, -1)
     m = np.ones((batch, p.shape[-1])) if voxel_mask is None else voxel_mask.reshape(batch, -1).astype(float)
     w = np.ones((batch, classes)) if weights is None else np.broadcast_to(weights, (batch, classes))
+    inside = w if weighting == "inside" else np.ones((batch, classes))
     terms = []
     for phi_maps in subsets(phi, kept(batch, classes, annotated, voxel_mask, include_background)):
         num = den = labels = 0.0
         for b, c in phi_maps:
-            num += 2 * w[b, c] * np.sum(m[b] * y[b, c] * p[b, c])
+            num += 2 * inside[b, c] * np.sum(m[b] * y[b, c] * p[b, c])
             union = y[b, c] ** 2 + p[b, c] ** 2 if squared else y[b, c] + p[b, c]
-            den += w[b, c] * np.sum(m[b] * union)
+            den += inside[b, c] * np.sum(m[b] * union)
             labels += np.sum(m[b] * y[b, c])
         if drop_empty and labels == 0:
             continue
-        terms.append((num + _eps(eps_nr, phi_maps), den + _eps(eps_dr, phi_maps), phi_maps))
+        weight = 1.0 if weighting == "inside" else float(np.mean([w[b, c] for b, c in phi_maps]))
+        terms.append((num + _eps(eps_nr, phi_maps, eps_per), den + _eps(eps_dr, phi_maps, eps_per), phi_maps, weight))
     return terms
 
 
@@ -79,14 +100,33 @@ def dice_loss(
     annotated=None,
     include_background=True,
     drop_empty=False,
+    weighting="term",
+    eps_per="subset",
+    subsets_counted=None,
 ):
-    """Eq. 3: 1 − (1/|Φ|) Σ_φ (2 Σ y ỹ + ε_nr) / (Σ (y + ỹ) + ε_dr)."""
+    """Eq. 3: (1/|Φ|) Σ_φ w_φ (1 − (2 Σ y ỹ + ε_nr) / (Σ (y + ỹ) + ε_dr)).
+
+    |Φ| is the number of subsets left, or ``subsets_counted`` when given (leaf Dice as Fidon's).
+    """
     terms = dice_terms(
-        p, y, phi, eps_nr, eps_dr, squared, weights, voxel_mask, annotated, include_background, drop_empty
+        p,
+        y,
+        phi,
+        eps_nr,
+        eps_dr,
+        squared,
+        weights,
+        voxel_mask,
+        annotated,
+        include_background,
+        drop_empty,
+        weighting,
+        eps_per,
     )
     if not terms:
         return 0.0
-    return 1.0 - np.mean([num / den if den > 0 else 1.0 for num, den, _ in terms])
+    total = sum(weight * (1.0 - (num / den if den > 0 else 1.0)) for num, den, _, weight in terms)
+    return total / (len(terms) if subsets_counted is None else subsets_counted)
 
 
 def dice_gradient(p, y, phi="I", eps_nr=1e-7, eps_dr=1e-7, voxel_mask=None, annotated=None, include_background=True):
@@ -96,7 +136,7 @@ def dice_gradient(p, y, phi="I", eps_nr=1e-7, eps_dr=1e-7, voxel_mask=None, anno
     grad = np.zeros((batch, classes, int(np.prod(p.shape[2:]))))
     yy = y.reshape(batch, classes, -1)
     m = np.ones((batch, grad.shape[-1])) if voxel_mask is None else voxel_mask.reshape(batch, -1).astype(float)
-    for num, den, phi_maps in terms:
+    for num, den, phi_maps, _ in terms:
         for b, c in phi_maps:
             grad[b, c] = -(1 / len(terms)) * (2 * yy[b, c] / den - num / den**2) * m[b]
     return grad.reshape(p.shape)

@@ -132,8 +132,8 @@ def _check_phi(phi: str) -> str:
 def maps_per_subset(phi: str, batch_size: int, classes: int = 1) -> int:
     """Number of ``(b, c)`` maps in one subset of Φ.
 
-    A per-class ε (the trainers' heuristic ``H``) is added once per map, as
-    ``soft_dice_loss`` does with a ``(C,)`` tensor ε, so its per-subset value is ε times this.
+    The trainers' heuristic ε (``H``) is added once per map (``eps_per="map"``), so its
+    per-subset value is ε times this.
     """
     sizes = (batch_size, classes)
     return math.prod(sizes[a] for a in _SUBSET_AXES[_check_phi(phi)])

@@ -22,6 +22,9 @@ from .modules import (
     VNetDiceLoss,
 )
 from .overlap import (
+    EPS_PER,
+    LEAF_MEANS,
+    WEIGHTINGS,
     MapSums,
     dice_from_sums,
     generalized_dice_loss,
@@ -42,6 +45,9 @@ from .partial import (
 )
 
 __all__ = [
+    "EPS_PER",
+    "WEIGHTINGS",
+    "LEAF_MEANS",
     "MapSums",
     "map_sums",
     "dice_from_sums",

@@ -38,7 +38,13 @@ from .distributed import gather_annotated, gather_map_sums
 from .lovasz import lovasz_softmax_loss
 from .mime import _check_constant, mime_from_sums
 from .overlap import (
+    EPS_PER,
+    LEAF_MEANS,
+    WEIGHTINGS,
+    EpsPer,
+    LeafMean,
     MapSums,
+    Weighting,
     accumulation_dtype,
     dice_from_sums,
     drop_background,
@@ -179,11 +185,14 @@ class _OverlapLoss(SegmentationLoss):
         phi: str = "I",
         eps_nr: Epsilon = 1e-7,
         eps_dr: Epsilon | None = None,
+        eps_per: EpsPer = "subset",
         distributed: bool = False,
         **base,
     ) -> None:
         super().__init__(**base)
         self.phi = check_phi(phi)
+        self.eps_per = check_choice("eps_per", eps_per, EPS_PER)
+        """``"subset"``: ε once per subset of Φ (Eq. 3); ``"map"``: once per kept map."""
         self.distributed = bool(distributed)
         """Gather the map sums of all processes first (see :mod:`~nnunet_dicephi.losses.distributed`)."""
         self._store_eps("eps_nr", eps_nr)
@@ -230,7 +239,10 @@ class _OverlapLoss(SegmentationLoss):
         raise NotImplementedError
 
     def extra_repr(self) -> str:
-        return f"phi={self.phi!r}, eps_nr={self.eps_nr}, eps_dr={self.eps_dr}, " + super().extra_repr()
+        return (
+            f"phi={self.phi!r}, eps_nr={self.eps_nr}, eps_dr={self.eps_dr}, eps_per={self.eps_per!r}, "
+            + super().extra_repr()
+        )
 
 
 class DiceLoss(_OverlapLoss):
@@ -238,10 +250,12 @@ class DiceLoss(_OverlapLoss):
 
     Args:
         phi: ``"I"``, ``"CI"``, ``"BI"`` or ``"BCI"``.
-        eps_nr: scalar (per subset) or ``(C,)`` tensor over output channels (per map).
+        eps_nr: scalar or ``(C,)`` tensor over output channels.
         eps_dr: defaults to ``eps_nr``.
+        eps_per: ``"subset"`` (ε once per subset of Φ, Eq. 3) or ``"map"`` (once per kept map).
         squared: V-Net denominator.
-        class_weights: optional ``(C,)`` weights over output channels, inside the sums.
+        class_weights: optional ``(C,)`` weights over output channels.
+        weighting: ``"term"`` (each subset's term weighed, as MONAI and SMP) or ``"inside"`` (Sudre).
         nonlinearity: ``"softmax"`` or ``"sigmoid"``.
         include_background: default False for softmax, True (required) for sigmoid.
         ignore_label: nnU-Net's ignore label, or None.
@@ -253,10 +267,19 @@ class DiceLoss(_OverlapLoss):
     """
 
     drop_empty_subsets = False
+    mean_over = "present"
 
-    def __init__(self, *, squared: bool = False, class_weights: Tensor | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        *,
+        squared: bool = False,
+        class_weights: Tensor | None = None,
+        weighting: Weighting = "term",
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.squared = bool(squared)
+        self.weighting = check_choice("weighting", weighting, WEIGHTINGS)
         if class_weights is not None:
             class_weights = torch.as_tensor(class_weights, dtype=torch.float32)
             if (
@@ -278,9 +301,12 @@ class DiceLoss(_OverlapLoss):
             phi=self.phi,
             eps_nr=eps_nr,
             eps_dr=eps_dr,
+            eps_per=self.eps_per,
             class_weights=class_weights,
+            weighting=self.weighting,
             annotated=annotated,
             drop_empty_subsets=self.drop_empty_subsets,
+            mean_over=self.mean_over,
         )
 
 
@@ -292,9 +318,21 @@ class VNetDiceLoss(DiceLoss):
 
 
 class LeafDiceLoss(DiceLoss):
-    """Leaf Dice (Fidon et al., 2021): subsets whose labels sum to zero are dropped at every step."""
+    """Leaf Dice (Fidon et al., 2021): subsets whose labels sum to zero are emptied at every step.
+
+    ``mean_over="all"`` (Fidon's): the mean runs over every subset of Φ, an emptied one counting 0;
+    ``"labelled"``: over the subsets with labels only. See :func:`~nnunet_dicephi.losses.leaf_dice_loss`.
+    """
 
     drop_empty_subsets = True
+
+    def __init__(self, *, mean_over: LeafMean = "all", **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.leaf_mean = check_choice("mean_over", mean_over, LEAF_MEANS)
+        self.mean_over = "all" if mean_over == "all" else "present"
+
+    def extra_repr(self) -> str:
+        return f"mean_over={self.leaf_mean!r}, " + super().extra_repr()
 
 
 class GeneralizedDiceLoss(_OverlapLoss):
@@ -308,7 +346,9 @@ class GeneralizedDiceLoss(_OverlapLoss):
         super().__init__(phi=phi, **kwargs)
 
     def _from_sums(self, sums, annotated, eps_nr, eps_dr) -> Tensor:
-        return generalized_dice_from_sums(sums, phi=self.phi, eps_nr=eps_nr, eps_dr=eps_dr, annotated=annotated)
+        return generalized_dice_from_sums(
+            sums, phi=self.phi, eps_nr=eps_nr, eps_dr=eps_dr, eps_per=self.eps_per, annotated=annotated
+        )
 
 
 class JaccardLoss(_OverlapLoss):
@@ -319,7 +359,9 @@ class JaccardLoss(_OverlapLoss):
         self.squared = bool(squared)
 
     def _from_sums(self, sums, annotated, eps_nr, eps_dr) -> Tensor:
-        return jaccard_from_sums(sums, phi=self.phi, eps_nr=eps_nr, eps_dr=eps_dr, annotated=annotated)
+        return jaccard_from_sums(
+            sums, phi=self.phi, eps_nr=eps_nr, eps_dr=eps_dr, eps_per=self.eps_per, annotated=annotated
+        )
 
 
 class TverskyLoss(_OverlapLoss):
@@ -331,7 +373,14 @@ class TverskyLoss(_OverlapLoss):
 
     def _from_sums(self, sums, annotated, eps_nr, eps_dr) -> Tensor:
         return tversky_from_sums(
-            sums, alpha=self.alpha, beta=self.beta, phi=self.phi, eps_nr=eps_nr, eps_dr=eps_dr, annotated=annotated
+            sums,
+            alpha=self.alpha,
+            beta=self.beta,
+            phi=self.phi,
+            eps_nr=eps_nr,
+            eps_dr=eps_dr,
+            eps_per=self.eps_per,
+            annotated=annotated,
         )
 
     def extra_repr(self) -> str:

@@ -18,7 +18,7 @@ distributable: processes exchange their ``(B, C)`` sums (any B per process) and 
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor
@@ -26,6 +26,7 @@ from torch import Tensor
 from ._validation import (
     Epsilon,
     check_annotated,
+    check_choice,
     check_class_weights,
     check_eps,
     check_label_values,
@@ -47,7 +48,19 @@ __all__ = [
     "jaccard_loss",
     "tversky_loss",
     "leaf_dice_loss",
+    "EPS_PER",
+    "WEIGHTINGS",
 ]
+
+EpsPer = Literal["subset", "map"]
+Weighting = Literal["term", "inside"]
+MeanOver = Literal["present", "all"]
+LeafMean = Literal["all", "labelled"]
+LEAF_MEANS: tuple[LeafMean, ...] = ("all", "labelled")
+EPS_PER: tuple[EpsPer, ...] = ("subset", "map")
+"""Where ε is added: once per subset of Φ (Eq. 3, the default), or once per kept ``(b, c)`` map."""
+WEIGHTINGS: tuple[Weighting, ...] = ("term", "inside")
+"""How class weights act: on each subset's term (MONAI, SMP; the default), or inside the sums (Sudre)."""
 
 
 class MapSums(NamedTuple):
@@ -221,13 +234,27 @@ def expand_subsets(x: Tensor, phi: str, shape: torch.Size) -> Tensor:
     return x.expand(shape)
 
 
-def _eps_per_subset(eps: Epsilon, keep: Tensor, phi: str, dtype: torch.dtype) -> Tensor | float:
-    # A scalar ε is added once per subset; a per-class ε is the share of each kept (b, c) map, so a
-    # subset's ε is the sum over its maps (the heuristic ε is a volume, and so is a subset's).
-    if isinstance(eps, Tensor):
-        per_map = torch.where(keep, eps.to(device=keep.device, dtype=dtype).unsqueeze(0), 0.0)
+def _eps_per_subset(eps: Epsilon, keep: Tensor, phi: str, dtype: torch.dtype, per: EpsPer) -> Tensor | float:
+    """ε of every subset of Φ.
+
+    ``per="subset"`` (Eq. 3): a number is added once to every subset, and a per-class ``(C,)`` value
+    once for each class the subset holds a kept map of — for Φ = I and BI, where a subset is one
+    class, that is ε_c itself. ``per="map"``: the value is added once for every kept map, so a
+    subset gets the sum over its maps (a volume per map, summed like the labels it stands for).
+    """
+    if not isinstance(eps, Tensor):
+        return eps if per == "subset" else eps * reduce_maps(keep.to(dtype), phi)
+    per_map = torch.where(keep, eps.to(device=keep.device, dtype=dtype).unsqueeze(0), 0.0)
+    if per == "map" or phi in ("I", "CI"):  # I and CI hold at most one map of each class
         return reduce_maps(per_map, phi)
-    return eps
+    per_class = per_map.amax(0)  # (C,): ε_c where the class has a kept map in the batch, else 0
+    return per_class if phi == "BI" else per_class.sum()
+
+
+def _subset_weights(weights: Tensor, keep: Tensor, phi: str) -> Tensor:
+    """One weight per subset: the mean weight of its kept maps (the class's weight when Φ = I or BI)."""
+    kept = keep.to(weights.dtype)
+    return reduce_maps(weights * kept, phi) / reduce_maps(kept, phi).clamp_min(1)
 
 
 def ratio_loss(
@@ -239,27 +266,38 @@ def ratio_loss(
     eps_nr: Epsilon,
     eps_dr: Epsilon,
     labels_required: Tensor | None = None,
+    eps_per: EpsPer = "subset",
+    subset_weights: Tensor | None = None,
+    mean_over: MeanOver = "present",
 ) -> Tensor:
-    """``mean over present subsets of 1 − (Σ_φ num + ε_nr) / (Σ_φ den + ε_dr)``.
+    """``mean over present subsets of w_φ · (1 − (Σ_φ num + ε_nr) / (Σ_φ den + ε_dr))``.
 
     ``numerator`` and ``denominator`` are ``(B, C)`` per-map terms, linear in the map sums, so
     summing them per subset equals reducing the voxels of the subset directly. Maps where ``keep``
     is False leave every subset; a subset with no kept map leaves Φ (it is not counted in |Φ|). With
     ``labels_required`` (per-map label volumes), subsets whose labels sum to zero leave Φ as well.
+    ``subset_weights`` (``(B, C)`` per map) weigh each subset's term by the mean weight of its kept
+    maps. ``mean_over="all"`` divides by the number of subsets of Φ whatever is left of them (a
+    subset that left contributes 0): a constant |Φ| from batch to batch.
 
     A denominator of exactly 0 (only possible with ``eps_dr = 0``: empty labels, zero probabilities)
     counts as perfect agreement, ratio 1, and passes no gradient; this keeps every output finite.
     """
     numerator = torch.where(keep, numerator, 0.0)
     denominator = torch.where(keep, denominator, 0.0)
-    num = reduce_maps(numerator, phi) + _eps_per_subset(eps_nr, keep, phi, numerator.dtype)
-    den = reduce_maps(denominator, phi) + _eps_per_subset(eps_dr, keep, phi, denominator.dtype)
+    num = reduce_maps(numerator, phi) + _eps_per_subset(eps_nr, keep, phi, numerator.dtype, eps_per)
+    den = reduce_maps(denominator, phi) + _eps_per_subset(eps_dr, keep, phi, denominator.dtype, eps_per)
     present = reduce_maps(keep.to(numerator.dtype), phi) > 0
     if labels_required is not None:
         present = present & (reduce_maps(torch.where(keep, labels_required, 0.0), phi) > 0)
     safe = den > 0
     ratio = torch.where(safe, num / torch.where(safe, den, 1.0), 1.0)
-    per_subset = torch.where(present, 1.0 - ratio, 0.0)
+    term = 1.0 - ratio
+    if subset_weights is not None:
+        term = term * _subset_weights(subset_weights.to(term.dtype), keep, phi)
+    per_subset = torch.where(present, term, 0.0)
+    if mean_over == "all":
+        return per_subset.sum() / max(per_subset.numel(), 1)
     return per_subset.sum() / present.sum().clamp_min(1)
 
 
@@ -298,6 +336,7 @@ def prepare_overlap(
     phi: str,
     eps_nr: Epsilon,
     eps_dr: Epsilon,
+    eps_per: EpsPer = "subset",
     squared: bool = False,
     voxel_mask: Tensor | None = None,
     annotated: Tensor | None = None,
@@ -306,6 +345,7 @@ def prepare_overlap(
 ) -> _Prepared:
     """Validate the arguments shared by the overlap losses and compute the map sums."""
     phi = check_phi(phi)
+    check_choice("eps_per", eps_per, EPS_PER)
     sums = map_sums(probs, target, squared=squared, voxel_mask=voxel_mask)
     batch, classes = probs.shape[:2]
     eps_nr = check_eps("eps_nr", eps_nr, classes)
@@ -327,18 +367,27 @@ def dice_from_sums(
     eps_nr: Epsilon = 1e-7,
     eps_dr: Epsilon = 1e-7,
     class_weights: Tensor | None = None,
+    weighting: Weighting = "term",
+    eps_per: EpsPer = "subset",
     annotated: Tensor | None = None,
     drop_empty_subsets: bool = False,
+    mean_over: MeanOver = "present",
 ) -> Tensor:
     """The Dice loss of Eq. 3 from precomputed :class:`MapSums` (no validation, no background logic).
 
     This is the step a distributed caller runs after exchanging the sums of all processes.
+    ``class_weights`` are ``(C,)`` or ``(B, C)``; ``weighting`` and ``eps_per`` as in
+    :func:`soft_dice_loss`, ``mean_over`` as in :func:`ratio_loss`.
     """
     keep = kept_maps(sums, annotated)
     inter, union = sums.intersection, sums.pred + sums.target
+    subset_weights = None
     if class_weights is not None:
-        w = class_weights.to(device=inter.device, dtype=inter.dtype)
-        inter, union = inter * w, union * w
+        w = class_weights.to(device=inter.device, dtype=inter.dtype).expand_as(inter)
+        if weighting == "inside":
+            inter, union = inter * w, union * w
+        else:
+            subset_weights = w
     return ratio_loss(
         2.0 * inter,
         union,
@@ -347,6 +396,9 @@ def dice_from_sums(
         eps_nr=eps_nr,
         eps_dr=eps_dr,
         labels_required=sums.target if drop_empty_subsets else None,
+        eps_per=eps_per,
+        subset_weights=subset_weights,
+        mean_over=mean_over,
     )
 
 
@@ -359,6 +411,8 @@ def soft_dice_loss(
     eps_dr: Epsilon = 1e-7,
     squared: bool = False,
     class_weights: Tensor | None = None,
+    weighting: Weighting = "term",
+    eps_per: EpsPer = "subset",
     voxel_mask: Tensor | None = None,
     annotated: Tensor | None = None,
     include_background: bool = True,
@@ -367,9 +421,9 @@ def soft_dice_loss(
 
     .. math::
 
-        \mathrm{DL} = 1 - \frac{1}{|\Phi|}\sum_{\phi\in\Phi}
-            \frac{2\sum_{\omega\in\phi} w_c\,y_\omega\tilde y_\omega + \epsilon_{nr}}
-                 {\sum_{\omega\in\phi} w_c\,(y_\omega + \tilde y_\omega) + \epsilon_{dr}}
+        \mathrm{DL} = \frac{1}{|\Phi|}\sum_{\phi\in\Phi} w_\phi \Bigl(1 -
+            \frac{2\sum_{\omega\in\phi} y_\omega\tilde y_\omega + \epsilon_{nr}}
+                 {\sum_{\omega\in\phi} (y_\omega + \tilde y_\omega) + \epsilon_{dr}}\Bigr)
 
     with ω = (b, c, i). One subset φ of Φ is one ``(b, c)`` map for ``phi="I"``, one batch element
     (all classes) for ``"CI"``, one class (all batch elements) for ``"BI"``, and everything for
@@ -380,12 +434,20 @@ def soft_dice_loss(
         target: dense ``(B, C, *spatial)`` one-hot or soft target, or integer label map
             ``(B, 1, *spatial)`` with values in ``[0, C)``.
         phi: ``"I"``, ``"CI"``, ``"BI"`` or ``"BCI"``.
-        eps_nr: ε of the numerator. A number is added once to every subset; a ``(C,)`` tensor is
-            added per kept ``(b, c)`` map, so a subset gets the sum over its maps (ε is a volume).
+        eps_nr: ε of the numerator: a number, or a ``(C,)`` tensor of per-class values. With
+            ``eps_per="subset"`` it is added once to every subset (a per-class value once for each
+            class the subset holds: ε_c for Φ = I and BI, Σ_c ε_c for CI and BCI).
         eps_dr: ε of the denominator, same forms.
         squared: V-Net relaxation, ``y² + ỹ²`` in the denominator (loses the two-value gradient).
-        class_weights: ``(C,)`` or ``(B, C)`` weights ``w_c`` inside the sums (Sudre's form). In a
-            single-class subset (Φ = I, BI) a weight only rescales that class against ε.
+        class_weights: ``(C,)`` or ``(B, C)`` weights. With ``weighting="term"`` each subset's term is
+            multiplied by w_φ, the mean weight of its kept maps — for Φ = I and BI the class's weight,
+            as MONAI's ``DiceLoss(weight=...)`` and SMP's ``class_weights`` (the mean still divides by
+            |Φ|, not by the weights' sum). ``weighting="inside"``: w_c multiplies every voxel term
+            inside the sums (Sudre's form; in a one-class subset it only rescales the class against ε).
+        weighting: ``"term"`` or ``"inside"``, see ``class_weights``.
+        eps_per: ``"subset"`` (Eq. 3) or ``"map"``: ε added once for every kept ``(b, c)`` map, so a
+            subset of several maps gets the sum over its maps (an expected volume per map, summed
+            like the labels: the trainers' heuristic ε).
         voxel_mask: ``(B, 1, *spatial)``; zero removes the voxel from every subset.
         annotated: ``(B, C)`` bool; False removes map ``(b, c)`` from every subset.
         include_background: False drops channel 0 from the loss.
@@ -401,12 +463,14 @@ def soft_dice_loss(
         >>> loss = soft_dice_loss(probs.softmax(1), labels, phi="BI", eps_nr=1e-5, eps_dr=1e-5)
         >>> loss.backward()
     """
+    check_choice("weighting", weighting, WEIGHTINGS)
     p = prepare_overlap(
         probs,
         target,
         phi=phi,
         eps_nr=eps_nr,
         eps_dr=eps_dr,
+        eps_per=eps_per,
         squared=squared,
         voxel_mask=voxel_mask,
         annotated=annotated,
@@ -414,7 +478,14 @@ def soft_dice_loss(
         include_background=include_background,
     )
     return dice_from_sums(
-        p.sums, phi=p.phi, eps_nr=p.eps_nr, eps_dr=p.eps_dr, class_weights=p.class_weights, annotated=p.annotated
+        p.sums,
+        phi=p.phi,
+        eps_nr=p.eps_nr,
+        eps_dr=p.eps_dr,
+        eps_per=eps_per,
+        class_weights=p.class_weights,
+        weighting=weighting,
+        annotated=p.annotated,
     )
 
 
@@ -432,22 +503,33 @@ def leaf_dice_loss(
     eps_dr: Epsilon = 1e-7,
     squared: bool = False,
     class_weights: Tensor | None = None,
+    weighting: Weighting = "term",
+    eps_per: EpsPer = "subset",
+    mean_over: LeafMean = "all",
     voxel_mask: Tensor | None = None,
     annotated: Tensor | None = None,
     include_background: bool = True,
 ) -> Tensor:
-    """Leaf Dice (Fidon et al., 2021) as a choice of Φ: subsets whose labels sum to zero are dropped.
+    """Leaf Dice (Fidon et al., 2021) as a choice of Φ: subsets whose labels sum to zero are emptied.
 
-    Same arguments as :func:`soft_dice_loss`. Subsets are dropped afresh at every call, so an
+    Same arguments as :func:`soft_dice_loss`. Subsets are emptied afresh at every call, so an
     unannotated or empty structure never receives a gradient; with ``annotated`` the unannotated
     maps leave the subsets first.
+
+    ``mean_over="all"`` (Fidon's and dicegrad's normalisation): an emptied subset contributes 0 and
+    the mean runs over every subset of Φ (B·C maps for Φ = I), so the gradient's scale does not
+    change with how many maps of a batch happen to be labelled. ``mean_over="labelled"``: the mean
+    over the subsets with labels only (this package's form before 0.2.0).
     """
+    check_choice("mean_over", mean_over, LEAF_MEANS)
+    check_choice("weighting", weighting, WEIGHTINGS)
     p = prepare_overlap(
         probs,
         target,
         phi=phi,
         eps_nr=eps_nr,
         eps_dr=eps_dr,
+        eps_per=eps_per,
         squared=squared,
         voxel_mask=voxel_mask,
         annotated=annotated,
@@ -459,9 +541,12 @@ def leaf_dice_loss(
         phi=p.phi,
         eps_nr=p.eps_nr,
         eps_dr=p.eps_dr,
+        eps_per=eps_per,
         class_weights=p.class_weights,
+        weighting=weighting,
         annotated=p.annotated,
         drop_empty_subsets=True,
+        mean_over="all" if mean_over == "all" else "present",
     )
 
 
@@ -500,6 +585,7 @@ def generalized_dice_loss(
     phi: str = "CI",
     eps_nr: Epsilon = 1e-7,
     eps_dr: Epsilon = 1e-7,
+    eps_per: EpsPer = "subset",
     voxel_mask: Tensor | None = None,
     annotated: Tensor | None = None,
     include_background: bool = True,
@@ -515,27 +601,47 @@ def generalized_dice_loss(
         phi=phi,
         eps_nr=eps_nr,
         eps_dr=eps_dr,
+        eps_per=eps_per,
         voxel_mask=voxel_mask,
         annotated=annotated,
         include_background=include_background,
     )
-    return generalized_dice_from_sums(p.sums, phi=p.phi, eps_nr=p.eps_nr, eps_dr=p.eps_dr, annotated=p.annotated)
+    return generalized_dice_from_sums(
+        p.sums, phi=p.phi, eps_nr=p.eps_nr, eps_dr=p.eps_dr, eps_per=eps_per, annotated=p.annotated
+    )
 
 
 def generalized_dice_from_sums(
-    sums: MapSums, *, phi: str, eps_nr: Epsilon, eps_dr: Epsilon, annotated: Tensor | None
+    sums: MapSums, *, phi: str, eps_nr: Epsilon, eps_dr: Epsilon, annotated: Tensor | None, eps_per: EpsPer = "subset"
 ) -> Tensor:
     weights = generalized_dice_weights(sums, kept_maps(sums, annotated), phi)
-    return dice_from_sums(sums, phi=phi, eps_nr=eps_nr, eps_dr=eps_dr, class_weights=weights, annotated=annotated)
+    return dice_from_sums(
+        sums,
+        phi=phi,
+        eps_nr=eps_nr,
+        eps_dr=eps_dr,
+        eps_per=eps_per,
+        class_weights=weights,
+        weighting="inside",
+        annotated=annotated,
+    )
 
 
 # --- Jaccard and Tversky ------------------------------------------------------------------------
 
 
-def jaccard_from_sums(sums: MapSums, *, phi: str, eps_nr: Epsilon, eps_dr: Epsilon, annotated: Tensor | None) -> Tensor:
+def jaccard_from_sums(
+    sums: MapSums, *, phi: str, eps_nr: Epsilon, eps_dr: Epsilon, annotated: Tensor | None, eps_per: EpsPer = "subset"
+) -> Tensor:
     inter = sums.intersection
     return ratio_loss(
-        inter, sums.pred + sums.target - inter, kept_maps(sums, annotated), phi=phi, eps_nr=eps_nr, eps_dr=eps_dr
+        inter,
+        sums.pred + sums.target - inter,
+        kept_maps(sums, annotated),
+        phi=phi,
+        eps_nr=eps_nr,
+        eps_dr=eps_dr,
+        eps_per=eps_per,
     )
 
 
@@ -546,6 +652,7 @@ def jaccard_loss(
     phi: str = "I",
     eps_nr: Epsilon = 1e-7,
     eps_dr: Epsilon = 1e-7,
+    eps_per: EpsPer = "subset",
     squared: bool = False,
     voxel_mask: Tensor | None = None,
     annotated: Tensor | None = None,
@@ -558,12 +665,15 @@ def jaccard_loss(
         phi=phi,
         eps_nr=eps_nr,
         eps_dr=eps_dr,
+        eps_per=eps_per,
         squared=squared,
         voxel_mask=voxel_mask,
         annotated=annotated,
         include_background=include_background,
     )
-    return jaccard_from_sums(p.sums, phi=p.phi, eps_nr=p.eps_nr, eps_dr=p.eps_dr, annotated=p.annotated)
+    return jaccard_from_sums(
+        p.sums, phi=p.phi, eps_nr=p.eps_nr, eps_dr=p.eps_dr, eps_per=eps_per, annotated=p.annotated
+    )
 
 
 def tversky_from_sums(
@@ -575,6 +685,7 @@ def tversky_from_sums(
     eps_nr: Epsilon,
     eps_dr: Epsilon,
     annotated: Tensor | None,
+    eps_per: EpsPer = "subset",
 ) -> Tensor:
     inter = sums.intersection
     false_pos, false_neg = sums.pred - inter, sums.target - inter
@@ -585,6 +696,7 @@ def tversky_from_sums(
         phi=phi,
         eps_nr=eps_nr,
         eps_dr=eps_dr,
+        eps_per=eps_per,
     )
 
 
@@ -597,6 +709,7 @@ def tversky_loss(
     phi: str = "I",
     eps_nr: Epsilon = 1e-7,
     eps_dr: Epsilon = 1e-7,
+    eps_per: EpsPer = "subset",
     voxel_mask: Tensor | None = None,
     annotated: Tensor | None = None,
     include_background: bool = True,
@@ -613,10 +726,18 @@ def tversky_loss(
         phi=phi,
         eps_nr=eps_nr,
         eps_dr=eps_dr,
+        eps_per=eps_per,
         voxel_mask=voxel_mask,
         annotated=annotated,
         include_background=include_background,
     )
     return tversky_from_sums(
-        p.sums, alpha=alpha, beta=beta, phi=p.phi, eps_nr=p.eps_nr, eps_dr=p.eps_dr, annotated=p.annotated
+        p.sums,
+        alpha=alpha,
+        beta=beta,
+        phi=p.phi,
+        eps_nr=p.eps_nr,
+        eps_dr=p.eps_dr,
+        eps_per=eps_per,
+        annotated=p.annotated,
     )

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from nnunet_dicephi.losses import dice_from_sums, leaf_dice_loss, map_sums, soft_dice_loss, vnet_dice_loss
+from nnunet_dicephi.losses import EPS_PER, dice_from_sums, leaf_dice_loss, map_sums, soft_dice_loss, vnet_dice_loss
 from tests import reference
 from tests.conftest import random_case
 
@@ -111,11 +111,73 @@ def test_vnet_and_leaf_are_choices_of_relaxation_and_phi(phi):
     probs, labels, onehot = random_case(empty=(1, 3), seed=7)
     vnet = vnet_dice_loss(probs, labels, phi=phi)
     assert abs(vnet.item() - reference.dice_loss(probs.numpy(), onehot.numpy(), phi, squared=True)) < 1e-10
-    leaf = leaf_dice_loss(probs, labels, phi=phi)
-    expected = reference.dice_loss(probs.numpy(), onehot.numpy(), phi, drop_empty=True)
+    batch, classes = probs.shape[:2]
+    subsets_of_phi = {"I": batch * classes, "CI": batch, "BI": classes, "BCI": 1}[phi]
+    leaf = leaf_dice_loss(probs, labels, phi=phi)  # Fidon's: the mean over every subset of Φ
+    expected = reference.dice_loss(probs.numpy(), onehot.numpy(), phi, drop_empty=True, subsets_counted=subsets_of_phi)
     assert abs(leaf.item() - expected) < 1e-10
-    if phi == "I":  # empty maps exist, so dropping them changes the loss
+    labelled = leaf_dice_loss(probs, labels, phi=phi, mean_over="labelled")  # over the labelled subsets only
+    assert abs(labelled.item() - reference.dice_loss(probs.numpy(), onehot.numpy(), phi, drop_empty=True)) < 1e-10
+    if phi == "I":  # empty maps exist, so emptying them changes the loss, and so does the count
         assert abs(leaf.item() - soft_dice_loss(probs, labels, phi=phi).item()) > 1e-3
+        assert abs(leaf.item() - labelled.item()) > 1e-3
+
+
+@pytest.mark.parametrize("phi", PHIS)
+@pytest.mark.parametrize("eps", ["tiny", "per_class", "per_class_dr"])
+@pytest.mark.parametrize("weighting", ["term", "inside"])
+@pytest.mark.parametrize("eps_per", ["subset", "map"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_weighting_and_eps_per_equal_eq3(phi, eps, weighting, eps_per, masked):
+    """Both placements of the class weights and of ε, against the explicit subsets."""
+    probs, labels, onehot = random_case(empty=(2,), seed=11)
+    eps_nr, eps_dr = EPS[eps]
+    weights = torch.tensor([0.5, 1.0, 2.0, 3.0], dtype=torch.float64)
+    voxel_mask, annotated = _masks(3, (5, 6), 4) if masked else (None, None)
+    loss = soft_dice_loss(
+        probs,
+        labels,
+        phi=phi,
+        eps_nr=eps_nr,
+        eps_dr=eps_dr,
+        class_weights=weights,
+        weighting=weighting,
+        eps_per=eps_per,
+        voxel_mask=voxel_mask,
+        annotated=annotated,
+    )
+    expected = reference.dice_loss(
+        probs.numpy(),
+        onehot.numpy(),
+        phi,
+        np.asarray(eps_nr),
+        np.asarray(eps_dr),
+        False,
+        weights.numpy(),
+        None if voxel_mask is None else voxel_mask.numpy(),
+        None if annotated is None else annotated.numpy(),
+        weighting=weighting,
+        eps_per=eps_per,
+    )
+    assert abs(loss.item() - expected) < 1e-10
+
+
+def test_eps_per_subset_and_per_map_differ_where_a_subset_holds_several_maps():
+    probs, labels, _ = random_case(seed=12)
+    for phi in PHIS:
+        subset, per_map = (
+            soft_dice_loss(probs, labels, phi=phi, eps_nr=PER_CLASS, eps_dr=PER_CLASS, eps_per=per).item()
+            for per in ("subset", "map")
+        )
+        if phi in ("I", "CI"):  # one map of each class per subset: the same ε
+            assert subset == pytest.approx(per_map, abs=1e-12)
+        else:  # three maps of each class per subset: ε once or three times
+            assert abs(subset - per_map) > 1e-4
+        scalar = [soft_dice_loss(probs, labels, phi=phi, eps_nr=5.0, eps_dr=5.0, eps_per=p).item() for p in EPS_PER]
+        if phi == "I":
+            assert scalar[0] == pytest.approx(scalar[1], abs=1e-12)
+        else:
+            assert abs(scalar[0] - scalar[1]) > 1e-4
 
 
 def test_sums_compose_across_a_split_batch():

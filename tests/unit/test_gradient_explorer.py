@@ -126,8 +126,9 @@ def test_core_is_two_valued_and_equals_autograd_for_every_phi(
     target[0, 0] = 0.0  # at least one empty map
     eps = {"eps_nr": eps_nr, "eps_dr": eps_dr}
     if per_map:
-        # a (C,) tensor ε is added once per map, i.e. maps_per_subset times per subset
+        # a (C,) tensor ε added once per map (the trainers' heuristic): maps_per_subset times per subset
         kwargs = {name: torch.full((classes,), value, dtype=torch.float64) for name, value in eps.items()}
+        kwargs["eps_per"] = "map"
         scale = G.maps_per_subset(phi, batch, classes)
     else:
         kwargs, scale = eps, 1

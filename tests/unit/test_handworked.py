@@ -64,14 +64,17 @@ def test_generalized_dice_empty_class_takes_the_largest_weight():
     assert generalized_dice_loss(PROBS, labels, phi="CI", **EXACT).item() == pytest.approx(expected)
 
 
-def test_leaf_dice_drops_the_empty_image():
-    # second image: no label, ỹ = .5 everywhere: Dice Φ=I counts it as sDSC 0, leaf Dice drops it
+def test_leaf_dice_empties_the_empty_image():
+    # second image: no label, ỹ = .5 everywhere: Dice Φ=I counts it as sDSC 0 (loss 1); leaf Dice
+    # empties it: loss 0, still counted in the mean over both maps (Fidon's), or left out of it
     probs = torch.cat((PROBS, torch.full((1, 2, 4), 0.5, dtype=torch.float64)))
     labels = torch.cat((LABELS, torch.zeros(1, 1, 4, dtype=torch.long)))
     dice = soft_dice_loss(probs, labels, include_background=False, **EXACT)
     leaf = leaf_dice_loss(probs, labels, include_background=False, **EXACT)
-    assert dice.item() == pytest.approx(1 - (3 / 3.8 + 0) / 2)
-    assert leaf.item() == pytest.approx(1 - 3 / 3.8)
+    labelled = leaf_dice_loss(probs, labels, include_background=False, mean_over="labelled", **EXACT)
+    assert dice.item() == pytest.approx(((1 - 3 / 3.8) + 1) / 2)
+    assert leaf.item() == pytest.approx(((1 - 3 / 3.8) + 0) / 2)
+    assert labelled.item() == pytest.approx(1 - 3 / 3.8)
 
 
 def test_mime():
