@@ -39,11 +39,11 @@ def kept(batch, classes, annotated, voxel_mask, include_background):
 
 
 def _eps(eps, phi_maps, per="subset"):
-    """ε of one subset: once per subset (a per-class value once per class in it), or once per map."""
-    if per == "map":
-        return float(sum((eps if np.ndim(eps) == 0 else eps[c]) for _, c in phi_maps))
+    """ε of one subset: a number once; a per-class value once per class in it, or once per map."""
     if np.ndim(eps) == 0:
         return float(eps)
+    if per == "map":
+        return float(sum(eps[c] for _, c in phi_maps))
     return float(sum(eps[c] for c in sorted({c for _, c in phi_maps})))
 
 

@@ -192,7 +192,7 @@ class _OverlapLoss(SegmentationLoss):
         super().__init__(**base)
         self.phi = check_phi(phi)
         self.eps_per = check_choice("eps_per", eps_per, EPS_PER)
-        """``"subset"``: ε once per subset of Φ (Eq. 3); ``"map"``: once per kept map."""
+        """A per-class ε once per subset of Φ (``"subset"``, Eq. 3) or once per kept map (``"map"``)."""
         self.distributed = bool(distributed)
         """Gather the map sums of all processes first (see :mod:`~nnunet_dicephi.losses.distributed`)."""
         self._store_eps("eps_nr", eps_nr)
@@ -252,7 +252,7 @@ class DiceLoss(_OverlapLoss):
         phi: ``"I"``, ``"CI"``, ``"BI"`` or ``"BCI"``.
         eps_nr: scalar or ``(C,)`` tensor over output channels.
         eps_dr: defaults to ``eps_nr``.
-        eps_per: ``"subset"`` (ε once per subset of Φ, Eq. 3) or ``"map"`` (once per kept map).
+        eps_per: a per-class ε once per subset of Φ (``"subset"``, Eq. 3) or per kept map (``"map"``).
         squared: V-Net denominator.
         class_weights: optional ``(C,)`` weights over output channels.
         weighting: ``"term"`` (each subset's term weighed, as MONAI and SMP) or ``"inside"`` (Sudre).

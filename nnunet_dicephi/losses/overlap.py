@@ -58,7 +58,7 @@ MeanOver = Literal["present", "all"]
 LeafMean = Literal["all", "labelled"]
 LEAF_MEANS: tuple[LeafMean, ...] = ("all", "labelled")
 EPS_PER: tuple[EpsPer, ...] = ("subset", "map")
-"""Where ε is added: once per subset of Φ (Eq. 3, the default), or once per kept ``(b, c)`` map."""
+"""Where a per-class ε is added: once per subset of Φ (Eq. 3, the default), or once per kept map."""
 WEIGHTINGS: tuple[Weighting, ...] = ("term", "inside")
 """How class weights act: on each subset's term (MONAI, SMP; the default), or inside the sums (Sudre)."""
 
@@ -237,13 +237,13 @@ def expand_subsets(x: Tensor, phi: str, shape: torch.Size) -> Tensor:
 def _eps_per_subset(eps: Epsilon, keep: Tensor, phi: str, dtype: torch.dtype, per: EpsPer) -> Tensor | float:
     """ε of every subset of Φ.
 
-    ``per="subset"`` (Eq. 3): a number is added once to every subset, and a per-class ``(C,)`` value
-    once for each class the subset holds a kept map of — for Φ = I and BI, where a subset is one
-    class, that is ε_c itself. ``per="map"``: the value is added once for every kept map, so a
-    subset gets the sum over its maps (a volume per map, summed like the labels it stands for).
+    A number is added once to every subset (Eq. 3). A per-class ``(C,)`` value with
+    ``per="subset"``: once for each class the subset holds a kept map of — for Φ = I and BI, where a
+    subset is one class, ε_c itself; with ``per="map"``: once for every kept map, so a subset gets
+    the sum over its maps (a volume per map, summed like the labels it stands for).
     """
     if not isinstance(eps, Tensor):
-        return eps if per == "subset" else eps * reduce_maps(keep.to(dtype), phi)
+        return eps
     per_map = torch.where(keep, eps.to(device=keep.device, dtype=dtype).unsqueeze(0), 0.0)
     if per == "map" or phi in ("I", "CI"):  # I and CI hold at most one map of each class
         return reduce_maps(per_map, phi)
@@ -445,9 +445,10 @@ def soft_dice_loss(
             |Φ|, not by the weights' sum). ``weighting="inside"``: w_c multiplies every voxel term
             inside the sums (Sudre's form; in a one-class subset it only rescales the class against ε).
         weighting: ``"term"`` or ``"inside"``, see ``class_weights``.
-        eps_per: ``"subset"`` (Eq. 3) or ``"map"``: ε added once for every kept ``(b, c)`` map, so a
-            subset of several maps gets the sum over its maps (an expected volume per map, summed
-            like the labels: the trainers' heuristic ε).
+        eps_per: for a per-class ε, ``"subset"`` (Eq. 3) or ``"map"``: ε_c added once for every kept
+            ``(b, c)`` map, so a subset of several maps gets the sum over its maps (an expected volume
+            per map, summed like the labels: the trainers' heuristic ε). A number is always added
+            once per subset.
         voxel_mask: ``(B, 1, *spatial)``; zero removes the voxel from every subset.
         annotated: ``(B, C)`` bool; False removes map ``(b, c)`` from every subset.
         include_background: False drops channel 0 from the loss.

@@ -28,7 +28,7 @@ from nnunet_dicephi.losses._validation import labels_outside
 from nnunet_dicephi.partial_labels import AnnotationTable, load_manifest
 
 from . import seeding
-from .naming import HEURISTIC, LossConfig
+from .naming import HEURISTIC, SEMANTICS, LossConfig, loss_options
 
 CONFIG_FILE = "dicephi_loss.json"
 STATISTICS_FILE = "dicephi_statistics.json"
@@ -75,11 +75,16 @@ def build_level_loss(
     ignore_label: int | None,
     mime: tuple | None = None,
     distributed: bool = False,
+    semantics: int = SEMANTICS,
 ) -> nn.Module:
     """The loss module for one output, from the configuration and that output's ε.
 
-    ε values are numbers, or per-class lists over the output channels.
+    ε values are numbers (added once per subset of Φ), or per-class lists over the output channels:
+    the heuristic, an expected labelled volume per map, added once per kept map of a subset
+    (``eps_per="map"``: a subset's ε is the expected labelled volume of the maps it holds).
+    ``semantics`` is the version the run recorded (:data:`~nnunet_dicephi.trainers.naming.SEMANTICS`).
     """
+    per_map = any(isinstance(e, (list, tuple)) for e in (eps_nr, eps_dr))
     eps_nr, eps_dr = (
         torch.tensor(e, dtype=torch.float32) if isinstance(e, (list, tuple)) else e for e in (eps_nr, eps_dr)
     )
@@ -90,7 +95,15 @@ def build_level_loss(
     }
     # under DDP the overlap losses gather every process's map sums, so Φ is global (Lovász stays per
     # process: its sorting does not decompose into sums)
-    overlap = {"phi": config.phi, "eps_nr": eps_nr, "eps_dr": eps_dr, "distributed": distributed, **common}
+    overlap = {
+        "phi": config.phi,
+        "eps_nr": eps_nr,
+        "eps_dr": eps_dr,
+        "eps_per": "map" if per_map else "subset",
+        "distributed": distributed,
+        **common,
+        **loss_options(config, semantics),
+    }
     if config.loss == "Dice":
         region = L.DiceLoss(**overlap)
     elif config.loss == "VNetDice":
@@ -220,11 +233,64 @@ class DicePhiTrainer(nnUNetTrainer):
         return stats
 
     def _recorded(self) -> dict | None:
+        """What this run recorded: its checkpoint's record once one is loaded, else the output folder's."""
+        record = self.__dict__.get("_checkpoint_record")
+        if record is not None:
+            return record
         path = os.path.join(self.output_folder, CONFIG_FILE)
         if os.path.isfile(path):
             with open(path, encoding="utf-8") as handle:
                 return json.load(handle)
         return None
+
+    def effective_loss(self) -> tuple[LossConfig, int]:
+        """The loss configuration and semantics version (:data:`SEMANTICS`) this run trains with.
+
+        A fresh start: the class's ``loss_config`` under this version's semantics. A run continued
+        with ``--c`` or validated with ``--val``: what its checkpoint recorded (nnU-Net loads the
+        checkpoint through :meth:`load_checkpoint`), so a package update never changes the loss
+        under a model that is half trained; checkpoints from before the version was recorded are 1.
+        """
+        record = self.__dict__.get("_checkpoint_record")
+        if record is None:
+            return self.loss_config, SEMANTICS
+        return LossConfig.from_record(record), int(record.get("semantics", 1))
+
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        """nnU-Net's, after taking the loss the checkpoint recorded (see :meth:`effective_loss`).
+
+        Refuses, before loading anything, a checkpoint whose record this installation cannot
+        reproduce (written by a newer version, or not a configuration of this package).
+        """
+        checkpoint = filename_or_checkpoint
+        if isinstance(checkpoint, str):
+            try:
+                checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+            except RuntimeError:  # not a zip archive: no memory map, read it whole
+                checkpoint = torch.load(filename_or_checkpoint, map_location="cpu", weights_only=False)
+        record = checkpoint.get(CHECKPOINT_KEY) if isinstance(checkpoint, dict) else None
+        built = self.effective_loss() if self.was_initialized else None
+        if record is not None:
+            try:
+                config = LossConfig.from_record(record)
+                semantics = int(record.get("semantics", 1))
+                loss_options(config, semantics)
+            except (TypeError, ValueError) as error:
+                raise RuntimeError(
+                    f"cannot continue {self.output_folder}: its checkpoint recorded a loss this installation cannot "
+                    f"reproduce ({error}); install the nnunet-dicephi version that started the run, or train afresh "
+                    "without --c"
+                ) from None
+            self._checkpoint_record = record
+            if semantics != SEMANTICS or not config.same_loss(self.loss_config):
+                self.print_to_log_file(
+                    f"nnunet-dicephi: this run recorded loss semantics {semantics} "
+                    f"({json.dumps({name: record.get(name) for name in ('loss', 'phi', 'include_background')})}); "
+                    f"it continues with them (a fresh start trains semantics {SEMANTICS}, CHANGELOG.md)"
+                )
+        super().load_checkpoint(filename_or_checkpoint)
+        if built is not None and built != self.effective_loss():
+            self.loss = self._build_loss()  # initialised before the record was known
 
     def resolved_eps(self) -> tuple:
         """Full-resolution ε_nr, ε_dr: numbers, or per-class lists for the heuristic.
@@ -232,7 +298,7 @@ class DicePhiTrainer(nnUNetTrainer):
         A run that already recorded its ε (fresh start, then ``--c`` or ``--val``) reuses the
         recorded values, so they never change under a trained model.
         """
-        config = self.loss_config
+        config, _ = self.effective_loss()
         if not config.uses_heuristic_eps:
             return config.eps_nr, config.eps_dr
         record = self._recorded()
@@ -243,7 +309,7 @@ class DicePhiTrainer(nnUNetTrainer):
         return tuple(heuristic if value == HEURISTIC else value for value in (config.eps_nr, config.eps_dr))
 
     def _mime_constants(self) -> tuple | None:
-        if self.loss_config.loss != "Mime":
+        if self.effective_loss()[0].loss != "Mime":
             return None
         record = self._recorded()
         if record is not None and record.get("mime") is not None:
@@ -255,7 +321,7 @@ class DicePhiTrainer(nnUNetTrainer):
     # --- loss --------------------------------------------------------------------------------
 
     def _build_loss(self) -> nn.Module:
-        config = self.loss_config
+        config, semantics = self.effective_loss()
         lm = self.label_manager
         self._annotation_table()  # validate the manifest before anything trains
         eps_nr, eps_dr = self.resolved_eps()
@@ -269,6 +335,7 @@ class DicePhiTrainer(nnUNetTrainer):
                 ignore_label=lm.ignore_label,
                 mime=mime,
                 distributed=self.is_ddp,
+                semantics=semantics,
             )
             for scale in self._level_scales()
         ]
@@ -377,7 +444,10 @@ class DicePhiTrainer(nnUNetTrainer):
     def loss_record(self) -> dict:
         """The resolved loss configuration: what trained this model, with every ε per level."""
         eps_nr, eps_dr = self.resolved_eps()
-        record = self.loss_config.to_dict()
+        config, semantics = self.effective_loss()
+        record = config.to_dict()
+        record["semantics"] = semantics
+        record["eps_per"] = "map" if isinstance(eps_nr, list) or isinstance(eps_dr, list) else "subset"
         record["eps_per_class"] = eps_nr if isinstance(eps_nr, list) else (eps_dr if isinstance(eps_dr, list) else None)
         record["eps_per_level"] = [
             {"scale": scale, "eps_nr": _scaled(eps_nr, scale), "eps_dr": _scaled(eps_dr, scale)}

@@ -12,15 +12,17 @@ nnU-Net finds a trainer by class name only, so the name carries the whole loss c
       epsnr<N|H>_epsdr<N|H>            numerator and denominator ε apart
       alpha<N>_beta<N>                 Tversky weights of false positives / negatives
       CE                               add a cross-entropy term that respects unannotated labels
-      bg                               include the background channel (softmax)
+      bg | nobg                        include / leave out the background channel (softmax;
+                                        Lovasz includes it by default, every other loss leaves it out)
       ep<K>                            train K epochs
       it<K>                            K training iterations per epoch
       lr<N>                            initial learning rate (default: 1e-3 without CE, nnU-Net's 1e-2 with CE)
       seed<K>                          seed the training: weights, patches, augmentation (K ≥ 0)
     <N> is a number without a dot: 0, 12412, 1e-5, 2e3, 5e-1 (= 0.5); <K> a positive integer.
 
-Defaults are left out of a name (ε = 1e-7, α = 0.3, β = 0.7, no CE, no background, the default
-learning rate, unseeded as nnU-Net), so each configuration has exactly one canonical name. Φ = I with
+Defaults are left out of a name (ε = 1e-7, α = 0.3, β = 0.7, no CE, the loss's own background
+default, the default learning rate, unseeded as nnU-Net), so each configuration has exactly one
+canonical name; ``TrainerLovasz_bg`` (the name of that configuration before 0.2.0) is accepted too. Φ = I with
 the heuristic ε is spelled as in the paper, ``TrainerDiceIEps`` (options follow as usual:
 ``TrainerDiceIEps_CE``); ``TrainerDiceI_epsH...`` is accepted as a synonym.
 Names never contain ``__`` or ``.`` (nnU-Net splits folder names on ``__``; pickle splits on ``.``).
@@ -53,6 +55,17 @@ LOSSES: dict[str, tuple[str | None, bool]] = {
 }
 PHIS = ("I", "CI", "BI", "BCI")
 DEFAULT_EPS = 1e-7
+BACKGROUND_BY_DEFAULT = frozenset({"Lovasz"})
+"""Losses whose reference counts the background channel (Berman's Lovász-Softmax); others leave it out."""
+SEMANTICS = 2
+"""Version of what a configuration means, recorded with every run; see CHANGELOG.md.
+
+1: up to 0.1.x. 2 (0.2.0): leaf Dice averages over every subset of Φ (Fidon's), ``TrainerLovasz``
+counts the background channel. A run continued with ``--c`` or validated with ``--val`` keeps the
+version its checkpoint recorded (:func:`loss_options`).
+"""
+LOSS_FIELDS = ("loss", "phi", "eps_nr", "eps_dr", "alpha", "beta", "ce", "include_background")
+"""The fields of a :class:`LossConfig` that define the loss itself (the others define the training)."""
 PAPER_HEAD, SYNONYM_HEAD = "TrainerDiceIEps", "TrainerDiceI_epsH"
 
 GRAMMAR = __doc__.split("::", 1)[1].split("Defaults are", 1)[0].rstrip()
@@ -69,7 +82,8 @@ class LossConfig:
     alpha: float = 0.3
     beta: float = 0.7
     ce: bool = False
-    include_background: bool = False
+    include_background: bool | None = None
+    """None: the loss's default (:data:`BACKGROUND_BY_DEFAULT`); always a bool after construction."""
     epochs: int | None = None
     iterations: int | None = None
     lr: float | None = None
@@ -81,6 +95,10 @@ class LossConfig:
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}; got {self.loss!r}")
         default_phi, _ = LOSSES[self.loss]
+        if self.include_background is None:
+            object.__setattr__(self, "include_background", self.loss in BACKGROUND_BY_DEFAULT)
+        elif not isinstance(self.include_background, bool):
+            raise ValueError(f"include_background must be True, False or None; got {self.include_background!r}")
         if default_phi is None and self.phi is not None:
             raise ValueError(f"{self.loss} takes no Φ; got phi={self.phi!r}")
         if default_phi is not None and self.phi not in PHIS:
@@ -127,6 +145,28 @@ class LossConfig:
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "initial_lr": self.initial_lr, "trainer_name": trainer_name(self)}
 
+    @classmethod
+    def from_record(cls, record: dict) -> LossConfig:
+        """The configuration a run recorded (:meth:`to_dict`'s keys; others are ignored)."""
+        names = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in record.items() if key in names})
+
+    def same_loss(self, other: LossConfig) -> bool:
+        """Whether both configurations define the same loss (:data:`LOSS_FIELDS`)."""
+        return all(getattr(self, name) == getattr(other, name) for name in LOSS_FIELDS)
+
+
+def loss_options(config: LossConfig, semantics: int = SEMANTICS) -> dict:
+    """Options of the loss modules that depend on the semantics version (see :data:`SEMANTICS`)."""
+    if semantics not in (1, 2):
+        raise ValueError(
+            f"loss semantics {semantics} is newer than this installation knows ({SEMANTICS}); "
+            "install the nnunet-dicephi version that wrote the run"
+        )
+    if config.loss == "LeafDice":
+        return {"mean_over": "labelled" if semantics == 1 else "all"}
+    return {}
+
 
 class TrainerNameError(ValueError):
     """A trainer name that does not follow the grammar; the message shows it and the closest name."""
@@ -171,8 +211,8 @@ def trainer_name(config: LossConfig) -> str:
         options += ["alpha" + format_number(config.alpha), "beta" + format_number(config.beta)]
     if config.ce:
         options.append("CE")
-    if config.include_background:
-        options.append("bg")
+    if config.include_background != (config.loss in BACKGROUND_BY_DEFAULT):
+        options.append("bg" if config.include_background else "nobg")
     if config.epochs is not None:
         options.append(f"ep{config.epochs}")
     if config.iterations is not None:
@@ -200,7 +240,13 @@ def parse_trainer_name(name: str) -> LossConfig:
 
 
 def _paper_spelling(name: str) -> str:
-    return PAPER_HEAD + name[len(SYNONYM_HEAD) :] if re.match(SYNONYM_HEAD + r"(_|$)", name) else name
+    if re.match(SYNONYM_HEAD + r"(_|$)", name):
+        return PAPER_HEAD + name[len(SYNONYM_HEAD) :]
+    head, *tokens = name.split("_")
+    if "bg" in tokens and any(re.fullmatch(f"Trainer{loss}", head) for loss in BACKGROUND_BY_DEFAULT):
+        # before 0.2.0 these losses left the background out unless the name said bg
+        return "_".join([head, *(token for token in tokens if token != "bg")])
+    return name
 
 
 def _parse(name: str) -> LossConfig:
@@ -241,8 +287,8 @@ def _option(token: str) -> tuple[str, object]:
     ]
     if token == "CE":
         return "ce", True
-    if token == "bg":
-        return "include_background", True
+    if token in ("bg", "nobg"):
+        return "include_background", token == "bg"
     for pattern, key in patterns:
         match = re.fullmatch(pattern, token)
         if match is None:

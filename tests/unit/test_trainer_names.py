@@ -35,7 +35,18 @@ def test_paper_defaults():
     assert PRESETS["TrainerDiceBI"] == LossConfig(loss="Dice", phi="BI", eps_nr=1e-7, eps_dr=1e-7)
     assert PRESETS["TrainerDiceIEps"].eps_nr == HEURISTIC
     assert PRESETS["TrainerGDL"].phi == "CI"
-    assert not any(c.include_background for c in PRESETS.values())
+    # the background channel is left out, as nnU-Net's Dice does, except where the loss's reference
+    # counts it (Berman's Lovász-Softmax)
+    assert {name for name, c in PRESETS.items() if c.include_background} == {"TrainerLovasz", "TrainerLovasz_CE"}
+
+
+def test_lovasz_names_before_and_after_0_2_0():
+    assert parse_trainer_name("TrainerLovasz").include_background
+    assert not parse_trainer_name("TrainerLovasz_nobg").include_background
+    # the old spelling of the background-counting configuration still names it
+    assert parse_trainer_name("TrainerLovasz_CE_bg") == parse_trainer_name("TrainerLovasz_CE")
+    with pytest.raises(TrainerNameError, match="Closest valid name: TrainerDiceI\n"):
+        parse_trainer_name("TrainerDiceI_nobg")
 
 
 def test_learning_rate_defaults_and_option():

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from nnunet_dicephi import losses as L
 from nnunet_dicephi.partial_labels import load_manifest
 from nnunet_dicephi.trainers import DeepSupervisedLoss, trainer_class
 from nnunet_dicephi.trainers.base import build_level_loss
@@ -233,3 +234,82 @@ def test_first_training_batch_with_undeclared_labels_is_refused():
     with pytest.raises(ValueError, match=r"label values in \[0, 5\].*declares 3 labels.*ignore label"):
         check_batch_labels(bad, manager)
     check_batch_labels(bad, types.SimpleNamespace(has_regions=True))  # regions: one-hot channels
+
+
+# --- what a checkpoint recorded is what --c and --val train with -----------------------------
+
+
+def _resuming_trainer(name, tmp_path, monkeypatch, record):
+    """A trainer whose nnU-Net load_checkpoint only builds the loss, as its initialize() does."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    trainer = _trainer(name, torch.zeros(2, 3, 4, 4))
+    trainer.output_folder, trainer.was_initialized, trainer.is_ddp = str(tmp_path), False, False
+    trainer.logged = []
+    trainer.print_to_log_file = lambda *args, **kwargs: trainer.logged.append(" ".join(map(str, args)))
+    monkeypatch.setattr(nnUNetTrainer, "load_checkpoint", lambda self, f: setattr(self, "loss", self._build_loss()))
+    path = tmp_path / "checkpoint_latest.pth"
+    torch.save({"dicephi": record} if record is not None else {}, path)
+    return trainer, str(path)
+
+
+def _record_before_0_2_0(name):
+    # what 0.1.x wrote: the configuration's fields, its name, no "semantics" key
+    config = parse_trainer_name(name)
+    record = {**config.to_dict(), "eps_per_class": None, "mime": None, "partial_labels": None}
+    record.pop("semantics", None)
+    return record
+
+
+def test_a_run_from_before_0_2_0_continues_with_its_leaf_dice_mean(tmp_path, monkeypatch):
+    trainer, path = _resuming_trainer("TrainerLeafDice", tmp_path, monkeypatch, _record_before_0_2_0("TrainerLeafDice"))
+    assert trainer._build_loss().levels[0].leaf_mean == "all"  # a fresh start: Fidon's mean
+    trainer.load_checkpoint(path)
+    level = trainer.loss.levels[0]
+    assert level.leaf_mean == "labelled"
+    assert trainer.loss_record()["semantics"] == 1  # and later checkpoints say so again
+    assert any("semantics 1" in line for line in trainer.logged)
+    # the value is the old one: the mean over labelled maps only
+    g = torch.Generator().manual_seed(3)
+    logits, target = torch.randn(2, 3, 4, 4, generator=g), torch.randint(0, 2, (2, 1, 4, 4), generator=g)
+    old = L.leaf_dice_loss(logits.softmax(1), target, include_background=False, mean_over="labelled")
+    new = L.leaf_dice_loss(logits.softmax(1), target, include_background=False)
+    assert level(logits, target).item() == pytest.approx(old.item(), abs=1e-6)
+    assert abs(old.item() - new.item()) > 1e-3
+
+
+def test_a_lovasz_run_from_before_0_2_0_keeps_the_background_out(tmp_path, monkeypatch):
+    record = {**_record_before_0_2_0("TrainerLovasz"), "include_background": False, "trainer_name": "TrainerLovasz"}
+    trainer, path = _resuming_trainer("TrainerLovasz", tmp_path, monkeypatch, record)
+    assert trainer._build_loss().levels[0].include_background  # fresh: Berman's default
+    trainer.load_checkpoint(path)
+    assert not trainer.loss.levels[0].include_background
+    assert trainer.loss_record()["include_background"] is False
+
+
+def test_a_fresh_start_and_a_current_checkpoint_train_this_versions_loss(tmp_path, monkeypatch):
+    trainer, path = _resuming_trainer("TrainerLeafDice", tmp_path, monkeypatch, None)
+    trainer.load_checkpoint(path)  # no record at all: nothing to keep
+    assert trainer.loss.levels[0].leaf_mean == "all" and trainer.loss_record()["semantics"] == 2
+    current = {**parse_trainer_name("TrainerLeafDice").to_dict(), "semantics": 2}
+    trainer, path = _resuming_trainer("TrainerLeafDice", tmp_path, monkeypatch, current)
+    trainer.load_checkpoint(path)
+    assert trainer.loss.levels[0].leaf_mean == "all" and trainer.logged == []
+
+
+def test_a_checkpoint_from_a_newer_version_is_refused_before_loading(tmp_path, monkeypatch):
+    record = {**parse_trainer_name("TrainerLeafDice").to_dict(), "semantics": 3}
+    trainer, path = _resuming_trainer("TrainerLeafDice", tmp_path, monkeypatch, record)
+    with pytest.raises(RuntimeError, match=r"semantics 3 is newer than this installation knows.*without --c"):
+        trainer.load_checkpoint(path)
+    assert not hasattr(trainer, "_checkpoint_record")
+
+
+def test_an_initialised_trainer_rebuilds_its_loss_from_the_checkpoint(tmp_path, monkeypatch):
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    trainer, path = _resuming_trainer("TrainerLeafDice", tmp_path, monkeypatch, _record_before_0_2_0("TrainerLeafDice"))
+    trainer.loss, trainer.was_initialized = trainer._build_loss(), True
+    monkeypatch.setattr(nnUNetTrainer, "load_checkpoint", lambda self, f: None)  # initialised: no rebuild there
+    trainer.load_checkpoint(path)
+    assert trainer.loss.levels[0].leaf_mean == "labelled"
