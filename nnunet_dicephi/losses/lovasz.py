@@ -27,7 +27,7 @@ def lovasz_softmax_loss(
     probs: Tensor,
     target: Tensor,
     *,
-    per_image: bool = True,
+    per_image: bool = False,
     classes: str = "present",
     voxel_mask: Tensor | None = None,
     annotated: Tensor | None = None,
@@ -40,13 +40,14 @@ def lovasz_softmax_loss(
         probs: ``(B, C, *spatial)`` probabilities.
         target: integer label map ``(B, 1, *spatial)`` or binary dense ``(B, C, *spatial)`` target.
         per_image: one Jaccard surrogate per image (averaged over its classes, then over images);
-            False sorts the voxels of the whole batch together, one surrogate per class.
+            False (Berman's default) sorts the voxels of the whole batch together, one surrogate per
+            class.
         classes: ``"present"`` counts only maps whose labels are not empty (Berman's default);
             ``"all"`` counts every map, so predictions on empty maps are penalised.
         voxel_mask: ``(B, 1, *spatial)``; zero removes the voxel.
         annotated: ``(B, C)`` bool; an unannotated map is removed (per batch: its voxels leave the
             class's pooled set).
-        include_background: False drops channel 0.
+        include_background: False drops channel 0 (Berman's default counts it).
         validate: check arguments (modules check once and pass False).
 
     Returns:

@@ -429,9 +429,13 @@ class MarginalDiceLoss(DiceLoss):
 
 
 class LovaszSoftmaxLoss(SegmentationLoss):
-    """Lovász-Softmax; see :func:`~nnunet_dicephi.losses.lovasz_softmax_loss`."""
+    """Lovász-Softmax; see :func:`~nnunet_dicephi.losses.lovasz_softmax_loss`.
 
-    def __init__(self, *, per_image: bool = True, classes: str = "present", **kwargs) -> None:
+    Berman's defaults: the batch sorted together (``per_image=False``), classes present; pass
+    ``include_background=True`` for his background-counting form (the trainers do).
+    """
+
+    def __init__(self, *, per_image: bool = False, classes: str = "present", **kwargs) -> None:
         super().__init__(**kwargs)
         self.per_image = bool(per_image)
         self.classes = check_choice("classes", classes, ("present", "all"))

@@ -119,7 +119,7 @@ def build_level_loss(
     elif config.loss == "Tversky":
         region = L.TverskyLoss(alpha=config.alpha, beta=config.beta, **overlap)
     elif config.loss == "Lovasz":
-        region = L.LovaszSoftmaxLoss(**common)
+        region = L.LovaszSoftmaxLoss(**common, **loss_options(config, semantics))
     elif config.loss == "Mime":
         if mime is None:
             raise ValueError("the Mime loss needs its constants a, b from the dataset statistics")

@@ -60,9 +60,10 @@ BACKGROUND_BY_DEFAULT = frozenset({"Lovasz"})
 SEMANTICS = 2
 """Version of what a configuration means, recorded with every run; see CHANGELOG.md.
 
-1: up to 0.1.x. 2 (0.2.0): leaf Dice averages over every subset of Φ (Fidon's), ``TrainerLovasz``
-counts the background channel. A run continued with ``--c`` or validated with ``--val`` keeps the
-version its checkpoint recorded (:func:`loss_options`).
+1: up to 0.1.x. 2 (0.2.0): leaf Dice averages over every subset of Φ (Fidon's); Lovász-Softmax as
+Berman's defaults: the background channel counted, the batch's voxels sorted together. A run
+continued with ``--c`` or validated with ``--val`` keeps the version its checkpoint recorded
+(:func:`loss_options`).
 """
 LOSS_FIELDS = ("loss", "phi", "eps_nr", "eps_dr", "alpha", "beta", "ce", "include_background")
 """The fields of a :class:`LossConfig` that define the loss itself (the others define the training)."""
@@ -165,6 +166,8 @@ def loss_options(config: LossConfig, semantics: int = SEMANTICS) -> dict:
         )
     if config.loss == "LeafDice":
         return {"mean_over": "labelled" if semantics == 1 else "all"}
+    if config.loss == "Lovasz":
+        return {"per_image": semantics == 1}
     return {}
 
 

@@ -84,7 +84,7 @@ def test_loss_in_unit_interval_and_perfect_prediction_is_zero(case, phi):
 def test_lovasz_equals_definition_per_map(case):
     probs, labels, _, _ = case
     onehot = torch.zeros_like(probs).scatter_(1, labels, 1.0)
-    loss = lovasz_softmax_loss(probs, labels, classes="all")
+    loss = lovasz_softmax_loss(probs, labels, per_image=True, classes="all")
     errors = (onehot - probs).abs().numpy()
     batch, classes = probs.shape[:2]
     per_image = [

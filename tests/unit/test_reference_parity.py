@@ -66,6 +66,38 @@ def test_dice_equals_monai(phi, include_background, eps_nr, eps_dr):
 
 
 @pytest.mark.parametrize("phi", ["I", "BI"])
+@pytest.mark.parametrize("include_background", [False, True])
+def test_class_weights_equal_monai_weight(phi, include_background):
+    """Each subset's term weighed by its class's weight; MONAI's weight lists the classes it keeps."""
+    logits, labels = _batch(11)
+    weights = torch.tensor([0.7, 1.5, 0.25, 2.0], dtype=torch.float64)
+    ours = L.DiceLoss(phi=phi, eps_nr=1e-5, class_weights=weights, include_background=include_background)
+    theirs = monai_losses.DiceLoss(
+        softmax=True,
+        to_onehot_y=True,
+        include_background=include_background,
+        smooth_nr=1e-5,
+        smooth_dr=1e-5,
+        batch=phi == "BI",
+        weight=weights if include_background else weights[1:],
+    )
+    _assert_same(_value_and_grad(ours, logits, labels), _value_and_grad(theirs, logits, labels))
+    inside = L.DiceLoss(phi=phi, eps_nr=1e-5, class_weights=weights, weighting="inside")
+    assert abs(_value_and_grad(inside, logits, labels)[0] - _value_and_grad(theirs, logits, labels)[0]) > 1e-3
+
+
+@pytest.mark.parametrize("smooth", [0.0, 1.0, 5.0])
+def test_smp_dice_is_leaf_dice_over_the_batch(smooth):
+    """SMP's multiclass ``DiceLoss`` is Φ = BI with absent classes zeroed but counted: leaf Dice Φ = BI
+    averaged over every class, background included, ε = 2·smooth (its Tversky form halves the sums)."""
+    logits, labels = _batch(12)
+    labels[labels == 3] = 1  # class 3 absent from the whole batch
+    ours = L.LeafDiceLoss(phi="BI", eps_nr=2 * smooth, eps_dr=2 * smooth, include_background=True)
+    theirs = smp_losses.DiceLoss(mode="multiclass", smooth=smooth, eps=0.0)
+    _assert_same(_value_and_grad(ours, logits, labels), _value_and_grad(theirs, logits, labels[:, 0]))
+
+
+@pytest.mark.parametrize("phi", ["I", "BI"])
 def test_squared_denominator_equals_monai_squared_pred(phi):
     logits, labels = _batch(1)
     ours = L.VNetDiceLoss(phi=phi, eps_nr=1e-5, eps_dr=1e-5)
@@ -149,6 +181,22 @@ def test_dice_ce_equals_monai(phi):
     ours = L.DiceCELoss(L.DiceLoss(phi=phi, eps_nr=1e-5, eps_dr=1e-5))
     theirs = monai_losses.DiceCELoss(softmax=True, to_onehot_y=True, include_background=False, batch=phi == "BI")
     _assert_same(_value_and_grad(ours, logits, labels), _value_and_grad(theirs, logits, labels))
+
+
+def test_lovasz_defaults_and_preset_equal_smp_defaults():
+    """The function's defaults and the TrainerLovasz module are Berman's (SMP's) default loss."""
+    from nnunet_dicephi.trainers.base import build_level_loss
+    from nnunet_dicephi.trainers.naming import parse_trainer_name
+
+    logits, labels = _batch(10, spatial=(9, 11))
+    logits = logits.float()
+    theirs = _value_and_grad(smp_losses.LovaszLoss(mode="multiclass"), logits, labels[:, 0])
+    preset = build_level_loss(
+        parse_trainer_name("TrainerLovasz"), eps_nr=1e-7, eps_dr=1e-7, has_regions=False, ignore_label=None
+    )
+    _assert_same(_value_and_grad(preset, logits, labels), theirs)
+    function = _value_and_grad(lambda z, y: L.lovasz_softmax_loss(z.softmax(1), y), logits, labels)
+    _assert_same(function, theirs)
 
 
 @pytest.mark.parametrize("per_image", [True, False])

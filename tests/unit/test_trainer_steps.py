@@ -281,9 +281,10 @@ def test_a_run_from_before_0_2_0_continues_with_its_leaf_dice_mean(tmp_path, mon
 def test_a_lovasz_run_from_before_0_2_0_keeps_the_background_out(tmp_path, monkeypatch):
     record = {**_record_before_0_2_0("TrainerLovasz"), "include_background": False, "trainer_name": "TrainerLovasz"}
     trainer, path = _resuming_trainer("TrainerLovasz", tmp_path, monkeypatch, record)
-    assert trainer._build_loss().levels[0].include_background  # fresh: Berman's default
+    fresh = trainer._build_loss().levels[0]
+    assert fresh.include_background and not fresh.per_image  # Berman's defaults
     trainer.load_checkpoint(path)
-    assert not trainer.loss.levels[0].include_background
+    assert not trainer.loss.levels[0].include_background and trainer.loss.levels[0].per_image
     assert trainer.loss_record()["include_background"] is False
 
 
