@@ -1,3 +1,3 @@
 """nnunet-dicephi: the Dice loss's reduction sets Φ and smoothing ε as first-class nnU-Net options."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

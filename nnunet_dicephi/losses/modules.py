@@ -255,7 +255,7 @@ class DiceLoss(_OverlapLoss):
         eps_per: a per-class ε once per subset of Φ (``"subset"``, Eq. 3) or per kept map (``"map"``).
         squared: V-Net denominator.
         class_weights: optional ``(C,)`` weights over output channels.
-        weighting: ``"term"`` (each subset's term weighed, as MONAI and SMP) or ``"inside"`` (Sudre).
+        weighting: ``"term"`` (each subset's term weighed, as MONAI's ``weight``) or ``"inside"`` (Sudre).
         nonlinearity: ``"softmax"`` or ``"sigmoid"``.
         include_background: default False for softmax, True (required) for sigmoid.
         ignore_label: nnU-Net's ignore label, or None.

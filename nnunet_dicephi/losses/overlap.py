@@ -60,7 +60,7 @@ LEAF_MEANS: tuple[LeafMean, ...] = ("all", "labelled")
 EPS_PER: tuple[EpsPer, ...] = ("subset", "map")
 """Where a per-class ε is added: once per subset of Φ (Eq. 3, the default), or once per kept map."""
 WEIGHTINGS: tuple[Weighting, ...] = ("term", "inside")
-"""How class weights act: on each subset's term (MONAI, SMP; the default), or inside the sums (Sudre)."""
+"""How class weights act: on each subset's term (MONAI's ``weight``; the default), or inside the sums (Sudre)."""
 
 
 class MapSums(NamedTuple):
@@ -441,7 +441,7 @@ def soft_dice_loss(
         squared: V-Net relaxation, ``y² + ỹ²`` in the denominator (loses the two-value gradient).
         class_weights: ``(C,)`` or ``(B, C)`` weights. With ``weighting="term"`` each subset's term is
             multiplied by w_φ, the mean weight of its kept maps — for Φ = I and BI the class's weight,
-            as MONAI's ``DiceLoss(weight=...)`` and SMP's ``class_weights`` (the mean still divides by
+            as MONAI's ``DiceLoss(weight=...)`` (the mean still divides by
             |Φ|, not by the weights' sum). ``weighting="inside"``: w_c multiplies every voxel term
             inside the sums (Sudre's form; in a one-class subset it only rescales the class against ε).
         weighting: ``"term"`` or ``"inside"``, see ``class_weights``.

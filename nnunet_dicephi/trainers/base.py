@@ -20,6 +20,7 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch import Tensor, nn
 
+import nnunet_dicephi
 from nnunet_dicephi import losses as L
 from nnunet_dicephi import statistics
 from nnunet_dicephi._files import write_text_atomically
@@ -447,6 +448,7 @@ class DicePhiTrainer(nnUNetTrainer):
         config, semantics = self.effective_loss()
         record = config.to_dict()
         record["semantics"] = semantics
+        record["package_version"] = nnunet_dicephi.__version__
         record["eps_per"] = "map" if isinstance(eps_nr, list) or isinstance(eps_dr, list) else "subset"
         record["eps_per_class"] = eps_nr if isinstance(eps_nr, list) else (eps_dr if isinstance(eps_dr, list) else None)
         record["eps_per_level"] = [

@@ -30,3 +30,15 @@ def test_console_script_info():
     from nnunet_dicephi.cli import main
 
     assert main(["info"]) == 0
+
+
+def test_one_version_and_its_changelog_entry():
+    import re
+
+    import nnunet_dicephi
+    from nnunet_dicephi.trainers.naming import SEMANTICS
+
+    declared = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M)[1]
+    assert declared == nnunet_dicephi.__version__
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    assert f"## {declared} — loss semantics {SEMANTICS}" in changelog

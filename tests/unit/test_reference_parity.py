@@ -1,4 +1,4 @@
-"""The same number as MONAI and segmentation_models_pytorch (SMP) for the same setting.
+"""The same number as MONAI, segmentation_models_pytorch (SMP) and kornia for the same setting.
 
 Values and gradients in float64, to 1e-6, on random batches with a class absent from one image.
 Where a convention differs, the test maps our arguments to the reference's and says how:
@@ -20,8 +20,9 @@ import torch
 
 from nnunet_dicephi import losses as L
 
-with warnings.catch_warnings():  # both import modules that warn about deprecated torch APIs
+with warnings.catch_warnings():  # they import modules that warn about deprecated torch APIs
     warnings.simplefilter("ignore")
+    import kornia.losses as kornia_losses
     import monai.losses as monai_losses
     import segmentation_models_pytorch.losses as smp_losses
 
@@ -209,3 +210,25 @@ def test_lovasz_equals_smp(per_image):
     ours_result = _value_and_grad(ours, logits, labels)
     theirs_result = _value_and_grad(theirs, logits, labels[:, 0])
     _assert_same(ours_result, theirs_result)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_kornia_micro_dice_is_phi_ci_with_weights_inside(weighted):
+    """kornia's default ``average="micro"``: one Dice per image over all classes, weights inside the
+    sums, ε on the denominator only: Φ = CI, background included, ``weighting="inside"``, ε_nr = 0."""
+    logits, labels = _batch(13, spatial=(7, 6))
+    weights = torch.tensor([0.5, 1.0, 2.0, 3.0], dtype=torch.float64) if weighted else None
+    ours = L.DiceLoss(
+        phi="CI", eps_nr=0.0, eps_dr=1e-3, include_background=True, class_weights=weights, weighting="inside"
+    )
+    theirs = lambda z, y: kornia_losses.dice_loss(z, y[:, 0], average="micro", eps=1e-3, weight=weights)  # noqa: E731
+    _assert_same(_value_and_grad(ours, logits, labels), _value_and_grad(theirs, logits, labels))
+
+
+def test_kornia_lovasz_is_per_image_over_every_class():
+    """kornia's ``lovasz_softmax_loss`` sorts each image alone and counts absent classes too."""
+    logits, labels = _batch(14, spatial=(9, 11))
+    logits = logits.float()
+    ours = L.LovaszSoftmaxLoss(per_image=True, classes="all", include_background=True)
+    theirs = lambda z, y: kornia_losses.lovasz_softmax_loss(z, y[:, 0])  # noqa: E731
+    _assert_same(_value_and_grad(ours, logits, labels), _value_and_grad(theirs, logits, labels))
