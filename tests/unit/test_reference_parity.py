@@ -157,11 +157,41 @@ def test_generalized_dice_equals_monai_at_zero_smoothing(phi):
 
 
 def test_generalized_dice_smoothing_is_per_mean_weight():
-    """The documented mapping: MONAI's smoothing equals ours times the subset's total weight / maps."""
+    """The documented mapping: MONAI's smoothing is ours times the mean of the image's raw weights
+    (ours adds ε to sums whose weights have mean 1, MONAI to the raw weighted sums)."""
     logits, labels = _batch(6)
-    ours = L.GeneralizedDiceLoss(phi="CI", eps_nr=1.0, eps_dr=1.0, include_background=True)
-    theirs = monai_losses.GeneralizedDiceLoss(softmax=True, to_onehot_y=True, smooth_nr=1.0, smooth_dr=1.0)
-    assert abs(ours(logits, labels).item() - theirs(logits, labels).item()) > 1e-3  # not the same ε
+    logits, labels = logits[1:2], labels[1:2]  # one image: MONAI takes one smoothing for all images
+    volumes = torch.stack([(labels == c).sum() for c in range(CLASSES)]).double()
+    raw = torch.where(volumes > 0, 1.0 / volumes.clamp_min(1) ** 2, 0.0)
+    raw = torch.where(volumes > 0, raw, raw.max())  # MONAI's (and our) weight of an absent class
+    eps = 3.0
+    ours = L.GeneralizedDiceLoss(phi="CI", eps_nr=eps, eps_dr=eps, include_background=True)
+    smooth = eps * raw.mean().item()
+    theirs = monai_losses.GeneralizedDiceLoss(softmax=True, to_onehot_y=True, smooth_nr=smooth, smooth_dr=smooth)
+    _assert_same(_value_and_grad(ours, logits, labels), _value_and_grad(theirs, logits, labels))
+    same_number = monai_losses.GeneralizedDiceLoss(softmax=True, to_onehot_y=True, smooth_nr=eps, smooth_dr=eps)
+    assert abs(ours(logits, labels).item() - same_number(logits, labels).item()) > 1e-3
+
+
+def test_generalized_dice_on_an_image_without_labels_differs_from_monai():
+    """Background left out, an image with no foreground label: MONAI's weights are all zero, so the
+    image adds 0 and no gradient (NaN at smoothing 0); ours weighs its classes equally, so it is the
+    plain Dice of the image and pushes its false positives down (an empty map is learnt)."""
+    logits, labels = _batch(7)
+    labels[1] = 0
+    image = slice(1, 2)
+    theirs = monai_losses.GeneralizedDiceLoss(
+        softmax=True, to_onehot_y=True, include_background=False, smooth_nr=1e-5, smooth_dr=1e-5
+    )
+    value, grad = _value_and_grad(theirs, logits[image], labels[image])
+    assert value.item() == 0.0 and grad.abs().max().item() == 0.0
+    ours = L.GeneralizedDiceLoss(phi="CI", eps_nr=1e-5, eps_dr=1e-5)
+    plain = L.DiceLoss(phi="CI", eps_nr=1e-5, eps_dr=1e-5)
+    _assert_same(
+        _value_and_grad(ours, logits[image], labels[image]), _value_and_grad(plain, logits[image], labels[image])
+    )
+    assert ours(logits[image], labels[image]).item() > 0.99
+    # images with labels agree at ε = 0 (test_generalized_dice_equals_monai_at_zero_smoothing)
 
 
 @pytest.mark.parametrize("phi", ["I", "BI"])
