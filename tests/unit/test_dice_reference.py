@@ -194,3 +194,21 @@ def test_label_map_and_dense_paths_agree_in_float32():
         a = soft_dice_loss(probs, labels, phi=phi, voxel_mask=voxel_mask)
         b = soft_dice_loss(probs, onehot, phi=phi, voxel_mask=voxel_mask)
         assert abs(a.item() - b.item()) < 1e-6
+
+
+def test_leaf_dice_is_fidons_mean_dice_up_to_a_constant():
+    """Fidon's leaf Dice: per map 2 Σ ỹ y / (Σ ỹ² + Σ y² + 1e-5), the mean over all B·C maps, so a map
+    without labels counts dice 0 (loss 1) with no gradient. Ours with ``squared=True, eps_nr=0,
+    eps_dr=1e-5`` has the same gradient, and its value is smaller by (label-free maps) / (B·C)."""
+    probs, labels, onehot = random_case(empty=(1, 3), seed=13)
+    p, y = probs.detach().clone().requires_grad_(), onehot
+    per_map = 2 * (p * y).sum((2, 3)) / ((p * p).sum((2, 3)) + (y * y).sum((2, 3)) + 1e-5)
+    fidon = 1 - per_map.mean()
+    fidon.backward()
+    ours_p = probs.detach().clone().requires_grad_()
+    ours = leaf_dice_loss(ours_p, labels, phi="I", squared=True, eps_nr=0.0, eps_dr=1e-5)
+    ours.backward()
+    label_free = int((y.sum((2, 3)) == 0).sum())
+    assert label_free > 0
+    assert ours.item() + label_free / per_map.numel() == pytest.approx(fidon.item(), abs=1e-12)
+    torch.testing.assert_close(ours_p.grad, p.grad, rtol=0, atol=1e-12)

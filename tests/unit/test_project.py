@@ -42,3 +42,20 @@ def test_one_version_and_its_changelog_entry():
     assert declared == nnunet_dicephi.__version__
     changelog = (ROOT / "CHANGELOG.md").read_text()
     assert f"## {declared} — loss semantics {SEMANTICS}" in changelog
+
+
+def test_the_conventions_page_covers_every_loss():
+    import inspect
+
+    from nnunet_dicephi import losses
+
+    page = (ROOT / "docs" / "conventions.md").read_text()
+    names = [
+        name
+        for name in losses.__all__
+        if (name.endswith("_loss") or name.endswith("_entropy"))
+        or (inspect.isclass(getattr(losses, name)) and name.endswith("Loss") and name != "SegmentationLoss")
+    ]
+    assert len(names) > 20
+    missing = [name for name in names if f"`{name}`" not in page]
+    assert not missing, f"docs/conventions.md does not name {missing}"
