@@ -114,7 +114,7 @@ def build(name: str, classes: int):
         "dice_BCI": lambda: L.DiceLoss(phi="BCI"),
         "gdl": lambda: L.GeneralizedDiceLoss(phi="CI"),
         # Berman's and SMP's defaults: background counted, classes present in the image
-        "lovasz_2d": lambda: L.LovaszSoftmaxLoss(include_background=True),
+        "lovasz_2d": lambda: L.LovaszSoftmaxLoss(per_image=True, include_background=True),
         "mime": lambda: L.MimeLoss(a=torch.full((classes,), 1e-3), b=torch.full((classes,), 1e-5)),
     }
     return table[name]()
