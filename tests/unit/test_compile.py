@@ -35,7 +35,7 @@ def _softmax_modules():
     yield "tversky", lambda **kw: L.TverskyLoss(phi="I", **kw)
     yield "mime", lambda **kw: L.MimeLoss(a=torch.tensor([0.0, 0.1, 0.3]), b=1e-3, **kw)
     yield "marginal-dice", lambda **kw: L.MarginalDiceLoss(phi="I", **kw)
-    yield "lovasz-per-image", lambda **kw: L.LovaszSoftmaxLoss(**kw)
+    yield "lovasz-per-image", lambda **kw: L.LovaszSoftmaxLoss(per_image=True, **kw)
     yield "lovasz-per-batch", lambda **kw: L.LovaszSoftmaxLoss(per_image=False, classes="all", **kw)
     yield "exclusion", lambda **kw: L.ExclusionLoss(**kw)
     yield "ce", lambda **kw: L.CrossEntropyLoss(**kw)
