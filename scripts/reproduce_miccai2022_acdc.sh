@@ -22,7 +22,7 @@
 #      cross-validation predictions, against the fully labelled references (labelsTr_full/).
 #
 # Batch size. The paper ran ACDC at B = 2 only. Trainer names have no batch-size option
-# (nnunet_dicephi/trainers/naming.py); the batch size is a plans setting, so this script writes
+# (nnunet_dicephi/loss_config.py); the batch size is a plans setting, so this script writes
 # nnUNetPlans_bs<B>.json (nnUNetPlans.json with the configuration's batch_size = B, same
 # preprocessed data) and trains with `-p nnUNetPlans_bs<B>`; set BATCH_SIZES="1 2 4 8" to sweep B.
 #

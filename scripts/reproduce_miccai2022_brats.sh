@@ -19,7 +19,7 @@
 #      cross-validation predictions.
 #
 # Batch size. The paper varies B ∈ {1, 2, 4, 8}: Φ = BI ignores empty maps at B = 1 and learns them
-# at B > 1. Trainer names have no batch-size option (nnunet_dicephi/trainers/naming.py: eps, alpha/
+# at B > 1. Trainer names have no batch-size option (nnunet_dicephi/loss_config.py: eps, alpha/
 # beta, CE, bg, ep, it); in nnU-Net the batch size is a plans setting. For each B this script
 # writes the plans variant nnUNetPlans_bs<B>.json (nnUNetPlans.json with the configuration's
 # batch_size = B; same preprocessed data) and trains with `-p nnUNetPlans_bs<B>`, so each B gets

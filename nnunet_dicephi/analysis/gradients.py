@@ -66,6 +66,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from nnunet_dicephi.loss_config import DEFAULT_EPS, PHIS
+
 __all__ = [
     "PHIS",
     "BRATS_PATCH_VOXELS",
@@ -89,7 +91,6 @@ __all__ = [
     "add_parser",
 ]
 
-PHIS = ("I", "CI", "BI", "BCI")
 BRATS_PATCH_VOXELS = 80 * 80 * 48
 """The paper's BRATS output segment, 80×80×48 voxels."""
 BRATS_VOLUME = 12412.0
@@ -97,7 +98,7 @@ BRATS_VOLUME = 12412.0
 
 With a quarter of the maps empty this gives v̂ ≈ 9300, close to the paper's 8789 for its partially
 labelled BRATS (75 of 285 cases empty)."""
-TINY_EPS = 1e-7
+TINY_EPS = DEFAULT_EPS
 REPORT_COMMAND = "nnunet-dicephi report {folders} --folds {folds} -o eps_sweep_report"
 """How the sweep's runs are compared: ``nnunet-dicephi report`` over the trainers' results folders."""
 
@@ -422,7 +423,7 @@ def sweep_names(
     Every name is checked to parse back to its configuration with the project's name grammar and
     to be safe for nnU-Net (no ``.``, no ``__``). Imports the trainer package (and with it nnU-Net).
     """
-    from nnunet_dicephi.trainers.naming import HEURISTIC, LossConfig, parse_trainer_name, trainer_name
+    from nnunet_dicephi.loss_config import HEURISTIC, LossConfig, parse_trainer_name, trainer_name
 
     numbers = sweep_eps(v_hat, per_decade=per_decade, high_factor=high_factor)
     ordered: list[tuple[float, float | str]] = [(e, e) for e in numbers] + [(v_hat, HEURISTIC)]

@@ -50,6 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nnunet_dicephi import loss_config
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
@@ -471,39 +473,12 @@ def _read_environment(reader: _Reader, data: Any, environ: Mapping[str, str]) ->
     )
 
 
-def _naming():
-    """The trainer-name grammar module, without importing torch and nnU-Net.
-
-    ``nnunet_dicephi.trainers/__init__.py`` imports the trainers themselves (torch, nnU-Net: ~8 s),
-    while its ``naming`` and ``presets`` modules are pure Python. Unless the package is loaded
-    already, those two are loaded from its folder under a private package name, so that validating
-    a spec stays fast.
-    """
-    if "nnunet_dicephi.trainers" in sys.modules:
-        return sys.modules["nnunet_dicephi.trainers.naming"]
-    import importlib
-    import importlib.util
-    import types
-
-    private = "nnunet_dicephi.cluster._trainer_names"
-    if private not in sys.modules:
-        spec = importlib.util.find_spec("nnunet_dicephi.trainers")
-        assert spec is not None and spec.submodule_search_locations is not None
-        package = types.ModuleType(private)
-        package.__path__ = list(spec.submodule_search_locations)
-        sys.modules[private] = package
-    return importlib.import_module(f"{private}.naming")
-
-
 def check_trainer(name: str) -> str | None:
     """None when nnU-Net will find ``name``, else why not (with the closest valid name).
 
     This project's names are checked with its grammar (no import of torch or nnU-Net); nnU-Net's
     own trainers (``nnUNetTrainer...``, for baselines) with nnU-Net's lookup.
     """
-    naming = _naming()
-    TrainerNameError, parse_trainer_name = naming.TrainerNameError, naming.parse_trainer_name  # noqa: N806
-
     if name.startswith("nnUNetTrainer"):
         if not re.fullmatch(r"nnUNetTrainer[A-Za-z0-9_]*", name):
             return f"{name!r} is not a class name"
@@ -518,8 +493,8 @@ def check_trainer(name: str) -> str | None:
             return f"nnU-Net has no trainer {name!r}"
         return None
     try:
-        parse_trainer_name(name)
-    except TrainerNameError as error:
+        loss_config.parse_trainer_name(name)
+    except loss_config.TrainerNameError as error:
         # the naming module explains with its whole grammar; one line per problem here, the
         # grammar once at the end of the error (see parse_spec)
         first, closest = str(error).splitlines()[:2]
@@ -671,7 +646,7 @@ def parse_spec(
     if reader.problems:
         problems = list(reader.problems)
         if any("Closest valid name" in message for _, message in problems):
-            problems.append(("", "Trainer names:\n" + _naming().GRAMMAR))
+            problems.append(("", "Trainer names:\n" + loss_config.GRAMMAR))
         raise SpecError(problems, source)
     assert name is not None and output is not None and environment is not None
     return ExperimentSpec(

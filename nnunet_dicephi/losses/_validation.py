@@ -14,13 +14,13 @@ that read it stop with an index error (a device-side assert on CUDA).
 from __future__ import annotations
 
 import numbers
-from typing import Literal, Union
+from typing import Union
 
 import torch
 from torch import Tensor
 
-Phi = Literal["I", "CI", "BI", "BCI"]
-PHIS: tuple[str, ...] = ("I", "CI", "BI", "BCI")
+from nnunet_dicephi.loss_config import PHIS, Phi  # noqa: F401 - Phi is re-exported to the loss modules
+
 Epsilon = Union[float, Tensor]  # noqa: UP007 - a runtime alias, kept valid on Python 3.10
 
 

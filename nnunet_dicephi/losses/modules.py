@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from ._validation import (
     Epsilon,
+    Phi,
     check_annotated,
     check_choice,
     check_eps,
@@ -182,7 +183,7 @@ class _OverlapLoss(SegmentationLoss):
     def __init__(
         self,
         *,
-        phi: str = "I",
+        phi: Phi = "I",
         eps_nr: Epsilon = 1e-7,
         eps_dr: Epsilon | None = None,
         eps_per: EpsPer = "subset",
@@ -342,7 +343,7 @@ class GeneralizedDiceLoss(_OverlapLoss):
     :func:`~nnunet_dicephi.losses.generalized_dice_weights`.
     """
 
-    def __init__(self, *, phi: str = "CI", **kwargs) -> None:
+    def __init__(self, *, phi: Phi = "CI", **kwargs) -> None:
         super().__init__(phi=phi, **kwargs)
 
     def _from_sums(self, sums, annotated, eps_nr, eps_dr) -> Tensor:

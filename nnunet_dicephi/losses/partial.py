@@ -18,6 +18,7 @@ from torch.autograd.function import once_differentiable
 
 from ._validation import (
     Epsilon,
+    Phi,
     check_annotated,
     check_eps,
     check_label_values,
@@ -61,7 +62,7 @@ def marginal_dice_loss(
     target: Tensor,
     annotated: Tensor,
     *,
-    phi: str = "I",
+    phi: Phi = "I",
     eps_nr: Epsilon = 1e-7,
     eps_dr: Epsilon = 1e-7,
     squared: bool = False,

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import sys
 
+from nnunet_dicephi.loss_config import GRAMMAR, PRESETS, LossConfig, TrainerNameError, parse_trainer_name, trainer_name
+
 from .base import DeepSupervisedLoss, DicePhiTrainer, build_level_loss
-from .naming import GRAMMAR, LossConfig, TrainerNameError, parse_trainer_name, trainer_name
-from .presets import PRESETS
 
 __all__ = [
     "DicePhiTrainer",

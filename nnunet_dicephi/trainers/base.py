@@ -25,11 +25,11 @@ from nnunet_dicephi import losses as L
 from nnunet_dicephi import statistics
 from nnunet_dicephi._files import write_text_atomically
 from nnunet_dicephi.evaluation import VALIDATION_FILE, append_validation_record
+from nnunet_dicephi.loss_config import HEURISTIC, REGISTRY, SEMANTICS, LossConfig, loss_options
 from nnunet_dicephi.losses._validation import labels_outside
 from nnunet_dicephi.partial_labels import AnnotationTable, load_manifest
 
 from . import seeding
-from .naming import HEURISTIC, SEMANTICS, LossConfig, loss_options
 
 CONFIG_FILE = "dicephi_loss.json"
 STATISTICS_FILE = "dicephi_statistics.json"
@@ -83,50 +83,35 @@ def build_level_loss(
     ε values are numbers (added once per subset of Φ), or per-class lists over the output channels:
     the heuristic, an expected labelled volume per map, added once per kept map of a subset
     (``eps_per="map"``: a subset's ε is the expected labelled volume of the maps it holds).
-    ``semantics`` is the version the run recorded (:data:`~nnunet_dicephi.trainers.naming.SEMANTICS`).
+    ``semantics`` is the version the run recorded (:data:`~nnunet_dicephi.loss_config.SEMANTICS`).
+    The module and which options it takes come from :data:`~nnunet_dicephi.loss_config.REGISTRY`.
     """
-    per_map = any(isinstance(e, (list, tuple)) for e in (eps_nr, eps_dr))
-    eps_nr, eps_dr = (
-        torch.tensor(e, dtype=torch.float32) if isinstance(e, (list, tuple)) else e for e in (eps_nr, eps_dr)
-    )
-    common = {
+    spec = REGISTRY[config.loss]
+    options = {
         "nonlinearity": "sigmoid" if has_regions else "softmax",
         "include_background": True if has_regions else config.include_background,
         "ignore_label": ignore_label,
-    }
-    # under DDP the overlap losses gather every process's map sums, so Φ is global (Lovász stays per
-    # process: its sorting does not decompose into sums)
-    overlap = {
-        "phi": config.phi,
-        "eps_nr": eps_nr,
-        "eps_dr": eps_dr,
-        "eps_per": "map" if per_map else "subset",
-        "distributed": distributed,
-        **common,
         **loss_options(config, semantics),
     }
-    if config.loss == "Dice":
-        region = L.DiceLoss(**overlap)
-    elif config.loss == "VNetDice":
-        region = L.VNetDiceLoss(**overlap)
-    elif config.loss == "LeafDice":
-        region = L.LeafDiceLoss(**overlap)
-    elif config.loss == "MarginalDice":
-        region = L.MarginalDiceLoss(**overlap)
-    elif config.loss == "GDL":
-        region = L.GeneralizedDiceLoss(**overlap)
-    elif config.loss == "Jaccard":
-        region = L.JaccardLoss(**overlap)
-    elif config.loss == "Tversky":
-        region = L.TverskyLoss(alpha=config.alpha, beta=config.beta, **overlap)
-    elif config.loss == "Lovasz":
-        region = L.LovaszSoftmaxLoss(**common, **loss_options(config, semantics))
-    elif config.loss == "Mime":
+    if spec.default_phi is not None:
+        options["phi"] = config.phi
+    if spec.takes_eps:
+        per_map = any(isinstance(e, (list, tuple)) for e in (eps_nr, eps_dr))
+        options["eps_nr"], options["eps_dr"] = (
+            torch.tensor(e, dtype=torch.float32) if isinstance(e, (list, tuple)) else e for e in (eps_nr, eps_dr)
+        )
+        options["eps_per"] = "map" if per_map else "subset"
+    if spec.takes_alpha_beta:
+        options["alpha"], options["beta"] = config.alpha, config.beta
+    if spec.dataset_constants:
         if mime is None:
-            raise ValueError("the Mime loss needs its constants a, b from the dataset statistics")
-        region = L.MimeLoss(a=mime[0], b=mime[1], distributed=distributed, **common)
-    else:  # LossConfig validates the name; this is unreachable
-        raise AssertionError(config.loss)
+            raise ValueError(f"the {config.loss} loss needs its constants a, b from the dataset statistics")
+        options["a"], options["b"] = mime
+    if spec.gathers_sums:
+        # under DDP the overlap losses gather every process's map sums, so Φ is global (Lovász stays
+        # per process: its sorting does not decompose into sums)
+        options["distributed"] = distributed
+    region = getattr(L, spec.module)(**options)
     return L.DiceCELoss(region) if config.ce else region
 
 
@@ -310,7 +295,7 @@ class DicePhiTrainer(nnUNetTrainer):
         return tuple(heuristic if value == HEURISTIC else value for value in (config.eps_nr, config.eps_dr))
 
     def _mime_constants(self) -> tuple | None:
-        if self.effective_loss()[0].loss != "Mime":
+        if not REGISTRY[self.effective_loss()[0].loss].dataset_constants:
             return None
         record = self._recorded()
         if record is not None and record.get("mime") is not None:

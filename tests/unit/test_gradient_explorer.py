@@ -251,7 +251,7 @@ def test_sweep_eps_is_log_spaced_from_tiny_to_ten_v_hat(v_hat, per_decade):
 
 @pytest.mark.parametrize("v_hat, per_decade, epochs", [(12412.0, 1, None), (8789.0, 2, 50), (0.8, 3, None)])
 def test_sweep_names_parse_back_to_their_eps(v_hat, per_decade, epochs):
-    from nnunet_dicephi.trainers.naming import HEURISTIC, parse_trainer_name
+    from nnunet_dicephi.loss_config import HEURISTIC, parse_trainer_name
 
     entries = G.sweep_names(v_hat, per_decade=per_decade, epochs=epochs)
     assert [e.eps for e in entries if e.eps != HEURISTIC] == G.sweep_eps(v_hat, per_decade=per_decade)

@@ -36,7 +36,7 @@ def test_one_version_and_its_changelog_entry():
     import re
 
     import nnunet_dicephi
-    from nnunet_dicephi.trainers.naming import SEMANTICS
+    from nnunet_dicephi.loss_config import SEMANTICS
 
     declared = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M)[1]
     assert declared == nnunet_dicephi.__version__

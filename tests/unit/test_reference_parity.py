@@ -216,8 +216,8 @@ def test_dice_ce_equals_monai(phi):
 
 def test_lovasz_defaults_and_preset_equal_smp_defaults():
     """The function's defaults and the TrainerLovasz module are Berman's (SMP's) default loss."""
+    from nnunet_dicephi.loss_config import parse_trainer_name
     from nnunet_dicephi.trainers.base import build_level_loss
-    from nnunet_dicephi.trainers.naming import parse_trainer_name
 
     logits, labels = _batch(10, spatial=(9, 11))
     logits = logits.float()

@@ -6,20 +6,21 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
 import nnunet_dicephi.trainers as T
-from nnunet_dicephi.trainers.naming import (
+from nnunet_dicephi.loss_config import (
     HEURISTIC,
     LOSSES,
+    PRESETS,
     LossConfig,
     TrainerNameError,
     format_number,
     parse_trainer_name,
     trainer_name,
 )
-from nnunet_dicephi.trainers.presets import PRESETS
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -181,3 +182,22 @@ def test_stock_lookup_finds_presets_and_parametric_names():
     )
     lines = [line for line in _fresh_python(code).splitlines() if line.startswith("nnunet_dicephi.")]
     assert lines == ["nnunet_dicephi.trainers TrainerDiceBI BI", "nnunet_dicephi.trainers TrainerDiceI_eps2e3_CE I"]
+
+
+def test_the_registry_is_the_one_list_of_losses():
+    """Every token names a module of the loss package, the trainers build that module, the grammar
+    text lists it: adding a loss is its code plus one registry line."""
+    from nnunet_dicephi import losses
+    from nnunet_dicephi.loss_config import GRAMMAR, REGISTRY
+    from nnunet_dicephi.trainers.base import build_level_loss
+
+    assert set(REGISTRY) == set(LOSSES)
+    for token, spec in REGISTRY.items():
+        assert f" {token} " in f" {GRAMMAR.split('<Loss>    ', 1)[1].splitlines()[0]} "
+        config = LossConfig(loss=token, phi=spec.default_phi)
+        assert config.include_background == spec.background
+        mime = (torch.ones(3), torch.ones(3)) if spec.dataset_constants else None
+        module = build_level_loss(config, eps_nr=1e-7, eps_dr=1e-7, has_regions=False, ignore_label=None, mime=mime)
+        assert type(module) is getattr(losses, spec.module)
+        assert (getattr(module, "phi", None) == config.phi) or spec.default_phi is None
+        assert hasattr(module, "distributed") == spec.gathers_sums

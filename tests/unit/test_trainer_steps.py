@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from nnunet_dicephi import losses as L
+from nnunet_dicephi.loss_config import parse_trainer_name
 from nnunet_dicephi.partial_labels import load_manifest
 from nnunet_dicephi.trainers import DeepSupervisedLoss, trainer_class
 from nnunet_dicephi.trainers.base import build_level_loss
-from nnunet_dicephi.trainers.naming import parse_trainer_name
 
 DATASET = {"labels": {"background": 0, "a": 1, "b": 2}, "dicephi_partial_labels": {"cases": {"c0": ["a"]}}}
 

@@ -1,32 +1,19 @@
-"""Trainer names ⇄ loss configurations.
+"""Loss configurations, in one torch-free module: the registry of losses, the trainer-name grammar, the presets.
 
-nnU-Net finds a trainer by class name only, so the name carries the whole loss configuration::
-
-    Trainer<Loss>[<Phi>][_<option>]...
-
-    <Loss>    Dice | VNetDice | GDL | Jaccard | Tversky | Lovasz | Mime | LeafDice | MarginalDice
-    <Phi>     I | CI | BI | BCI        (required for Dice; other losses default to I, GDL to CI;
-                                        Lovasz and Mime take none)
-    options, in this order, each at most once:
-      eps<N> | epsH                    ε_nr = ε_dr = N voxels, or the heuristic ε from the data
-      epsnr<N|H>_epsdr<N|H>            numerator and denominator ε apart
-      alpha<N>_beta<N>                 Tversky weights of false positives / negatives
-      CE                               add a cross-entropy term that respects unannotated labels
-      bg | nobg                        include / leave out the background channel (softmax;
-                                        Lovasz includes it by default, every other loss leaves it out)
-      ep<K>                            train K epochs
-      it<K>                            K training iterations per epoch
-      lr<N>                            initial learning rate (default: 1e-3 without CE, nnU-Net's 1e-2 with CE)
-      seed<K>                          seed the training: weights, patches, augmentation (K ≥ 0)
-    <N> is a number without a dot: 0, 12412, 1e-5, 2e3, 5e-1 (= 0.5); <K> a positive integer.
+nnU-Net finds a trainer by class name only, so the name carries the whole loss configuration:
+``Trainer<Loss>[<Phi>][_<option>]...``, written out in :data:`GRAMMAR` (built from :data:`REGISTRY`
+and :data:`OPTIONS`, printed with every rejected name).
 
 Defaults are left out of a name (ε = 1e-7, α = 0.3, β = 0.7, no CE, the loss's own background
 default, the default learning rate, unseeded as nnU-Net), so each configuration has exactly one
-canonical name; ``TrainerLovasz_bg`` (the name of that configuration before 0.2.0) is accepted too. Φ = I with
-the heuristic ε is spelled as in the paper, ``TrainerDiceIEps`` (options follow as usual:
+canonical name; ``TrainerLovasz_bg`` (the name of that configuration before 0.2.0) is accepted
+too. Φ = I with the heuristic ε is spelled as in the paper, ``TrainerDiceIEps`` (options follow as usual:
 ``TrainerDiceIEps_CE``); ``TrainerDiceI_epsH...`` is accepted as a synonym.
 Names never contain ``__`` or ``.`` (nnU-Net splits folder names on ``__``; pickle splits on ``.``).
-This module imports neither torch nor nnU-Net.
+This module imports neither torch nor nnU-Net, so specs and names are checked in milliseconds.
+
+Adding a loss: its function and module in :mod:`nnunet_dicephi.losses`, and one :data:`REGISTRY`
+line here; the grammar, the trainers and the spec checks read the registry (``docs/architecture.md``).
 """
 
 from __future__ import annotations
@@ -36,26 +23,54 @@ import difflib
 import re
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Union
+from typing import Literal, NamedTuple, Union
 
 HEURISTIC = "H"
 EpsValue = Union[float, str]  # noqa: UP007 - a number of voxels, or HEURISTIC
-
-# loss token -> (default Φ or None when the loss takes no Φ, Φ must be written)
-LOSSES: dict[str, tuple[str | None, bool]] = {
-    "Dice": ("I", True),
-    "VNetDice": ("I", False),
-    "GDL": ("CI", False),
-    "Jaccard": ("I", False),
-    "Tversky": ("I", False),
-    "Lovasz": (None, False),
-    "Mime": (None, False),
-    "LeafDice": ("I", False),
-    "MarginalDice": ("I", False),
-}
-PHIS = ("I", "CI", "BI", "BCI")
+Phi = Literal["I", "CI", "BI", "BCI"]
+PHIS: tuple[Phi, ...] = ("I", "CI", "BI", "BCI")
+"""The reduction sets of the paper: image-wise, class-wise, batch-wise, all-wise."""
 DEFAULT_EPS = 1e-7
-BACKGROUND_BY_DEFAULT = frozenset({"Lovasz"})
+"""The paper's "small" ε, in voxels: the default of every name, function and module."""
+
+
+class LossSpec(NamedTuple):
+    """What the trainers need to know about one loss token of the grammar."""
+
+    module: str
+    """Class name in :mod:`nnunet_dicephi.losses` (nnU-Net's call convention)."""
+    default_phi: Phi | None
+    """Φ when the name gives none; None for losses that take no Φ."""
+    phi_required: bool = False
+    """The name must spell Φ (Dice: the paper's configurations differ only in Φ)."""
+    takes_eps: bool = True
+    takes_alpha_beta: bool = False
+    background: bool = False
+    """Counts the background channel by default (its reference does)."""
+    gathers_sums: bool = True
+    """Under DDP, Φ spans every process (the loss is a function of the map sums)."""
+    dataset_constants: bool = False
+    """Needs the Mime constants a, b from the dataset statistics."""
+
+
+REGISTRY: dict[str, LossSpec] = {
+    "Dice": LossSpec("DiceLoss", "I", phi_required=True),
+    "VNetDice": LossSpec("VNetDiceLoss", "I"),
+    "GDL": LossSpec("GeneralizedDiceLoss", "CI"),
+    "Jaccard": LossSpec("JaccardLoss", "I"),
+    "Tversky": LossSpec("TverskyLoss", "I", takes_alpha_beta=True),
+    "Lovasz": LossSpec("LovaszSoftmaxLoss", None, takes_eps=False, background=True, gathers_sums=False),
+    "Mime": LossSpec("MimeLoss", None, takes_eps=False, dataset_constants=True),
+    "LeafDice": LossSpec("LeafDiceLoss", "I"),
+    "MarginalDice": LossSpec("MarginalDiceLoss", "I"),
+}
+"""Loss token of the grammar → its module and options. One line per loss."""
+
+LOSSES: dict[str, tuple[Phi | None, bool]] = {
+    token: (spec.default_phi, spec.phi_required) for token, spec in REGISTRY.items()
+}
+"""Loss token → (default Φ or None, Φ must be written): the grammar's view of :data:`REGISTRY`."""
+BACKGROUND_BY_DEFAULT = frozenset(token for token, spec in REGISTRY.items() if spec.background)
 """Losses whose reference counts the background channel (Berman's Lovász-Softmax); others leave it out."""
 SEMANTICS = 2
 """Version of what a configuration means, recorded with every run; see CHANGELOG.md.
@@ -69,7 +84,48 @@ LOSS_FIELDS = ("loss", "phi", "eps_nr", "eps_dr", "alpha", "beta", "ce", "includ
 """The fields of a :class:`LossConfig` that define the loss itself (the others define the training)."""
 PAPER_HEAD, SYNONYM_HEAD = "TrainerDiceIEps", "TrainerDiceI_epsH"
 
-GRAMMAR = __doc__.split("::", 1)[1].split("Defaults are", 1)[0].rstrip()
+OPTIONS: tuple[tuple[str, str], ...] = (
+    ("eps<N> | epsH", "ε_nr = ε_dr = N voxels, or the heuristic ε from the data"),
+    ("epsnr<N|H>_epsdr<N|H>", "numerator and denominator ε apart"),
+    ("alpha<N>_beta<N>", "Tversky weights of false positives / negatives"),
+    ("CE", "add a cross-entropy term that respects unannotated labels"),
+    ("bg | nobg", "include / leave out the background channel (softmax; default: {background})"),
+    ("ep<K>", "train K epochs"),
+    ("it<K>", "K training iterations per epoch"),
+    ("lr<N>", "initial learning rate (default: 1e-3 without CE, nnU-Net's 1e-2 with CE)"),
+    ("seed<K>", "seed the training: weights, patches, augmentation (K ≥ 0)"),
+)
+"""The name's options, in the order a name writes them, with what each means."""
+
+
+def _grammar() -> str:
+    def column(left: str, right: str) -> str:
+        return f"  {left:<33}{right}"
+
+    takes_none = [token for token, spec in REGISTRY.items() if spec.default_phi is None]
+    required = [token for token, spec in REGISTRY.items() if spec.phi_required]
+    defaults = sorted({spec.default_phi for spec in REGISTRY.values() if spec.default_phi is not None}, key=PHIS.index)
+    default_text = ", ".join(
+        f"{', '.join(t for t, s in REGISTRY.items() if s.default_phi == phi and not s.phi_required)} to {phi}"
+        for phi in defaults
+    )
+    counted = [token for token, spec in REGISTRY.items() if spec.background]
+    background = f"counted by {', '.join(counted)}, left out by the others"
+    lines = [
+        "  Trainer<Loss>[<Phi>][_<option>]...",
+        "",
+        f"  <Loss>    {' | '.join(REGISTRY)}",
+        f"  <Phi>     {' | '.join(PHIS)}",
+        f"            required for {', '.join(required)}; defaults: {default_text}; {', '.join(takes_none)} take none",
+        "  options, in this order, each at most once:",
+        *(column("  " + left, right.format(background=background)) for left, right in OPTIONS),
+        "  <N> is a number without a dot: 0, 12412, 1e-5, 2e3, 5e-1 (= 0.5); <K> a positive integer.",
+    ]
+    return "\n".join(lines)
+
+
+GRAMMAR = _grammar()
+"""The trainer-name grammar as text, from the registry and the options."""
 
 
 @dataclass(frozen=True)
@@ -77,7 +133,7 @@ class LossConfig:
     """Everything that defines a trainer's loss; one-to-one with a canonical trainer name."""
 
     loss: str = "Dice"
-    phi: str | None = "I"
+    phi: Phi | None = "I"
     eps_nr: EpsValue = DEFAULT_EPS
     eps_dr: EpsValue = DEFAULT_EPS
     alpha: float = 0.3
@@ -310,9 +366,7 @@ def _option(token: str) -> tuple[str, object]:
 
 def known_names() -> list[str]:
     """Preset names (the ones most users type), for suggestions."""
-    from . import presets  # noqa: PLC0415 - presets import this module
-
-    return sorted(presets.PRESETS)
+    return sorted(PRESETS)
 
 
 def _repaired(name: str) -> str | None:
@@ -333,3 +387,28 @@ def _explain(name: str, problem: str, suggestion: str | None = None) -> str:
         f"{name!r} is not a valid nnunet-dicephi trainer name: {problem}.\n"
         f"Closest valid name: {suggestion}\nGrammar:\n{GRAMMAR}"
     )
+
+
+# --- the named presets: the papers' configurations and their Dice+CE forms ---------------------
+
+_DICE_ONLY = {
+    "TrainerDiceI": LossConfig(phi="I"),
+    "TrainerDiceCI": LossConfig(phi="CI"),
+    "TrainerDiceBI": LossConfig(phi="BI"),
+    "TrainerDiceBCI": LossConfig(phi="BCI"),
+    "TrainerDiceIEps": LossConfig(phi="I", eps_nr=HEURISTIC, eps_dr=HEURISTIC),
+    "TrainerVNetDice": LossConfig(loss="VNetDice"),
+    "TrainerGDL": LossConfig(loss="GDL", phi="CI"),
+    "TrainerJaccard": LossConfig(loss="Jaccard"),
+    "TrainerTversky": LossConfig(loss="Tversky"),
+    "TrainerLovasz": LossConfig(loss="Lovasz", phi=None),
+    "TrainerMime": LossConfig(loss="Mime", phi=None),
+    "TrainerLeafDice": LossConfig(loss="LeafDice"),
+    "TrainerMarginalDice": LossConfig(loss="MarginalDice"),
+}
+
+PRESETS: dict[str, LossConfig] = {
+    **_DICE_ONLY,
+    **{f"{name}_CE": LossConfig(**{**config.__dict__, "ce": True}) for name, config in _DICE_ONLY.items()},
+}
+"""Preset name → configuration. Every other valid name resolves through the grammar."""
