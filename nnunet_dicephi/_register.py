@@ -33,5 +33,5 @@ def register() -> None:
 
 try:
     register()
-except Exception:  # noqa: BLE001 - never break interpreter start-up
+except Exception:  # never break interpreter start-up
     pass

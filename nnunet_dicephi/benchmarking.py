@@ -62,7 +62,7 @@ def paired_timing(
 
 def cuda_peak_bytes(step: Callable[[], object]) -> int:
     """Growth of CUDA's allocated-memory peak during one call of ``step``."""
-    import torch  # noqa: PLC0415 - the timing helpers above need no torch
+    import torch  # the timing helpers above need no torch
 
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()

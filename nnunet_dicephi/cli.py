@@ -18,7 +18,7 @@ def _info(_: argparse.Namespace) -> int:
     for package in ("torch", "nnunetv2"):
         try:
             print(f"{package} {version(package)}")
-        except Exception:  # noqa: BLE001 - report, don't crash, on a broken install
+        except Exception:  # report, don't crash, on a broken install
             print(f"{package} not installed")
     print("losses: " + ", ".join(name for name in losses.__all__ if name[0].isupper() and name != "MapSums"))
     return 0

@@ -54,8 +54,8 @@ def write_dataset(
     annotations are removed (set to background) in that case; a partial-label manifest saying so is
     written into dataset.json. Refuses to overwrite an existing dataset folder.
     """
-    import SimpleITK as sitk  # noqa: PLC0415 - heavy, only needed here
-    from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json  # noqa: PLC0415
+    import SimpleITK as sitk  # heavy, only needed here
+    from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 
     raw_root = Path(raw_root)
     target = raw_root / f"Dataset{dataset_id:03d}_{name}"

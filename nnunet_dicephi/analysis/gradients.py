@@ -989,7 +989,7 @@ def _settings(args: argparse.Namespace) -> _Settings:
             raise _InputError(f"--fold must be a fold number or 'all'; got {args.fold!r}")
         try:
             scenarios, plan_batch = _load_dataset(args)
-        except Exception as error:  # noqa: BLE001 - nnU-Net's many failure types become one clear message
+        except Exception as error:  # nnU-Net's many failure types become one clear message
             raise _InputError(f"cannot read the statistics of dataset {args.dataset}: {error}") from None
         if not scenarios:
             raise _InputError(f"dataset {args.dataset}: no foreground class with labelled voxels in its patches")

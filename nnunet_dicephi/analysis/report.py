@@ -661,7 +661,7 @@ def _measure(job: _CaseJob) -> tuple[list[CaseMetrics] | None, str | None]:
     try:
         reference, reference_properties = reader.read_seg(str(job.reference))
         prediction, prediction_properties = reader.read_seg(str(job.prediction))
-    except Exception as error:  # noqa: BLE001 - any reader failure becomes one listed problem
+    except Exception as error:  # any reader failure becomes one listed problem
         return None, f"cannot read {job.prediction} or {job.reference}: {error}"
     if reference.shape != prediction.shape:
         return None, (

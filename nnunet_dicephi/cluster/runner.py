@@ -73,7 +73,7 @@ def run_command(argv: tuple[str, ...] | list[str]) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     started = time.monotonic()
-    _CHILD = subprocess.Popen(argv, start_new_session=True, preexec_fn=_ignore_usr2)  # noqa: PLW1509
+    _CHILD = subprocess.Popen(argv, start_new_session=True, preexec_fn=_ignore_usr2)
     try:
         while (code := _CHILD.poll()) is None:
             time.sleep(_POLL_S)

@@ -282,7 +282,7 @@ def result_of(folder: str | Path, job_id: str) -> tuple[str, str] | None:
     try:
         with open(path, "rb") as handle:
             outcome, value = pickle.load(handle)
-    except Exception:  # noqa: BLE001 - a half-written or foreign pickle says nothing
+    except Exception:  # a half-written or foreign pickle says nothing
         return None
     return str(outcome), str(value)
 

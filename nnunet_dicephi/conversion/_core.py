@@ -323,7 +323,7 @@ def convert_case(task: _CaseTask) -> _CaseOutcome:
     """Check and write one case; problems are returned, not raised, so that every case gets reported."""
     try:
         return _convert_case(task)
-    except Exception as error:  # noqa: BLE001 - e.g. a full disk: reported with the other cases' problems
+    except Exception as error:  # e.g. a full disk: reported with the other cases' problems
         return _CaseOutcome(task.case_id, (f"failed: {type(error).__name__}: {_error_text(error)}",))
 
 

@@ -27,7 +27,7 @@ def is_distributed(group=None) -> bool:
 
 class _AllGather(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, tensor: Tensor, group) -> Tensor:  # noqa: D102
+    def forward(ctx, tensor: Tensor, group) -> Tensor:
         ctx.group = group
         ctx.rank = dist.get_rank(group)
         parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size(group))]
@@ -35,7 +35,7 @@ class _AllGather(torch.autograd.Function):
         return torch.stack(parts)
 
     @staticmethod
-    def backward(ctx, grad: Tensor):  # noqa: D102
+    def backward(ctx, grad: Tensor):
         grad = grad.contiguous().clone()
         dist.all_reduce(grad, group=ctx.group)  # every process's contribution to this process's part
         return grad[ctx.rank], None

@@ -131,7 +131,7 @@ class _LabelMapSums(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, probs: Tensor, labels: Tensor, mask: Tensor | None):  # noqa: D102
+    def forward(ctx, probs: Tensor, labels: Tensor, mask: Tensor | None):
         batch, classes, _ = probs.shape
         acc = accumulation_dtype(probs.dtype)
         p_true = probs.gather(1, labels.unsqueeze(1)).squeeze(1).to(acc)
@@ -147,7 +147,7 @@ class _LabelMapSums(torch.autograd.Function):
         return inter, pred
 
     @staticmethod
-    def backward(ctx, grad_inter: Tensor | None, grad_pred: Tensor | None):  # noqa: D102
+    def backward(ctx, grad_inter: Tensor | None, grad_pred: Tensor | None):
         labels, mask = ctx.saved_tensors
         batch, voxels = labels.shape
         dtype = grad_inter.dtype if grad_inter is not None else grad_pred.dtype

@@ -182,7 +182,7 @@ class _MarginalNLL(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, logits: Tensor, probs: Tensor, labels: Tensor, merged: Tensor) -> Tensor:  # noqa: D102
+    def forward(ctx, logits: Tensor, probs: Tensor, labels: Tensor, merged: Tensor) -> Tensor:
         acc = accumulation_dtype(logits.dtype)
         z, p = logits.to(acc), probs.to(acc)
         lse = z.amax(1) - torch.log(p.amax(1))  # (B, N) log Σ exp z
@@ -205,7 +205,7 @@ class _MarginalNLL(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad: Tensor):  # noqa: D102
+    def backward(ctx, grad: Tensor):
         logits, probs, labels, weights, log_merged = ctx.saved_tensors
         background = labels == 0
         floor = math.log(torch.finfo(probs.dtype).tiny)

@@ -414,7 +414,7 @@ class DicePhiTrainer(nnUNetTrainer):
         super().on_validation_epoch_end(val_outputs)
         cases = self.__dict__.pop("_dicephi_validation_cases", {})
         if self.is_ddp:
-            import torch.distributed as dist  # noqa: PLC0415
+            import torch.distributed as dist
 
             gathered: list = [None] * dist.get_world_size()
             dist.all_gather_object(gathered, cases)
@@ -534,7 +534,7 @@ class DicePhiTrainer(nnUNetTrainer):
         table = self._annotation_table()
         summary = os.path.join(self.output_folder, "validation", "summary.json")
         if table is not None and table.is_partial and self.local_rank == 0 and os.path.isfile(summary):
-            from nnunet_dicephi.evaluation import restrict_summary_to_annotated  # noqa: PLC0415
+            from nnunet_dicephi.evaluation import restrict_summary_to_annotated
 
             restrict_summary_to_annotated(summary, table, self.dataset_json["file_ending"])
 

@@ -59,3 +59,31 @@ def test_the_conventions_page_covers_every_loss():
     assert len(names) > 20
     missing = [name for name in names if f"`{name}`" not in page]
     assert not missing, f"docs/conventions.md does not name {missing}"
+
+
+def test_every_direct_dependency_is_declared():
+    """Third-party modules the package imports are in pyproject's dependencies, not borrowed from nnU-Net's."""
+    import ast
+    import re
+    from importlib.metadata import packages_distributions
+
+    text = (ROOT / "pyproject.toml").read_text()
+    block = re.search(r"^dependencies = \[(.*?)^\]", text, re.M | re.S)[1]
+    declared = {
+        re.split(r"[<>=;\[ ]", line.strip().strip('",'))[0].lower() for line in block.splitlines() if '"' in line
+    }
+    stdlib = set(sys.stdlib_module_names)
+    distributions = packages_distributions()
+    imported = set()
+    for path in (ROOT / "nnunet_dicephi").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = sorted(name for name in imported - stdlib - {"nnunet_dicephi", "tomli"} if name in distributions)
+    assert "torch" in third_party and "pandas" in third_party
+    undeclared = {
+        name: distributions[name] for name in third_party if not {d.lower() for d in distributions[name]} & declared
+    }
+    assert not undeclared, f"imported but not declared in pyproject's dependencies: {undeclared}"
