@@ -33,3 +33,26 @@ DEVICES = ["cpu", pytest.param("cuda", marks=NO_CUDA)]
 def device(request):
     """Every device-parametrised test runs on the CPU, and on CUDA where there is a GPU."""
     return torch.device(request.param)
+
+
+# --- layers: the unit layer runs first (testpaths), and a failure there stops the run before the
+# end-to-end layer, which takes most of CI's time and would only fail again for the same reason
+
+_unit_failures: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.failed and "e2e" not in report.keywords:
+        _unit_failures.append(report.nodeid)
+
+
+def pytest_runtest_teardown(item, nextitem):
+    if (
+        _unit_failures
+        and nextitem is not None
+        and nextitem.get_closest_marker("e2e")
+        and not item.get_closest_marker("e2e")
+    ):
+        item.session.shouldstop = (
+            f"{len(_unit_failures)} unit test(s) failed (first: {_unit_failures[0]}); the end-to-end layer was not run"
+        )

@@ -87,3 +87,27 @@ def test_every_direct_dependency_is_declared():
         name: distributions[name] for name in third_party if not {d.lower() for d in distributions[name]} & declared
     }
     assert not undeclared, f"imported but not declared in pyproject's dependencies: {undeclared}"
+
+
+def test_a_unit_failure_stops_the_run_before_the_end_to_end_layer(tmp_path):
+    (tmp_path / "tests" / "unit").mkdir(parents=True)
+    (tmp_path / "tests" / "e2e").mkdir()
+    (tmp_path / "tests" / "conftest.py").write_text((ROOT / "tests" / "conftest.py").read_text())
+    (tmp_path / "tests" / "unit" / "test_u.py").write_text(
+        "def test_ok():\n    pass\n\ndef test_broken():\n    assert 0\n"
+    )
+    e2e = "import pytest\npytestmark = pytest.mark.e2e\n\ndef test_slow():\n    pass\n"
+    (tmp_path / "tests" / "e2e" / "test_e.py").write_text(e2e)
+    options = '[tool.pytest.ini_options]\ntestpaths = ["tests/unit", "tests/e2e"]\nmarkers = ["e2e: slow"]\n'
+    (tmp_path / "pyproject.toml").write_text(options)
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert run.returncode != 0  # 2: pytest reports the stop as an interruption
+    assert "1 failed, 1 passed" in run.stdout and "test_slow" not in run.stdout
+    assert "the end-to-end layer was not run" in run.stdout
+    (tmp_path / "tests" / "unit" / "test_u.py").write_text("def test_ok():\n    pass\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert run.returncode == 0 and "2 passed" in run.stdout
