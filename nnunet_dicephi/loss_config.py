@@ -259,7 +259,7 @@ def trainer_name(config: LossConfig) -> str:
         name, config = PAPER_HEAD, dataclasses.replace(config, eps_nr=DEFAULT_EPS, eps_dr=DEFAULT_EPS)
 
     def eps_text(value: EpsValue) -> str:
-        return HEURISTIC if value == HEURISTIC else format_number(value)
+        return HEURISTIC if value == HEURISTIC else format_number(float(value))
 
     if config.eps_nr == config.eps_dr:
         if config.eps_nr != DEFAULT_EPS:

@@ -14,17 +14,20 @@ that read it stop with an index error (a device-side assert on CUDA).
 from __future__ import annotations
 
 import numbers
-from typing import Union
+from typing import TypeVar, Union
 
 import torch
 from torch import Tensor
 
-from nnunet_dicephi.loss_config import PHIS, Phi  # noqa: F401 - Phi is re-exported to the loss modules
+from nnunet_dicephi.loss_config import PHIS, Phi
 
 Epsilon = Union[float, Tensor]  # noqa: UP007 - a runtime alias, kept valid on Python 3.10
 
 
-def check_phi(phi: object) -> str:
+Choice = TypeVar("Choice", bound=str)
+
+
+def check_phi(phi: object) -> Phi:
     if phi not in PHIS:
         raise ValueError(
             f"phi must be one of {', '.join(repr(p) for p in PHIS)} "
@@ -170,7 +173,7 @@ def check_probability(name: str, value: object) -> float:
     return float(value)
 
 
-def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
+def check_choice(name: str, value: object, choices: tuple[Choice, ...]) -> Choice:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}; got {value!r}")
     return value  # type: ignore[return-value]

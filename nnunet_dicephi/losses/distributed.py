@@ -41,14 +41,19 @@ class _AllGather(torch.autograd.Function):
         return grad[ctx.rank], None
 
 
+def _batch_sizes(batch: int, device: torch.device, group) -> list[int]:
+    """Every process's batch size, in rank order (one exchange and one host synchronisation)."""
+    counts = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(counts, torch.tensor([batch], dtype=torch.long, device=device), group=group)
+    return [int(count) for count in counts]
+
+
 def gather_map_sums(sums: MapSums, group=None) -> MapSums:
     """The map sums of every process, concatenated along the batch in rank order."""
     if not is_distributed(group):
         return sums
     batch, classes = sums.intersection.shape
-    sizes = [torch.zeros(1, dtype=torch.long, device=sums.voxels.device) for _ in range(dist.get_world_size(group))]
-    dist.all_gather(sizes, torch.tensor([batch], dtype=torch.long, device=sums.voxels.device), group=group)
-    sizes = [int(s) for s in sizes]
+    sizes = _batch_sizes(batch, sums.voxels.device, group)
     packed = torch.cat((sums.intersection, sums.pred, sums.target, sums.voxels.unsqueeze(1)), dim=1)
     padded = torch.zeros((max(sizes), packed.shape[1]), dtype=packed.dtype, device=packed.device)
     padded = padded.index_copy(0, torch.arange(batch, device=packed.device), packed)
@@ -64,9 +69,7 @@ def gather_annotated(annotated: Tensor, group=None) -> Tensor:
     if not is_distributed(group):
         return annotated
     batch = annotated.shape[0]
-    sizes = [torch.zeros(1, dtype=torch.long, device=annotated.device) for _ in range(dist.get_world_size(group))]
-    dist.all_gather(sizes, torch.tensor([batch], dtype=torch.long, device=annotated.device), group=group)
-    sizes = [int(s) for s in sizes]
+    sizes = _batch_sizes(batch, annotated.device, group)
     padded = torch.zeros((max(sizes), annotated.shape[1]), dtype=torch.uint8, device=annotated.device)
     padded[:batch] = annotated.to(torch.uint8)
     parts = [torch.empty_like(padded) for _ in sizes]

@@ -55,7 +55,7 @@ def mime_constants(mean_label_volume: Tensor, map_voxels: float) -> tuple[Tensor
     return a.float(), b.float()
 
 
-def mime_from_sums(sums: MapSums, a: Tensor, b: Tensor, annotated: Tensor | None) -> Tensor:
+def mime_from_sums(sums: MapSums, a: Tensor | float, b: Tensor | float, annotated: Tensor | None) -> Tensor:
     keep = kept_maps(sums, annotated)
     a = torch.as_tensor(a, dtype=sums.pred.dtype, device=sums.pred.device)
     b = torch.as_tensor(b, dtype=sums.pred.dtype, device=sums.pred.device)

@@ -45,6 +45,7 @@ from .overlap import (
     EpsPer,
     LeafMean,
     MapSums,
+    MeanOver,
     Weighting,
     accumulation_dtype,
     dice_from_sums,
@@ -89,6 +90,11 @@ class Prepared(NamedTuple):
     target: Tensor
     """Label map ``(B, 1, *spatial)`` (softmax) or dense regions ``(B, R, *spatial)`` (sigmoid)."""
     voxel_mask: Tensor | None
+
+    def require_probs(self) -> Tensor:
+        """The probabilities; every loss but the cross-entropy asks for them (``needs_probs``)."""
+        assert self.probs is not None, "built by a loss with needs_probs = False"
+        return self.probs
 
 
 class SegmentationLoss(nn.Module):
@@ -179,6 +185,8 @@ class _OverlapLoss(SegmentationLoss):
     """Losses computed from the per-map sums: Dice, V-Net, leaf, GDL, Jaccard, Tversky, Mime."""
 
     squared = False
+    eps_nr: Epsilon
+    eps_dr: Epsilon
 
     def __init__(
         self,
@@ -210,7 +218,11 @@ class _OverlapLoss(SegmentationLoss):
 
     def loss_from_prepared(self, prepared: Prepared, annotated: Tensor | None) -> Tensor:
         sums = map_sums(
-            prepared.probs, prepared.target, squared=self.squared, voxel_mask=prepared.voxel_mask, validate=False
+            prepared.require_probs(),
+            prepared.target,
+            squared=self.squared,
+            voxel_mask=prepared.voxel_mask,
+            validate=False,
         )
         if self.distributed:
             if annotated is None:
@@ -268,7 +280,7 @@ class DiceLoss(_OverlapLoss):
     """
 
     drop_empty_subsets = False
-    mean_over = "present"
+    mean_over: MeanOver = "present"
 
     def __init__(
         self,
@@ -422,10 +434,11 @@ class MarginalDiceLoss(DiceLoss):
     def loss_from_prepared(self, prepared: Prepared, annotated: Tensor | None) -> Tensor:
         if annotated is None:
             return super().loss_from_prepared(prepared, None)
-        annotated = annotated.to(prepared.probs.device)
+        probs = prepared.require_probs()
+        annotated = annotated.to(probs.device)
         kept = annotated.clone()
         kept[:, 0] = True
-        merged = prepared._replace(probs=marginalize_probs(prepared.probs, annotated))
+        merged = prepared._replace(probs=marginalize_probs(probs, annotated))
         return super().loss_from_prepared(merged, kept)
 
 
@@ -443,7 +456,7 @@ class LovaszSoftmaxLoss(SegmentationLoss):
 
     def loss_from_prepared(self, prepared: Prepared, annotated: Tensor | None) -> Tensor:
         return lovasz_softmax_loss(
-            prepared.probs,
+            prepared.require_probs(),
             prepared.target,
             per_image=self.per_image,
             classes=self.classes,
@@ -466,9 +479,15 @@ class ExclusionLoss(SegmentationLoss):
     def loss_from_prepared(self, prepared: Prepared, annotated: Tensor | None) -> Tensor:
         if annotated is None:
             # nothing to exclude; keep the graph connected so backward() works as for any loss
-            return prepared.probs.sum(dtype=accumulation_dtype(prepared.probs.dtype)) * 0.0
+            probs = prepared.require_probs()
+            return probs.sum(dtype=accumulation_dtype(probs.dtype)) * 0.0
         return exclusion_loss(
-            prepared.probs, prepared.target, annotated, eps=self.eps, voxel_mask=prepared.voxel_mask, validate=False
+            prepared.require_probs(),
+            prepared.target,
+            annotated,
+            eps=self.eps,
+            voxel_mask=prepared.voxel_mask,
+            validate=False,
         )
 
 

@@ -150,7 +150,9 @@ class _LabelMapSums(torch.autograd.Function):
     def backward(ctx, grad_inter: Tensor | None, grad_pred: Tensor | None):
         labels, mask = ctx.saved_tensors
         batch, voxels = labels.shape
-        dtype = grad_inter.dtype if grad_inter is not None else grad_pred.dtype
+        given = grad_inter if grad_inter is not None else grad_pred
+        assert given is not None  # autograd passes at least one gradient
+        dtype = given.dtype
         if grad_pred is None:
             grad = torch.zeros((batch, ctx.classes, voxels), dtype=dtype, device=labels.device)
         elif mask is None:
@@ -323,7 +325,7 @@ def drop_background(sums: MapSums, annotated: Tensor | None, *extra: Epsilon | T
 
 class _Prepared(NamedTuple):
     sums: MapSums
-    phi: str
+    phi: Phi
     eps_nr: Epsilon
     eps_dr: Epsilon
     annotated: Tensor | None
@@ -614,7 +616,7 @@ def generalized_dice_loss(
 
 
 def generalized_dice_from_sums(
-    sums: MapSums, *, phi: str, eps_nr: Epsilon, eps_dr: Epsilon, annotated: Tensor | None, eps_per: EpsPer = "subset"
+    sums: MapSums, *, phi: Phi, eps_nr: Epsilon, eps_dr: Epsilon, annotated: Tensor | None, eps_per: EpsPer = "subset"
 ) -> Tensor:
     weights = generalized_dice_weights(sums, kept_maps(sums, annotated), phi)
     return dice_from_sums(
@@ -633,7 +635,7 @@ def generalized_dice_from_sums(
 
 
 def jaccard_from_sums(
-    sums: MapSums, *, phi: str, eps_nr: Epsilon, eps_dr: Epsilon, annotated: Tensor | None, eps_per: EpsPer = "subset"
+    sums: MapSums, *, phi: Phi, eps_nr: Epsilon, eps_dr: Epsilon, annotated: Tensor | None, eps_per: EpsPer = "subset"
 ) -> Tensor:
     inter = sums.intersection
     return ratio_loss(
@@ -683,7 +685,7 @@ def tversky_from_sums(
     *,
     alpha: float,
     beta: float,
-    phi: str,
+    phi: Phi,
     eps_nr: Epsilon,
     eps_dr: Epsilon,
     annotated: Tensor | None,

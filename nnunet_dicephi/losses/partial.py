@@ -88,9 +88,10 @@ def marginal_dice_loss(
         include_background: False drops the merged background from the loss.
     """
     check_probs(probs)
-    annotated = check_annotated(annotated, probs.shape[0], probs.shape[1])
-    if annotated is None:
+    checked = check_annotated(annotated, probs.shape[0], probs.shape[1])
+    if checked is None:
         raise ValueError("annotated must be a (B, C) bool tensor for marginal_dice_loss; got None")
+    annotated = checked
     kept = annotated.clone()
     kept[:, 0] = True
     return soft_dice_loss(
@@ -283,9 +284,10 @@ def exclusion_loss(
     if validate:
         check_probs(probs)
         labels = check_target(probs, target)
-        annotated = check_annotated(annotated, batch, classes)
-        if annotated is None:
+        checked = check_annotated(annotated, batch, classes)
+        if checked is None:
             raise ValueError("annotated must be a (B, C) bool tensor for exclusion_loss; got None")
+        annotated = checked
         eps = check_eps("eps", eps, classes)
         if isinstance(eps, Tensor):
             raise ValueError("exclusion_loss takes a scalar eps")

@@ -4,6 +4,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
@@ -111,3 +113,13 @@ def test_a_unit_failure_stops_the_run_before_the_end_to_end_layer(tmp_path):
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"], cwd=tmp_path, capture_output=True, text=True
     )
     assert run.returncode == 0 and "2 passed" in run.stdout
+
+
+@pytest.mark.slow
+def test_the_typed_api_type_checks(tmp_path):
+    """mypy over the loss package and the loss configuration (``[tool.mypy]`` in pyproject)."""
+    run = subprocess.run(
+        [sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "Success" in run.stdout
