@@ -92,7 +92,7 @@ def lesion_case(rng: np.random.Generator, kind: str, size: int) -> tuple[np.ndar
     B's stripes (every other pair of columns) are 1.05 darker. How much B looks like A decides two
     behaviours at once: the more alike, the better a network that learned A alone segments B when
     Φ=I ignores B's empty maps, and the slower Φ=BI and the heuristic ε learn to leave B out.
-    Measured (README, The demo): stripes 1.2 darker, Φ=I reached DSC B 0.86–0.93 only; 0.9 darker,
+    Measured (docs/demo.md): stripes 1.2 darker, Φ=I reached DSC B 0.86–0.93 only; 0.9 darker,
     Φ=BI learned the empty maps only in the last of 20 epochs (test DSC B 0.07); one column in three
     1.2 darker, or stripes brighter than A, and Φ=BI was still at DSC B 0.56 or 0.87 at the end.
     """
@@ -287,7 +287,7 @@ def explain(expectation: Expectation, scores: dict, trend: dict) -> str:
         if a_volume < 0.2:
             problems.append(
                 f"fell into empty maps for the labelled type too: predicted volume of A {_pct(a_volume)} of the "
-                f"lesion at the end (the absorbing all-empty state, README: When the heuristic ε learns nothing)"
+                f"lesion at the end (the absorbing all-empty state, docs/trainers.md: When the heuristic ε learns nothing)"
             )
         elif a_last - a_first > 0.03:
             problems.append(
@@ -505,7 +505,7 @@ def default_device() -> str:
 def trainer_name(base: str, size: DemoSize, train_seed: int = DEFAULT_TRAIN_SEED) -> str:
     # nnU-Net's 1e-2 instead of the Dice-only presets' 1e-3: the demo's few hundred iterations are too
     # few at 1e-3 for Φ=BI and the heuristic ε to learn empty maps; with the labelled type in the
-    # majority the heuristic ε did not collapse at 1e-2 (README, "When the heuristic ε learns nothing")
+    # majority the heuristic ε did not collapse at 1e-2 (docs/trainers.md, "When the heuristic ε learns nothing")
     return f"{base}_ep{size.epochs}_it{size.iterations}_lr1e-2_seed{train_seed}"
 
 

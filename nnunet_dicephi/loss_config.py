@@ -187,7 +187,7 @@ class LossConfig:
         saturated: no gradient is left to recover); at 1e-3 none did (``scripts/lr_collapse.py``).
         A CE term keeps a non-vanishing gradient on labelled voxels, so Dice+CE keeps nnU-Net's rate.
         Every Dice-only preset shares the rate so that Φ and ε are compared at equal training settings.
-        A lower rate lowers the risk of that collapse, it does not exclude it (README, Learning rate).
+        A lower rate lowers the risk of that collapse, it does not exclude it (docs/trainers.md, Learning rate).
         """
         return 1e-2 if self.ce else 1e-3
 
