@@ -287,7 +287,8 @@ def explain(expectation: Expectation, scores: dict, trend: dict) -> str:
         if a_volume < 0.2:
             problems.append(
                 f"fell into empty maps for the labelled type too: predicted volume of A {_pct(a_volume)} of the "
-                f"lesion at the end (the absorbing all-empty state, docs/trainers.md: When the heuristic ε learns nothing)"
+                f"lesion at the end (the absorbing all-empty state, docs/trainers.md: "
+                "When the heuristic ε learns nothing)"
             )
         elif a_last - a_first > 0.03:
             problems.append(

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .overlap import MapSums
+from .sums import MapSums
 
 __all__ = ["gather_map_sums", "gather_annotated", "is_distributed"]
 

@@ -18,7 +18,7 @@ from ._validation import (
     check_target,
     check_voxel_mask,
 )
-from .overlap import accumulation_dtype, no_autocast
+from .sums import accumulation_dtype, no_autocast
 
 __all__ = ["lovasz_softmax_loss"]
 

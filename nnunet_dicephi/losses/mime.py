@@ -18,7 +18,8 @@ import torch
 from torch import Tensor
 
 from ._validation import check_annotated, check_probs, check_target, check_voxel_mask, values_checkable
-from .overlap import MapSums, drop_background, kept_maps, map_sums, no_autocast
+from .subsets import drop_background, kept_maps
+from .sums import MapSums, map_sums, no_autocast
 
 __all__ = ["mime_loss", "mime_constants", "mime_from_sums"]
 

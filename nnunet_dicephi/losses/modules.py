@@ -39,23 +39,23 @@ from .distributed import gather_annotated, gather_map_sums
 from .lovasz import lovasz_softmax_loss
 from .mime import _check_constant, mime_from_sums
 from .overlap import (
+    dice_from_sums,
+    generalized_dice_from_sums,
+    jaccard_from_sums,
+    tversky_from_sums,
+)
+from .partial import exclusion_loss, marginal_cross_entropy, marginalize_probs, masked_binary_cross_entropy
+from .subsets import (
     EPS_PER,
     LEAF_MEANS,
     WEIGHTINGS,
     EpsPer,
     LeafMean,
-    MapSums,
     MeanOver,
     Weighting,
-    accumulation_dtype,
-    dice_from_sums,
     drop_background,
-    generalized_dice_from_sums,
-    jaccard_from_sums,
-    map_sums,
-    tversky_from_sums,
 )
-from .partial import exclusion_loss, marginal_cross_entropy, marginalize_probs, masked_binary_cross_entropy
+from .sums import MapSums, accumulation_dtype, map_sums
 
 __all__ = [
     "Prepared",

@@ -26,7 +26,8 @@ from ._validation import (
     check_target,
     check_voxel_mask,
 )
-from .overlap import accumulation_dtype, no_autocast, soft_dice_loss
+from .overlap import soft_dice_loss
+from .sums import accumulation_dtype, no_autocast
 
 __all__ = [
     "marginalize_probs",
