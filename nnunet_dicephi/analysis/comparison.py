@@ -17,8 +17,6 @@ from .metrics import METRICS
 CONFIDENCE_LEVEL = 0.95
 
 
-
-
 @dataclass(frozen=True)
 class PairedComparison:
     """Paired bootstrap of the mean difference ``a − b`` over common cases."""
@@ -87,7 +85,6 @@ def _seeded(generator: np.random.Generator) -> dict:
 
     # scipy ≥ 1.15 names the generator `rng`; older releases `random_state`
     return {"rng" if "rng" in inspect.signature(bootstrap).parameters else "random_state": generator}
-
 
 
 PER_CASE_COLUMNS = (

@@ -20,8 +20,6 @@ _MAX_LISTED = 12
 """Offenders named per problem before "and N more"."""
 
 
-
-
 @dataclass
 class Configuration:
     """One set of predictions to report on: a trainer folder (folds pooled) or a prediction folder."""

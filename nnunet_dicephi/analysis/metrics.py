@@ -22,8 +22,6 @@ class ReportError(ValueError):
     """Inputs that cannot be reported on; the message names every offender and how to fix it."""
 
 
-
-
 @dataclass(frozen=True)
 class SegmentationClass:
     """One evaluated class: a label, or in region-based datasets a region (a union of labels)."""
