@@ -124,6 +124,7 @@ def test_one_graph_forward_and_backward_equal_to_eager(name, ignore, partial):
     torch.testing.assert_close(traced[1], eager[1], rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "ignore", "partial"),
     [("dicece-BI", True, True), ("lovasz-per-image", False, True), ("sigmoid-dicece-I", True, True)],

@@ -1,5 +1,6 @@
 """Two CPU processes (gloo) with unequal batches equal one process on the concatenated batch."""
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -40,6 +41,7 @@ def _worker(rank, world, store, out):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one(tmp_path):
     mp.spawn(_worker, args=(2, str(tmp_path / "store"), str(tmp_path / "out")), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"out.{r}") for r in range(2)]

@@ -91,6 +91,7 @@ def test_every_direct_dependency_is_declared():
     assert not undeclared, f"imported but not declared in pyproject's dependencies: {undeclared}"
 
 
+@pytest.mark.slow
 def test_a_unit_failure_stops_the_run_before_the_end_to_end_layer(tmp_path):
     (tmp_path / "tests" / "unit").mkdir(parents=True)
     (tmp_path / "tests" / "e2e").mkdir()

@@ -251,6 +251,7 @@ def test_report_numbers_on_toy_results(toy, tmp_path):
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_bootstrap_in_report_is_seeded_and_identical_configurations_give_p_1(toy, tmp_path):
     trainer_folder(toy.parent, "TrainerC", TRAINER_A)  # the same predictions as TrainerA
     first = build_report([toy], tmp_path / "one", n_resamples=500, seed=7, workers=1)

@@ -174,6 +174,7 @@ def test_startup_hook_keeps_user_entries_first_and_can_be_switched_off():
     assert off.strip() == "None"
 
 
+@pytest.mark.slow
 def test_stock_lookup_finds_presets_and_parametric_names():
     code = (
         "from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as find\n"
