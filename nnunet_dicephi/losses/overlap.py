@@ -26,6 +26,7 @@ from ._validation import (
 from .subsets import (
     EPS_PER,
     LEAF_MEANS,
+    MEAN_OVER,
     WEIGHTINGS,
     EpsPer,
     LeafMean,
@@ -154,6 +155,8 @@ def soft_dice_loss(
     voxel_mask: Tensor | None = None,
     annotated: Tensor | None = None,
     include_background: bool = True,
+    drop_empty_subsets: bool = False,
+    mean_over: MeanOver = "present",
 ) -> Tensor:
     r"""General Dice loss over the reduction sets Φ (Tilborghs, Bertels et al., MICCAI 2022, Eq. 3).
 
@@ -190,6 +193,10 @@ def soft_dice_loss(
         voxel_mask: ``(B, 1, *spatial)``; zero removes the voxel from every subset.
         annotated: ``(B, C)`` bool; False removes map ``(b, c)`` from every subset.
         include_background: False drops channel 0 from the loss.
+        drop_empty_subsets: empty every subset whose labels sum to zero (leaf Dice,
+            :func:`leaf_dice_loss`).
+        mean_over: ``"present"``: the mean over the subsets left; ``"all"``: over every subset of Φ,
+            a subset that left counting 0.
 
     Returns:
         Scalar loss in float32 (float64 for float64 input). Subsets left with no map leave Φ; if
@@ -225,6 +232,8 @@ def soft_dice_loss(
         class_weights=p.class_weights,
         weighting=weighting,
         annotated=p.annotated,
+        drop_empty_subsets=drop_empty_subsets,
+        mean_over=check_choice("mean_over", mean_over, MEAN_OVER),
     )
 
 
@@ -233,25 +242,10 @@ def vnet_dice_loss(probs: Tensor, target: Tensor, **kwargs) -> Tensor:
     return soft_dice_loss(probs, target, squared=True, **kwargs)
 
 
-def leaf_dice_loss(
-    probs: Tensor,
-    target: Tensor,
-    *,
-    phi: Phi = "I",
-    eps_nr: Epsilon = 1e-7,
-    eps_dr: Epsilon = 1e-7,
-    squared: bool = False,
-    class_weights: Tensor | None = None,
-    weighting: Weighting = "term",
-    eps_per: EpsPer = "subset",
-    mean_over: LeafMean = "all",
-    voxel_mask: Tensor | None = None,
-    annotated: Tensor | None = None,
-    include_background: bool = True,
-) -> Tensor:
+def leaf_dice_loss(probs: Tensor, target: Tensor, *, mean_over: LeafMean = "all", **kwargs) -> Tensor:
     """Leaf Dice (Fidon et al., 2021) as a choice of Φ: subsets whose labels sum to zero are emptied.
 
-    Same arguments as :func:`soft_dice_loss`. Subsets are emptied afresh at every call, so an
+    Takes the arguments of :func:`soft_dice_loss`. Subsets are emptied afresh at every call, so an
     unannotated or empty structure never receives a gradient; with ``annotated`` the unannotated
     maps leave the subsets first.
 
@@ -261,31 +255,8 @@ def leaf_dice_loss(
     over the subsets with labels only (this package's form before 0.2.0).
     """
     check_choice("mean_over", mean_over, LEAF_MEANS)
-    check_choice("weighting", weighting, WEIGHTINGS)
-    p = prepare_overlap(
-        probs,
-        target,
-        phi=phi,
-        eps_nr=eps_nr,
-        eps_dr=eps_dr,
-        eps_per=eps_per,
-        squared=squared,
-        voxel_mask=voxel_mask,
-        annotated=annotated,
-        class_weights=class_weights,
-        include_background=include_background,
-    )
-    return dice_from_sums(
-        p.sums,
-        phi=p.phi,
-        eps_nr=p.eps_nr,
-        eps_dr=p.eps_dr,
-        eps_per=eps_per,
-        class_weights=p.class_weights,
-        weighting=weighting,
-        annotated=p.annotated,
-        drop_empty_subsets=True,
-        mean_over="all" if mean_over == "all" else "present",
+    return soft_dice_loss(
+        probs, target, drop_empty_subsets=True, mean_over="all" if mean_over == "all" else "present", **kwargs
     )
 
 

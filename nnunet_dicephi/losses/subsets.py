@@ -15,6 +15,7 @@ Weighting = Literal["term", "inside"]
 MeanOver = Literal["present", "all"]
 LeafMean = Literal["all", "labelled"]
 LEAF_MEANS: tuple[LeafMean, ...] = ("all", "labelled")
+MEAN_OVER: tuple[MeanOver, ...] = ("present", "all")
 EPS_PER: tuple[EpsPer, ...] = ("subset", "map")
 """Where a per-class ε is added: once per subset of Φ (Eq. 3, the default), or once per kept map."""
 WEIGHTINGS: tuple[Weighting, ...] = ("term", "inside")
