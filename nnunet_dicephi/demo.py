@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from nnunet_dicephi._files import replace_folder, staging_folder, write_text_atomically
+from nnunet_dicephi._nnunet_names import results_folder_name
 
 DATASET_ID = 987
 DATASET_NAME = f"Dataset{DATASET_ID}_DicePhiDemo"
@@ -567,7 +568,7 @@ def train_and_evaluate(
         marker="Epoch time:",
     )
     target = runner.out / "predictions" / label
-    fold = runner.out / "nnUNet_results" / DATASET_NAME / f"{name}__nnUNetPlans__2d" / "fold_0"
+    fold = runner.out / "nnUNet_results" / DATASET_NAME / results_folder_name(name, "nnUNetPlans", "2d") / "fold_0"
     predict(runner, fold.parent, raw_dir / "imagesTs", target, runner.logs / f"predict_{label}.log")
     scores = evaluate(target, raw_dir)
     types = json.loads((raw_dir / "lesion_types.json").read_text())["val"]

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nnunet_dicephi._nnunet_names import parse_results_folder_name
 from nnunet_dicephi.partial_labels import AnnotationTable, ManifestError, load_manifest
 
 if TYPE_CHECKING:
@@ -299,15 +300,23 @@ def discover(
     return configurations, problems.items, notes
 
 
+def _trainer_of(folder_name: str) -> str:
+    """The trainer of a results folder name; a plain folder's own name when it is not one."""
+    try:
+        return parse_results_folder_name(folder_name).trainer
+    except ValueError:
+        return folder_name
+
+
 def _name_configurations(configurations: list[Configuration]) -> None:
     by_dataset: dict[str, list[Configuration]] = {}
     for configuration in configurations:
         by_dataset.setdefault(configuration.dataset, []).append(configuration)
     for group in by_dataset.values():
-        trainers = [c.folder.name.split("__")[0] for c in group if c.kind == "trainer"]
+        trainers = [_trainer_of(c.folder.name) for c in group if c.kind == "trainer"]
         names = []
         for configuration in group:
-            trainer = configuration.folder.name.split("__")[0]
+            trainer = _trainer_of(configuration.folder.name)
             short = configuration.kind == "trainer" and trainers.count(trainer) == 1
             names.append(trainer if short else configuration.folder.name)
         # equal folder names in different places: name them by their parent folder too

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from nnunet_dicephi._nnunet_names import SEPARATOR, results_folder_name
 from nnunet_dicephi.loss_config import DEFAULT_EPS
 
 from .eq4 import maps_per_subset
@@ -86,7 +87,7 @@ def sweep_names(
     for _, eps in ordered:
         config = LossConfig(loss="Dice", phi="I", eps_nr=eps, eps_dr=eps, epochs=epochs)
         name = trainer_name(config)
-        if parse_trainer_name(name) != config or "." in name or "__" in name:
+        if parse_trainer_name(name) != config or "." in name or SEPARATOR in name:
             raise AssertionError(f"sweep name {name!r} does not round-trip")  # a bug in the grammar
         entries.append(SweepEntry(eps, name))
     return entries
@@ -124,7 +125,9 @@ def sweep_recipe(
     lines += [
         "",
         REPORT_COMMAND.format(
-            folders=" \\\n    ".join(f"{_results_folder(dataset)}/{t}__{plans}__{configuration}" for t in trainers),
+            folders=" \\\n    ".join(
+                f"{_results_folder(dataset)}/{results_folder_name(t, plans, configuration)}" for t in trainers
+            ),
             folds=" ".join(folds),
         ),
         "",

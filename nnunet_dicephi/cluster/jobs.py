@@ -30,6 +30,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from nnunet_dicephi._nnunet_names import results_folder_name
+
 from .spec import STAGES, DatasetSpec, ExperimentSpec, Resources, SpecError
 
 CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
@@ -66,7 +68,7 @@ class TrainUnit:
 
     @property
     def trainer_folder(self) -> str:
-        return f"{self.trainer}__{self.plans}__{self.configuration}"
+        return results_folder_name(self.trainer, self.plans, self.configuration)
 
     @property
     def key(self) -> str:
@@ -283,7 +285,7 @@ def predict_tasks(spec: ExperimentSpec, dataset: DatasetSpec, name: str) -> list
         workers = str(min(3, spec.resources.predict.cpus))
         for configuration in dataset.configurations:
             for trainer in dataset.trainers:
-                folder = f"{trainer}__{dataset.plans}__{configuration}"
+                folder = results_folder_name(trainer, dataset.plans, configuration)
                 target = prediction_folder(spec, name, folder)
                 commands = [
                     (
@@ -316,7 +318,7 @@ def report_commands(spec: ExperimentSpec, names: Mapping[int, str]) -> tuple[tup
 
     def folders(dataset: DatasetSpec) -> list[str]:
         return [
-            str(results / names[dataset.id] / f"{t}__{dataset.plans}__{c}")
+            str(results / names[dataset.id] / results_folder_name(t, dataset.plans, c))
             for c in dataset.configurations
             for t in dataset.trainers
         ]
@@ -339,7 +341,7 @@ def report_commands(spec: ExperimentSpec, names: Mapping[int, str]) -> tuple[tup
         if d.test_labels is None:
             continue
         predictions = [
-            str(prediction_folder(spec, names[d.id], f"{t}__{d.plans}__{c}"))
+            str(prediction_folder(spec, names[d.id], results_folder_name(t, d.plans, c)))
             for c in d.configurations
             for t in d.trainers
         ]

@@ -21,6 +21,8 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
+from nnunet_dicephi._nnunet_names import parse_results_folder_name
+
 from . import slurm
 from .jobs import CROSSVAL, FoldState, fold_state, grid, marker_path, predict_tasks, preprocessed, resolve_datasets
 from .spec import ExperimentSpec
@@ -121,7 +123,10 @@ def collect(
             rows.append(Row("train", name, unit.configuration, unit.trainer, str(unit.fold), status, job_id, detail))
         for task in predict_tasks(spec, dataset, name):
             last = task.key.rsplit("/", 1)[1]
-            trainer, _, configuration = last.split("__") if last != CROSSVAL else ("cross-validation", "", "")
+            if last == CROSSVAL:
+                trainer, configuration = "cross-validation", ""
+            else:
+                trainer, _, configuration = parse_results_folder_name(last)
             if task.marker is not None and task.marker.is_file():
                 status, job_id, detail = "done", getattr(records.get(task.key), "job_id", ""), ""
             else:

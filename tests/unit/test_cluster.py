@@ -697,3 +697,22 @@ def test_submit_dry_run_prints_the_scripts_and_submits_nothing(tmp_path):
     assert not (tmp_path / "out" / "cluster_state.json").exists()
     code, out, _ = cli("status", str(spec))
     assert code == 0 and out.splitlines()[-1] == "13 missing"  # 1 preprocess, 10 folds, 1 predict, 1 report
+
+
+def test_results_folder_names_are_nnunets():
+    from nnunetv2.utilities.file_path_utilities import (
+        convert_identifier_to_trainer_plans_config,
+        convert_trainer_plans_config_to_identifier,
+    )
+
+    from nnunet_dicephi._nnunet_names import parse_results_folder_name, results_folder_name
+
+    name = results_folder_name("TrainerDiceBI_eps1e-5_CE", "nnUNetResEncUNetMPlans", "3d_fullres")
+    assert name == convert_trainer_plans_config_to_identifier(
+        "TrainerDiceBI_eps1e-5_CE", "nnUNetResEncUNetMPlans", "3d_fullres"
+    )
+    assert list(
+        parse_results_folder_name(f"/results/Dataset501_X/{name}")
+    ) == convert_identifier_to_trainer_plans_config(name)
+    with pytest.raises(ValueError, match="not an nnU-Net results folder name"):
+        parse_results_folder_name("predictions_of_my_model")
