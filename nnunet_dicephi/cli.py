@@ -7,6 +7,8 @@ import contextlib
 import sys
 from collections.abc import Sequence
 
+from nnunet_dicephi._cli import non_negative_int
+
 
 def _info(_: argparse.Namespace) -> int:
     from importlib.metadata import version
@@ -57,16 +59,6 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
 def _demo(args: argparse.Namespace) -> int:
     from nnunet_dicephi import demo
 
@@ -92,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="seed of the toy dataset (default: 0)")
     demo.add_argument(
         "--train-seed",
-        type=_non_negative,
+        type=non_negative_int,
         default=0,
         help="seed of the training: weights, patches, augmentation (default: 0; the trainers' seed<N> option)",
     )

@@ -66,6 +66,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from nnunet_dicephi._cli import refuse
 from nnunet_dicephi.loss_config import PHIS
 
 from .eq4 import (
@@ -522,8 +523,7 @@ def run_gradients(args: argparse.Namespace) -> int:
         settings = _settings(args)
         tmp = _prepare_output(args.output, args.force)
     except _InputError as error:
-        print(f"nnunet-dicephi gradients: {error}", file=sys.stderr)
-        return 2
+        return refuse("gradients", error)
     model = {"empty_fraction": settings.empty_fraction, "overlap": settings.overlap, "outside": settings.outside}
     rows = _rows(settings.scenarios, settings.phis, settings.batch_sizes, settings.eps, fp=settings.fp, **model)
     table = _table_text(rows)

@@ -97,6 +97,8 @@ from nnunet_dicephi._files import staging_folder, write_text_atomically
 if TYPE_CHECKING:
     import pandas as pd
 
+from nnunet_dicephi._cli import positive_int, refuse
+
 from .comparison import (  # noqa: F401 - the report's public API
     PER_CASE_COLUMNS,
     PairedComparison,
@@ -368,13 +370,6 @@ def build_report(
 # --- command line -----------------------------------------------------------------------------
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def add_parser(verbs: Any) -> None:
     """Add the ``report`` verb to the subparsers object of the ``nnunet-dicephi`` command."""
     parser = verbs.add_parser(
@@ -417,14 +412,18 @@ def add_parser(verbs: Any) -> None:
     )
     parser.add_argument(
         "--n-resamples",
-        type=_positive,
+        type=positive_int,
         default=10000,
         metavar="N",
         help="bootstrap resamples per test (default: 10000)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default: 0)")
     parser.add_argument(
-        "-j", "--workers", type=_positive, metavar="N", help="processes reading cases (default: min(4, number of CPUs))"
+        "-j",
+        "--workers",
+        type=positive_int,
+        metavar="N",
+        help="processes reading cases (default: min(4, number of CPUs))",
     )
     parser.add_argument("--force", action="store_true", help="replace an earlier report in the output folder")
     parser.set_defaults(func=run_report)
@@ -446,8 +445,7 @@ def run_report(args: argparse.Namespace) -> int:
             all_pairs=args.all_pairs,
         )
     except ReportError as error:
-        print(f"nnunet-dicephi report: error: {error}", file=sys.stderr)
-        return 2
+        return refuse("report", error)
     for note in report.notes:
         print(f"note: {note}", file=sys.stderr)
     for r in report.summary.to_dict("records"):

@@ -6,12 +6,9 @@ import argparse
 import sys
 from typing import Any
 
+from nnunet_dicephi._cli import refuse
+
 from .spec import STAGES
-
-
-def _error(verb: str, error: Exception) -> int:
-    print(f"nnunet-dicephi {verb}: error: {error}", file=sys.stderr)
-    return 2
 
 
 def run_submit(args: argparse.Namespace) -> int:
@@ -28,7 +25,7 @@ def run_submit(args: argparse.Namespace) -> int:
         else:
             submit(spec, stages)
     except (SpecError, slurm.SubmissionError, RuntimeError, ValueError, OSError) as error:
-        return _error("submit", error)
+        return refuse("submit", error)
     return 0
 
 
@@ -41,7 +38,7 @@ def run_status(args: argparse.Namespace) -> int:
         spec = load_spec(args.spec)
         rows, notes = status(spec)
     except (SpecError, RuntimeError, ValueError, OSError) as error:
-        return _error("status", error)
+        return refuse("status", error)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     print(as_json(rows) if args.json else table(rows))

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from nnunet_dicephi._cli import positive_int, refuse
 from nnunet_dicephi.conversion import acdc, brats2018
 from nnunet_dicephi.conversion._core import FULL_LABELS_FOLDER, MANIFEST_FILE, ConversionError, ConversionResult
 from nnunet_dicephi.conversion.splits import DEFAULT_SEED, install_splits
@@ -25,13 +26,6 @@ _VIEW_HELP = (
 )
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1; got {value}")
-    return value
-
-
 def _common(parser: argparse.ArgumentParser, default_name: str) -> None:
     parser.add_argument("-d", "--dataset-id", type=int, required=True, metavar="ID", help="nnU-Net dataset id, 1-999")
     parser.add_argument(
@@ -41,7 +35,7 @@ def _common(parser: argparse.ArgumentParser, default_name: str) -> None:
     )
     parser.add_argument("--force", action="store_true", help="replace an existing dataset folder of the same name")
     parser.add_argument(
-        "-j", "--workers", type=_positive, metavar="N", help="processes converting cases (default: min(4, CPUs))"
+        "-j", "--workers", type=positive_int, metavar="N", help="processes converting cases (default: min(4, CPUs))"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -89,7 +83,7 @@ def _add_subcommands(parser: argparse.ArgumentParser) -> None:
     acdc_parser.add_argument(
         "--include-test", action="store_true", help="also convert testing/ (patients 101-150) into imagesTs/labelsTs"
     )
-    acdc_parser.add_argument("--folds", type=_positive, default=5, help="folds of the grouped split (default: 5)")
+    acdc_parser.add_argument("--folds", type=positive_int, default=5, help="folds of the grouped split (default: 5)")
     acdc_parser.add_argument(
         "--seed", type=int, default=DEFAULT_SEED, help=f"seed of the grouped split (default: {DEFAULT_SEED})"
     )
@@ -150,8 +144,7 @@ def _guarded(run):
         try:
             return run(args)
         except ConversionError as error:
-            print(f"nnunet-dicephi convert: error: {error}", file=sys.stderr)
-            return 2
+            return refuse("convert", error)
         except KeyboardInterrupt:
             print("nnunet-dicephi convert: interrupted; no dataset folder was written", file=sys.stderr)
             return 130

@@ -124,3 +124,16 @@ def test_the_typed_api_type_checks(tmp_path):
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "Success" in run.stdout
+
+
+def test_shared_cli_helpers():
+    import argparse
+
+    from nnunet_dicephi._cli import int_at_least, refuse
+
+    at_least_two = int_at_least(2)
+    assert at_least_two("7") == 7
+    for text, message in (("1", "must be at least 2; got 1"), ("x", "expected an integer >= 2; got 'x'")):
+        with pytest.raises(argparse.ArgumentTypeError, match=message):
+            at_least_two(text)
+    assert refuse("report", "no such folder") == 2
