@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nnunet_dicephi._problems import one_message
+
 MANIFEST_KEY = "dicephi_partial_labels"
 
 
@@ -134,8 +136,5 @@ def load_manifest(dataset_json: dict, case_ids: Iterable[str] | None = None) -> 
             if missing:
                 problems.append(f"'complete' is true but these cases are not listed: {', '.join(missing)}")
     if problems:
-        raise ManifestError(
-            f"invalid '{MANIFEST_KEY}' in dataset.json ({len(problems)} problem{'s' * (len(problems) > 1)}):\n  - "
-            + "\n  - ".join(problems)
-        )
+        raise ManifestError(one_message(f"invalid '{MANIFEST_KEY}' in dataset.json", problems))
     return AnnotationTable(names, rows)

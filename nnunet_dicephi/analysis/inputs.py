@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nnunet_dicephi._nnunet_names import parse_results_folder_name
+from nnunet_dicephi._problems import Problems
 from nnunet_dicephi.partial_labels import AnnotationTable, ManifestError, load_manifest
 
 if TYPE_CHECKING:
@@ -46,21 +47,9 @@ class Configuration:
         return self.manifest.annotated(case, segmentation_class.channel)
 
 
-class _Problems:
+def report_problems() -> Problems:
     """Problems collected over the whole run, raised as one ReportError."""
-
-    def __init__(self) -> None:
-        self.items: list[str] = []
-
-    def add(self, message: str) -> None:
-        self.items.append(message)
-
-    def raise_if_any(self) -> None:
-        if self.items:
-            count = len(self.items)
-            raise ReportError(
-                f"cannot build the report ({count} problem{'s' * (count > 1)}):\n  - " + "\n  - ".join(self.items)
-            )
+    return Problems("cannot build the report", ReportError)
 
 
 def _listed(names: Sequence[str]) -> str:
@@ -72,7 +61,7 @@ def _fold_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("fold_*") if p.is_dir())
 
 
-def _load_json(path: Path, problems: _Problems, what: str) -> dict | None:
+def _load_json(path: Path, problems: Problems, what: str) -> dict | None:
     try:
         with open(path, encoding="utf-8") as handle:
             content = json.load(handle)
@@ -88,7 +77,7 @@ def _load_json(path: Path, problems: _Problems, what: str) -> dict | None:
     return content
 
 
-def _reader_class(plans: dict | None, dataset_json: dict, example: Path | None, where: Path, problems: _Problems):
+def _reader_class(plans: dict | None, dataset_json: dict, example: Path | None, where: Path, problems: Problems):
     from nnunetv2.imageio.reader_writer_registry import (
         determine_reader_writer_from_dataset_json,
         recursive_find_reader_writer_by_name,
@@ -131,7 +120,7 @@ def _configuration(
     dataset_json_file: Path | None,
     folds: Sequence[str] | None,
     all_pairs: bool,
-    problems: _Problems,
+    problems: Problems,
     notes: list[str],
 ) -> Configuration | None:
     """Read one trainer or prediction folder; None (with problems added) if it cannot be used."""
@@ -255,7 +244,7 @@ def discover(
     all_pairs: bool = False,
 ) -> tuple[list[Configuration], list[str], list[str]]:
     """Find the configurations in the RESULTS_DIRs; returns them, the problems and notes."""
-    problems = _Problems()
+    problems = report_problems()
     notes: list[str] = []
     reference_dir = Path(reference) if reference is not None else None
     dataset_json_file = Path(dataset_json) if dataset_json is not None else None

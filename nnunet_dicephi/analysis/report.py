@@ -98,6 +98,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 from nnunet_dicephi._cli import positive_int, refuse
+from nnunet_dicephi._problems import Problems
 
 from .comparison import (  # noqa: F401 - the report's public API
     PER_CASE_COLUMNS,
@@ -107,7 +108,7 @@ from .comparison import (  # noqa: F401 - the report's public API
     paired_bootstrap,
     summarize,
 )
-from .inputs import Configuration, _Problems, discover
+from .inputs import Configuration, discover, report_problems
 from .metrics import (  # noqa: F401
     METRICS,
     CaseMetrics,
@@ -199,7 +200,7 @@ def _measure_all(
 
 
 def _per_case_rows(
-    configurations: list[Configuration], workers: int, problems: _Problems, notes: list[str]
+    configurations: list[Configuration], workers: int, problems: Problems, notes: list[str]
 ) -> list[dict]:
     jobs, owners = [], []
     for configuration in configurations:
@@ -338,7 +339,7 @@ def build_report(
     configurations, found, notes = discover(
         results_dirs, reference=reference, dataset_json=dataset_json, folds=folds, all_pairs=all_pairs
     )
-    problems = _Problems()
+    problems = report_problems()
     problems.items.extend(found)
     # measure whatever can be measured even when some inputs are broken, so that one error names
     # every missing reference and every mismatch at once

@@ -26,13 +26,14 @@ import re
 import shutil
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from nnunet_dicephi._files import staging_folder, write_text_atomically
+from nnunet_dicephi._problems import Problems, one_message
 
 View = Literal["missing", "empty"]
 """How a partially labelled dataset declares its emptied labels (see :mod:`nnunet_dicephi.conversion`)."""
@@ -57,9 +58,7 @@ class ConversionError(ValueError):
 
 def fail(what: str, problems: Sequence[str]) -> ConversionError:
     """One error for a list of problems, every problem on its own line."""
-    if len(problems) == 1:
-        return ConversionError(f"{what}: {problems[0]}")
-    return ConversionError(f"{what} ({len(problems)} problems):\n  - " + "\n  - ".join(problems))
+    return ConversionError(one_message(what, problems))
 
 
 # --- what a converter describes ---------------------------------------------------------------
@@ -702,13 +701,6 @@ def require_file(path: Path, problems: list[str]) -> bool:
     return False
 
 
-@dataclass
-class Problems:
-    """Problems found while checking a download's layout, raised together."""
-
-    what: str
-    items: list[str] = field(default_factory=list)
-
-    def raise_if_any(self) -> None:
-        if self.items:
-            raise fail(self.what, self.items)
+def layout_problems(what: str) -> Problems:
+    """Problems found while checking a download's layout, raised together as a ConversionError."""
+    return Problems(what, ConversionError)

@@ -31,10 +31,10 @@ from nnunet_dicephi.conversion._core import (
     ConversionError,
     ConversionResult,
     DatasetSpec,
-    Problems,
     Scheme,
     SourceCase,
     View,
+    layout_problems,
     require_dir,
     require_file,
     visible_dirs,
@@ -118,7 +118,7 @@ def find_cases(source: str | Path, include_test: bool = False) -> list[SourceCas
     ``training/`` folder (``testing/`` is then its sibling).
     """
     source = Path(source)
-    problems = Problems(f"{source} is not the ACDC data as downloaded")
+    problems = layout_problems(f"{source} is not the ACDC data as downloaded")
     if not require_dir(source, problems.items, "source folder"):
         problems.raise_if_any()
     if (source / "training").is_dir():

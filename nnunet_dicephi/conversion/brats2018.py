@@ -32,10 +32,10 @@ from nnunet_dicephi.conversion._core import (
     ConversionError,
     ConversionResult,
     DatasetSpec,
-    Problems,
     Scheme,
     SourceCase,
     View,
+    layout_problems,
     require_dir,
     require_file,
     visible_dirs,
@@ -109,7 +109,7 @@ def lgg_empty(target: str = "whole-tumour") -> Scheme:
 def find_cases(source: str | Path) -> list[SourceCase]:
     """Every subject of ``HGG/`` and ``LGG/``; raises naming every missing folder or file at once."""
     source = Path(source)
-    problems = Problems(f"{source} is not BraTS 2018 training data as downloaded")
+    problems = layout_problems(f"{source} is not BraTS 2018 training data as downloaded")
     if not require_dir(source, problems.items, "source folder"):
         problems.raise_if_any()
     cases = []

@@ -26,8 +26,8 @@ from pathlib import Path
 from nnunet_dicephi.conversion._core import (
     ConversionResult,
     DatasetSpec,
-    Problems,
     SourceCase,
+    layout_problems,
     require_dir,
     require_file,
     visible_dirs,
@@ -57,7 +57,7 @@ def _site_tag(name: str) -> str:
 def find_cases(source: str | Path) -> list[SourceCase]:
     """Every subject of every site; raises naming every missing site, folder or file at once."""
     source = Path(source)
-    problems = Problems(f"{source} is not WMH 2017 training data as downloaded")
+    problems = layout_problems(f"{source} is not WMH 2017 training data as downloaded")
     if not require_dir(source, problems.items, "source folder"):
         problems.raise_if_any()
     sites: dict[str, Path] = {}

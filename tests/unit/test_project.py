@@ -137,3 +137,15 @@ def test_shared_cli_helpers():
         with pytest.raises(argparse.ArgumentTypeError, match=message):
             at_least_two(text)
     assert refuse("report", "no such folder") == 2
+
+
+def test_one_problems_collector():
+    from nnunet_dicephi._problems import Problems, one_message
+
+    assert one_message("bad input", ["a"]) == "bad input: a"
+    assert one_message("bad input", ["a", "b"]) == "bad input (2 problems):\n  - a\n  - b"
+    problems = Problems("cannot build the report", KeyError)
+    problems.raise_if_any()  # nothing yet
+    problems.add("no predictions in x")
+    with pytest.raises(KeyError, match="cannot build the report: no predictions in x"):
+        problems.raise_if_any()

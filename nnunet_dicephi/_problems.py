@@ -1,0 +1,30 @@
+"""Collect every problem of an input, then raise them as one error that names each of them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+
+def one_message(what: str, problems: Sequence[str]) -> str:
+    """``what: problem``, or ``what (N problems):`` with one problem per line."""
+    if len(problems) == 1:
+        return f"{what}: {problems[0]}"
+    return f"{what} ({len(problems)} problems):\n  - " + "\n  - ".join(problems)
+
+
+@dataclass
+class Problems:
+    """Problems found while checking one input; :meth:`raise_if_any` raises them together."""
+
+    what: str
+    """What the input is not, or what cannot be done, e.g. ``"cannot build the report"``."""
+    error: type[Exception] = ValueError
+    items: list[str] = field(default_factory=list)
+
+    def add(self, message: str) -> None:
+        self.items.append(message)
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise self.error(one_message(self.what, self.items))
