@@ -72,3 +72,28 @@ def _running(pid: int) -> bool:
     except PermissionError:  # someone else's process
         return True
     return True
+
+
+def output_folder_problem(
+    output: str | os.PathLike, *, force: bool, marker: str, command: str, parent_must_exist: bool = False
+) -> str | None:
+    """Why ``command`` may not write its output folder ``output``, or None when it may.
+
+    A missing or empty folder is fine; a folder with content needs ``--force``, and ``--force``
+    replaces only an earlier output of the same command (recognised by the file ``marker`` in it),
+    never a folder of something else given by mistake.
+    """
+    output = Path(output).absolute()
+    if output.exists() and not output.is_dir():
+        return f"output {output} exists and is not a folder; choose another -o/--output"
+    if output.is_dir() and any(output.iterdir()):
+        if not force:
+            return f"output folder {output} exists and is not empty; pass --force to replace it"
+        if not (output / marker).is_file():
+            return (
+                f"output folder {output} holds no {marker}, so it is not an earlier output of {command}; "
+                "--force only replaces those: choose another -o/--output"
+            )
+    if parent_must_exist and not output.parent.is_dir():
+        return f"the parent folder of {output} does not exist"
+    return None

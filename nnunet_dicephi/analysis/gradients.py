@@ -491,21 +491,15 @@ def _settings(args: argparse.Namespace) -> _Settings:
 
 def _prepare_output(path: str, force: bool) -> str:
     """Check the output folder and return the temporary sibling to write into."""
+    from nnunet_dicephi._files import output_folder_problem
+
     path = os.path.abspath(path)
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise _InputError(f"output {path} exists and is not a folder")
-    if os.path.isdir(path) and os.listdir(path) and not force:
-        raise _InputError(f"output folder {path} exists and is not empty; use --force to replace it")
-    # --force replaces an earlier output of this command only, never a folder given by mistake
-    if os.path.isdir(path) and os.listdir(path) and not os.path.isfile(os.path.join(path, "gradients.csv")):
-        raise _InputError(
-            f"output folder {path} holds no gradients.csv, so it is not an earlier output of this command; "
-            "--force only replaces those: choose another -o/--output"
-        )
-    parent = os.path.dirname(path)
-    if not os.path.isdir(parent):
-        raise _InputError(f"the parent folder of {path} does not exist")
-    return os.path.join(parent, f".{os.path.basename(path)}.tmp{os.getpid()}")
+    problem = output_folder_problem(
+        path, force=force, marker="gradients.csv", command="nnunet-dicephi gradients", parent_must_exist=True
+    )
+    if problem is not None:
+        raise _InputError(problem)
+    return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp{os.getpid()}")
 
 
 def _publish(tmp: str, path: str) -> None:

@@ -252,17 +252,11 @@ def _per_case_rows(
 
 
 def _check_output(output: Path, force: bool) -> None:
-    if output.exists() and not output.is_dir():
-        raise ReportError(f"output {output} exists and is not a folder; choose another -o/--output")
-    if output.is_dir() and any(output.iterdir()):
-        if not force:
-            raise ReportError(f"output folder {output} exists and is not empty; pass --force to replace it")
-        # --force replaces earlier reports only, never a folder of something else given by mistake
-        if not (output / "report.md").is_file():
-            raise ReportError(
-                f"output folder {output} holds no report.md, so it is not an earlier report; --force only "
-                "replaces earlier reports: choose another -o/--output"
-            )
+    from nnunet_dicephi._files import output_folder_problem
+
+    problem = output_folder_problem(output, force=force, marker="report.md", command="nnunet-dicephi report")
+    if problem is not None:
+        raise ReportError(problem)
 
 
 def _publish(staging: Path, output: Path, force: bool) -> None:

@@ -42,3 +42,23 @@ def test_writing_a_dataset_clears_a_killed_run_s_staging_folder(tmp_path):
     (killed / "imagesTr").mkdir(parents=True)
     folder = write_dataset(tmp_path, 7, "Blobs", cases=2, shape=(4, 12, 12), blob_radius=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == [folder.name]
+
+
+def test_output_folder_rules(tmp_path):
+    from nnunet_dicephi._files import output_folder_problem
+
+    def problem(path, **kwargs):
+        return output_folder_problem(path, marker="report.md", command="the report", **kwargs)
+
+    assert problem(tmp_path / "new", force=False) is None
+    assert problem(tmp_path / "a" / "b", force=False) is None  # the caller may create parents
+    assert "does not exist" in problem(tmp_path / "a" / "b", force=False, parent_must_exist=True)
+    (tmp_path / "file").write_text("x")
+    assert "is not a folder" in problem(tmp_path / "file", force=True)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    assert "pass --force" in problem(other, force=False)
+    assert "holds no report.md, so it is not an earlier output of the report" in problem(other, force=True)
+    (other / "report.md").write_text("# earlier")
+    assert problem(other, force=True) is None
