@@ -173,30 +173,14 @@ def _measure(job: _CaseJob) -> tuple[list[CaseMetrics] | None, str | None]:
 def _measure_all(
     jobs: list[_CaseJob], workers: int, notes: list[str]
 ) -> list[tuple[list[CaseMetrics] | None, str | None]]:
-    from tqdm.auto import tqdm
+    from nnunet_dicephi._parallel import map_cases
 
-    progress = {
-        "total": len(jobs),
-        "desc": "measuring cases",
-        "unit": "case",
-        "disable": True if len(jobs) < 16 else None,
-    }
-    if workers > 1 and len(jobs) > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-        from concurrent.futures.process import BrokenProcessPool
-
-        # processes, not threads: reading (SimpleITK, gzip) holds the GIL. spawn, as nnU-Net's own
-        # evaluator: forking a process that may hold threads (BLAS, torch) can deadlock
-        context = multiprocessing.get_context("spawn")
-        try:
-            with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
-                return list(tqdm(pool.map(_measure, jobs), **progress))
-        except BrokenProcessPool:
-            # spawned workers re-import the caller's main module, which fails for code read from stdin and
-            # for scripts without an `if __name__ == "__main__":` guard; the report is still wanted
-            notes.append("worker processes could not start (see the traceback above); cases were read in one process")
-    return [_measure(job) for job in tqdm(jobs, **progress)]
+    results, fell_back = map_cases(
+        _measure, jobs, workers=workers, desc="measuring cases", disable_progress=True if len(jobs) < 16 else None
+    )
+    if fell_back:
+        notes.append("worker processes could not start (see the traceback above); cases were read in one process")
+    return results
 
 
 def _per_case_rows(

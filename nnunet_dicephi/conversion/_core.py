@@ -396,36 +396,11 @@ def _convert_case(task: _CaseTask) -> _CaseOutcome:
 
 
 def _run_tasks(tasks: list[_CaseTask], workers: int, progress: bool, title: str) -> list[_CaseOutcome]:
-    from tqdm.auto import tqdm
+    from nnunet_dicephi._parallel import map_cases
 
-    bar = tqdm(total=len(tasks), desc=f"converting {title}", unit="case", disable=not progress)
-    outcomes: list[_CaseOutcome] = []
-    remaining = list(tasks)
-    try:
-        if workers > 1 and len(tasks) > 1:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor, as_completed
-            from concurrent.futures.process import BrokenProcessPool
-
-            # processes, not threads: SimpleITK's readers and writers hold the GIL (measured: a
-            # second thread gains nothing). spawn, not fork: the caller may hold threads (BLAS, torch)
-            context = multiprocessing.get_context("spawn")
-            try:
-                with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context) as pool:
-                    futures = {pool.submit(convert_case, task): task for task in tasks}
-                    for future in as_completed(futures):
-                        outcomes.append(future.result())
-                        remaining.remove(futures[future])
-                        bar.update()
-            except BrokenProcessPool:
-                # spawned workers re-import the caller's main module; scripts without an
-                # `if __name__ == "__main__":` guard break the pool, and the cases are still wanted
-                pass
-        for task in remaining:
-            outcomes.append(convert_case(task))
-            bar.update()
-    finally:
-        bar.close()
+    outcomes, _ = map_cases(
+        convert_case, tasks, workers=workers, desc=f"converting {title}", disable_progress=not progress
+    )
     return sorted(outcomes, key=lambda outcome: outcome.case_id)
 
 
