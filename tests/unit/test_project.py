@@ -149,3 +149,17 @@ def test_one_problems_collector():
     problems.add("no predictions in x")
     with pytest.raises(KeyError, match="cannot build the report: no predictions in x"):
         problems.raise_if_any()
+
+
+def test_links_between_the_documents_resolve():
+    import re
+
+    pages = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob("*.md"))]
+    assert len(pages) > 10
+    broken = [
+        (page.name, target)
+        for page in pages
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text())
+        if not target.startswith("http") and not (page.parent / target).exists()
+    ]
+    assert not broken, broken
