@@ -257,17 +257,21 @@ class DicePhiTrainer(nnUNetTrainer):
         record = checkpoint.get(CHECKPOINT_KEY) if isinstance(checkpoint, dict) else None
         built = self.effective_loss() if self.was_initialized else None
         if record is not None:
+            previous = self.__dict__.get("_checkpoint_record")
+            self._checkpoint_record = record
             try:
-                config = LossConfig.from_record(record)
-                semantics = int(record.get("semantics", 1))
+                config, semantics = self.effective_loss()
                 loss_options(config, semantics)
             except (TypeError, ValueError) as error:
+                if previous is None:
+                    del self._checkpoint_record
+                else:
+                    self._checkpoint_record = previous
                 raise RuntimeError(
                     f"cannot continue {self.output_folder}: its checkpoint recorded a loss this installation cannot "
                     f"reproduce ({error}); install the nnunet-dicephi version that started the run, or train afresh "
                     "without --c"
                 ) from None
-            self._checkpoint_record = record
             if semantics != SEMANTICS or not config.same_loss(self.loss_config):
                 self.print_to_log_file(
                     f"nnunet-dicephi: this run recorded loss semantics {semantics} "
