@@ -109,7 +109,7 @@ def _grammar() -> str:
         f"{', '.join(t for t, s in REGISTRY.items() if s.default_phi == phi and not s.phi_required)} to {phi}"
         for phi in defaults
     )
-    counted = [token for token, spec in REGISTRY.items() if spec.background]
+    counted = [token for token in REGISTRY if token in BACKGROUND_BY_DEFAULT]
     background = f"counted by {', '.join(counted)}, left out by the others"
     lines = [
         "  Trainer<Loss>[<Phi>][_<option>]...",
