@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 from collections.abc import Callable
 
@@ -31,3 +32,21 @@ def refuse(verb: str, error: object) -> int:
     """Print ``nnunet-dicephi VERB: error: …`` on stderr and return exit status 2 (bad input)."""
     print(f"nnunet-dicephi {verb}: error: {error}", file=sys.stderr)
     return 2
+
+
+def add_verb(
+    subparsers: argparse._SubParsersAction, name: str, run: Callable[[argparse.Namespace], int] | None, doc: str = ""
+) -> argparse.ArgumentParser:
+    """Add the verb ``name``, which calls ``run(args)``, with ``run``'s docstring as its help.
+
+    The docstring's first paragraph is the verb's line in the list of verbs (without its full stop),
+    the rest the description that ``--help`` prints (argparse wraps both). ``doc`` stands in for the
+    docstring of a verb that only holds verbs of its own (``run`` None).
+    """
+    summary, _, description = inspect.cleandoc(doc or (run.__doc__ if run else "") or "").partition("\n\n")
+    parser = subparsers.add_parser(
+        name, help=" ".join(summary.split()).removesuffix("."), description=" ".join(description.split()) or None
+    )
+    if run is not None:
+        parser.set_defaults(func=run)
+    return parser

@@ -7,11 +7,14 @@ import contextlib
 import sys
 from collections.abc import Sequence
 
-from nnunet_dicephi._cli import non_negative_int
+from nnunet_dicephi._cli import add_verb, non_negative_int
 
 
 def _info(_: argparse.Namespace) -> int:
+    """Print versions and the available losses."""
     from importlib.metadata import version
+
+    import torch
 
     import nnunet_dicephi
     from nnunet_dicephi import losses
@@ -22,11 +25,18 @@ def _info(_: argparse.Namespace) -> int:
             print(f"{package} {version(package)}")
         except Exception:  # report, don't crash, on a broken install
             print(f"{package} not installed")
-    print("losses: " + ", ".join(name for name in losses.__all__ if name[0].isupper() and name != "MapSums"))
+    modules = [name for name in losses.__all__ if isinstance(getattr(losses, name), type)]
+    print("losses: " + ", ".join(name for name in modules if issubclass(getattr(losses, name), torch.nn.Module)))
     return 0
 
 
 def _stats(args: argparse.Namespace) -> int:
+    """Heuristic epsilon and Mime constants of a dataset fold, as the trainers compute them.
+
+    Expected labelled voxels per class in one training patch (nnU-Net's patch sampling, foreground
+    oversampling included) over the fold's training cases, per deep-supervision output, and the Mime
+    constants. Needs nnUNet_preprocessed; results are cached beside the preprocessed data.
+    """
     import json
 
     import numpy as np
@@ -60,6 +70,13 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    """Train Phi=I, Phi=BI and Phi=I with heuristic epsilon on a toy dataset with missing labels.
+
+    Generates a partially labelled toy dataset, runs nnU-Net planning, preprocessing, training
+    (TrainerDiceI, TrainerDiceBI, TrainerDiceIEps), prediction and evaluation, prints a table like
+    Table 1 of the MICCAI 2022 paper and writes a report with figures. Exit status 1 when a behaviour
+    is not reproduced.
+    """
     from nnunet_dicephi import demo
 
     size = demo.SMOKE if args.smoke else demo.DemoSize()
@@ -73,13 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Dice loss reduction sets (Phi) and smoothing (epsilon) for nnU-Net v2.",
     )
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    demo = verbs.add_parser(
-        "demo",
-        help="train Phi=I, Phi=BI and Phi=I with heuristic epsilon on a toy dataset with missing labels",
-        description="Generates a partially labelled toy dataset, runs nnU-Net planning, preprocessing, training "
-        "(TrainerDiceI, TrainerDiceBI, TrainerDiceIEps), prediction and evaluation, prints a table like Table 1 of "
-        "the MICCAI 2022 paper and writes a report with figures. Exit status 1 when a behaviour is not reproduced.",
-    )
+    demo = add_verb(verbs, "demo", _demo)
     demo.add_argument("-o", "--output", default="dicephi_demo", help="output folder (default: ./dicephi_demo)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the toy dataset (default: 0)")
     demo.add_argument(
@@ -90,22 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--device", choices=("cpu", "cuda", "mps"), help="default: cuda when available, else cpu")
     demo.add_argument("--smoke", action="store_true", help="a tiny run that checks the pipeline, not the behaviours")
-    demo.set_defaults(func=_demo)
-    info = verbs.add_parser("info", help="print versions and the available losses")
-    info.set_defaults(func=_info)
-    stats = verbs.add_parser(
-        "stats",
-        help="heuristic epsilon and Mime constants of a dataset fold, as the trainers compute them",
-        description="Expected labelled voxels per class in one training patch (nnU-Net's patch sampling, "
-        "foreground oversampling included) over the fold's training cases, per deep-supervision output, and "
-        "the Mime constants. Needs nnUNet_preprocessed; results are cached beside the preprocessed data.",
-    )
+    add_verb(verbs, "info", _info)
+    stats = add_verb(verbs, "stats", _stats)
     stats.add_argument("dataset", help="dataset id or name, e.g. 901 or Dataset901_Blobs")
     stats.add_argument("configuration", help="nnU-Net configuration, e.g. 2d or 3d_fullres")
     stats.add_argument("fold", help="fold number or 'all'")
     stats.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
     stats.add_argument("-tr", "--trainer", default="TrainerDiceIEps", help="trainer whose sampling to model")
-    stats.set_defaults(func=_stats)
     from nnunet_dicephi import cluster, conversion
     from nnunet_dicephi.analysis import gradients, report
 

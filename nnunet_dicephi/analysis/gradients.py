@@ -66,7 +66,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from nnunet_dicephi._cli import refuse
+from nnunet_dicephi._cli import add_verb, refuse
 from nnunet_dicephi.loss_config import PHIS
 
 from .eq4 import (
@@ -322,15 +322,7 @@ def _table_text(rows: Sequence[dict]) -> str:
 
 def add_parser(verbs) -> None:
     """Add the ``gradients`` verb to the ``nnunet-dicephi`` subparsers ``verbs``."""
-    p = verbs.add_parser(
-        "gradients",
-        help="Eq. 4 gradients on empty vs non-empty maps for (Phi, epsilon, B), and an epsilon sweep recipe",
-        description="Models one training step (B maps of N voxels, some empty, some with V labelled voxels) and "
-        "prints, writes as CSV and plots the Dice loss gradient (Eq. 4 of the MICCAI 2022 paper) on a voxel of an "
-        "empty map against that on a non-empty map, for each Phi, epsilon and batch size: whether empty maps are "
-        "learned (Phi=BI, large epsilon) or ignored (Phi=I, tiny epsilon). --sweep adds trainer names and commands "
-        "for the transition from small to large epsilon.",
-    )
+    p = add_verb(verbs, "gradients", run_gradients)
     source = p.add_argument_group("maps (given volumes, or a dataset fold)")
     source.add_argument(
         "--volumes",
@@ -401,7 +393,6 @@ def add_parser(verbs) -> None:
     sweep.add_argument("--epochs", type=int, metavar="K", help="append _ep<K> to the sweep's trainer names")
     p.add_argument("-o", "--output", default="dicephi_gradients", help="output folder (default: ./dicephi_gradients)")
     p.add_argument("--force", action="store_true", help="replace an existing, non-empty output folder")
-    p.set_defaults(func=run_gradients)
 
 
 @dataclass(frozen=True)
@@ -510,7 +501,14 @@ def _publish(tmp: str, path: str) -> None:
 
 
 def run_gradients(args: argparse.Namespace) -> int:
-    """The ``gradients`` verb: table (stdout, CSV), plots, and with ``--sweep`` the sweep recipe."""
+    """Eq. 4 gradients on empty vs non-empty maps for (Phi, epsilon, B), and an epsilon sweep recipe.
+
+    Models one training step (B maps of N voxels, some empty, some with V labelled voxels) and prints,
+    writes as CSV and plots the Dice loss gradient (Eq. 4 of the MICCAI 2022 paper) on a voxel of an
+    empty map against that on a non-empty map, for each Phi, epsilon and batch size: whether empty
+    maps are learned (Phi=BI, large epsilon) or ignored (Phi=I, tiny epsilon). --sweep adds trainer
+    names and commands for the transition from small to large epsilon.
+    """
     from nnunet_dicephi._files import write_text_atomically
 
     try:

@@ -97,7 +97,7 @@ from nnunet_dicephi._files import staging_folder, write_text_atomically
 if TYPE_CHECKING:
     import pandas as pd
 
-from nnunet_dicephi._cli import positive_int, refuse
+from nnunet_dicephi._cli import add_verb, positive_int, refuse
 from nnunet_dicephi._problems import Problems
 
 from .comparison import (  # noqa: F401 - the report's public API
@@ -351,17 +351,7 @@ def build_report(
 
 def add_parser(verbs: Any) -> None:
     """Add the ``report`` verb to the subparsers object of the ``nnunet-dicephi`` command."""
-    parser = verbs.add_parser(
-        "report",
-        help="DSC, volume difference, detection ROC and bootstrap p-values over nnU-Net results folders",
-        description="Reads nnU-Net results (trainer folders with fold_*/validation, dataset folders of "
-        "nnUNet_results, or folders of predictions) and their references, and writes per class and "
-        "configuration the mean DSC, the volume difference in ml, the ROC/AUC of the predicted volume for "
-        "detecting the class, and paired bootstrap p-values between configurations: per_case.csv, summary.csv, "
-        "pairwise.csv, report.md and PNG figures. Empty reference and empty prediction count as DSC 1; pairs "
-        "that the dataset.json's partial-label manifest marks as unannotated are left out. Exit status 2 when "
-        "the inputs cannot be reported on.",
-    )
+    parser = add_verb(verbs, "report", run_report)
     parser.add_argument(
         "results_dirs",
         nargs="+",
@@ -405,11 +395,19 @@ def add_parser(verbs: Any) -> None:
         help="processes reading cases (default: min(4, number of CPUs))",
     )
     parser.add_argument("--force", action="store_true", help="replace an earlier report in the output folder")
-    parser.set_defaults(func=run_report)
 
 
 def run_report(args: argparse.Namespace) -> int:
-    """The ``report`` verb: build the report, print a short summary; 2 when the inputs are unusable."""
+    """DSC, volume difference, detection ROC and bootstrap p-values over nnU-Net results folders.
+
+    Reads nnU-Net results (trainer folders with fold_*/validation, dataset folders of nnUNet_results,
+    or folders of predictions) and their references, and writes per class and configuration the mean
+    DSC, the volume difference in ml, the ROC/AUC of the predicted volume for detecting the class, and
+    paired bootstrap p-values between configurations: per_case.csv, summary.csv, pairwise.csv,
+    report.md and PNG figures. Empty reference and empty prediction count as DSC 1; pairs that the
+    dataset.json's partial-label manifest marks as unannotated are left out. Exit status 2 when the
+    inputs cannot be reported on.
+    """
     try:
         report = build_report(
             args.results_dirs,

@@ -6,13 +6,20 @@ import argparse
 import sys
 from typing import Any
 
-from nnunet_dicephi._cli import refuse
+from nnunet_dicephi._cli import add_verb, refuse
 
 from .spec import STAGES
 
 
 def run_submit(args: argparse.Namespace) -> int:
-    """``submit SPEC [--dry-run] [--stages ...]``: 0 when submitted (or nothing to do), 2 on errors."""
+    """Run an experiment grid (TOML spec) on SLURM: preprocess → train array → predict → report.
+
+    Submits, chained with SLURM dependencies, nnU-Net preprocessing (once per dataset), one job array
+    of training folds (configuration × trainer × fold) per dataset, prediction/evaluation per dataset
+    and one report. Finished folds are skipped, interrupted ones resume with --c, jobs still queued are
+    not submitted again. Jobs are requeued before their time limit and resume from their latest
+    checkpoint. Exit status 2 when the spec is refused (nothing is submitted) or sbatch fails.
+    """
     from . import slurm
     from .spec import SpecError, load_spec
     from .submit import dry_run, submit
@@ -30,7 +37,12 @@ def run_submit(args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    """``status SPEC [--json]``: 0 when nothing failed, 1 when something failed or is blocked, 2 on errors."""
+    """What of an experiment grid is done, running, pending, failed or missing.
+
+    One line per stage job and training fold, from the results folders, the jobs recorded at submission
+    and the scheduler (squeue, scontrol; no slurmdbd needed). Exit status 1 when a job failed or can
+    never run, 2 when the spec is refused.
+    """
     from .spec import SpecError, load_spec
     from .status import as_json, exit_status, status, table
 
@@ -55,15 +67,7 @@ def _stages(text: str) -> list[str]:
 
 def add_parser(verbs: Any) -> None:
     """Add the ``submit`` and ``status`` verbs to the subparsers object of ``nnunet-dicephi``."""
-    submit = verbs.add_parser(
-        "submit",
-        help="run an experiment grid (TOML spec) on SLURM: preprocess → train array → predict → report",
-        description="Submits, chained with SLURM dependencies, nnU-Net preprocessing (once per dataset), one job "
-        "array of training folds (configuration × trainer × fold) per dataset, prediction/evaluation per dataset and "
-        "one report. Finished folds are skipped, interrupted ones resume with --c, jobs still queued are not "
-        "submitted again. Jobs are requeued before their time limit and resume from their latest checkpoint. "
-        "Exit status 2 when the spec is refused (nothing is submitted) or sbatch fails.",
-    )
+    submit = add_verb(verbs, "submit", run_submit)
     submit.add_argument("spec", metavar="SPEC", help="experiment spec (TOML), see examples/grid.toml")
     submit.add_argument("--dry-run", action="store_true", help="print the job scripts; submit nothing")
     submit.add_argument(
@@ -72,14 +76,6 @@ def add_parser(verbs: Any) -> None:
         metavar="STAGES",
         help=f"comma-separated subset of {','.join(STAGES)} (default: all)",
     )
-    submit.set_defaults(func=run_submit)
-    status = verbs.add_parser(
-        "status",
-        help="what of an experiment grid is done, running, pending, failed or missing",
-        description="One line per stage job and training fold, from the results folders, the jobs recorded at "
-        "submission and the scheduler (squeue, scontrol; no slurmdbd needed). Exit status 1 when a job failed or "
-        "can never run, 2 when the spec is refused.",
-    )
+    status = add_verb(verbs, "status", run_status)
     status.add_argument("spec", metavar="SPEC", help="experiment spec (TOML)")
     status.add_argument("--json", action="store_true", help="print the rows as JSON")
-    status.set_defaults(func=run_status)

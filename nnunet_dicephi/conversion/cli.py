@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from nnunet_dicephi._cli import positive_int, refuse
+from nnunet_dicephi._cli import add_verb, positive_int, refuse
 from nnunet_dicephi.conversion import acdc, brats2018
 from nnunet_dicephi.conversion._core import FULL_LABELS_FOLDER, MANIFEST_FILE, ConversionError, ConversionResult
 from nnunet_dicephi.conversion.splits import DEFAULT_SEED, install_splits
@@ -24,6 +24,16 @@ _VIEW_HELP = (
     f"(for marginal/leaf Dice, _CE trainers and evaluation). Both views also write {MANIFEST_FILE} and "
     f"{FULL_LABELS_FOLDER}/ (the labels before the scheme)"
 )
+
+
+_CONVERT = """Convert BraTS 2018, ACDC or WMH 2017 as downloaded into nnU-Net's raw format (+ partial labels).
+
+Converts a public dataset, laid out as downloaded, into $nnUNet_raw/Dataset<ID>_<NAME>, optionally with
+a partial-labelling scheme of the MICCAI 2022 paper, and installs grouped splits. The layout is checked
+first, geometry and label values per case; every problem is reported at once. Nothing is written
+outside nnUNet_raw (install-splits writes to nnUNet_preprocessed), and an interrupted or failed run
+leaves no dataset folder behind.
+"""
 
 
 def _common(parser: argparse.ArgumentParser, default_name: str) -> None:
@@ -43,13 +53,7 @@ def _common(parser: argparse.ArgumentParser, default_name: str) -> None:
 def _add_subcommands(parser: argparse.ArgumentParser) -> None:
     datasets = parser.add_subparsers(dest="convert_dataset", required=True, metavar="DATASET")
 
-    brats = datasets.add_parser(
-        "brats2018",
-        help="BraTS 2018 training data (HGG/ and LGG/): whole tumour or multi-class; scheme lgg-empty",
-        description="Converts MICCAI_BraTS_2018_Data_Training (HGG/, LGG/; t1, t1ce, t2, flair, seg per subject) "
-        "into $nnUNet_raw/Dataset<ID>_<NAME>. Case ids are <grade>_<subject>. Exit status 2 when the data or the "
-        "target cannot be used; nothing is written then.",
-    )
+    brats = add_verb(datasets, "brats2018", _run_brats2018)
     brats.add_argument("source", metavar="SOURCE", help="the MICCAI_BraTS_2018_Data_Training folder")
     _common(brats, "BraTS2018, with the target and scheme appended, e.g. BraTS2018LGGEmpty")
     brats.add_argument(
@@ -64,16 +68,8 @@ def _add_subcommands(parser: argparse.ArgumentParser) -> None:
         "--scheme", choices=brats2018.SCHEMES, help="lgg-empty: every LGG label replaced by an empty map"
     )
     brats.add_argument("--as-empty", action="store_true", help=_VIEW_HELP)
-    brats.set_defaults(func=_run_brats2018)
 
-    acdc_parser = datasets.add_parser(
-        "acdc",
-        help="ACDC (patientXXX/ with Info.cfg, ED/ES frames and _gt): RV, MYO, LV; scheme es-myo-empty; grouped split",
-        description="Converts ACDC (the database folder, or its training/ folder) into $nnUNet_raw/Dataset<ID>_<NAME>: "
-        "one case per ED and ES frame (patient001_ED, patient001_ES), labels RV, MYO, LV, and a splits_final.json "
-        "that keeps both frames of a patient in one fold (install it after planning with "
-        "'nnunet-dicephi convert install-splits ID'). Exit status 2 when the data or the target cannot be used.",
-    )
+    acdc_parser = add_verb(datasets, "acdc", _run_acdc)
     acdc_parser.add_argument("source", metavar="SOURCE", help="the ACDC database folder, or its training/ folder")
     _common(acdc_parser, "ACDC, with the scheme appended, e.g. ACDCMyoESEmpty")
     acdc_parser.add_argument(
@@ -87,43 +83,19 @@ def _add_subcommands(parser: argparse.ArgumentParser) -> None:
     acdc_parser.add_argument(
         "--seed", type=int, default=DEFAULT_SEED, help=f"seed of the grouped split (default: {DEFAULT_SEED})"
     )
-    acdc_parser.set_defaults(func=_run_acdc)
 
-    wmh = datasets.add_parser(
-        "wmh2017",
-        help="WMH 2017 training data (site/subject/pre/FLAIR, pre/T1, wmh): WMH and other pathology as classes",
-        description="Converts the WMH Segmentation Challenge 2017 training data (site folders Utrecht, Singapore, "
-        "GE3T or Amsterdam/GE3T; pre/FLAIR.nii.gz, pre/T1.nii.gz, wmh.nii.gz per subject) into "
-        "$nnUNet_raw/Dataset<ID>_<NAME> with labels WMH (1) and other_pathology (2). Case ids are <site>_<subject>.",
-    )
+    wmh = add_verb(datasets, "wmh2017", _run_wmh2017)
     wmh.add_argument("source", metavar="SOURCE", help="the training folder holding the site folders")
     _common(wmh, "WMH2017")
-    wmh.set_defaults(func=_run_wmh2017)
 
-    splits = datasets.add_parser(
-        "install-splits",
-        help="copy a converted dataset's grouped splits_final.json into nnUNet_preprocessed (after planning)",
-        description="Copies $nnUNet_raw/<dataset>/splits_final.json to $nnUNet_preprocessed/<dataset>/, where "
-        "nnUNetv2_train reads it. Run after nnUNetv2_plan_and_preprocess, before training. nnU-Net's planner "
-        "copies it too when the preprocessed folder has none; then this confirms it. A different split already "
-        "there (drawn by nnU-Net when training started earlier) is an error unless --force.",
-    )
+    splits = add_verb(datasets, "install-splits", _run_install_splits)
     splits.add_argument("dataset", metavar="DATASET", help="dataset id or folder name, e.g. 27 or Dataset027_ACDC")
     splits.add_argument("--force", action="store_true", help="replace a different split (retrain its folds!)")
-    splits.set_defaults(func=_run_install_splits)
 
 
 def add_parser(verbs: Any) -> None:
     """Add the ``convert`` verb to the subparsers object of the ``nnunet-dicephi`` command."""
-    parser = verbs.add_parser(
-        "convert",
-        help="convert BraTS 2018, ACDC or WMH 2017 as downloaded into nnU-Net's raw format (+ partial labels)",
-        description="Converts a public dataset, laid out as downloaded, into $nnUNet_raw/Dataset<ID>_<NAME>, "
-        "optionally with a partial-labelling scheme of the MICCAI 2022 paper, and installs grouped splits. "
-        "The layout is checked first, geometry and label values per case; every problem is reported at once. "
-        "Nothing is written outside nnUNet_raw (install-splits writes to nnUNet_preprocessed), and an "
-        "interrupted or failed run leaves no dataset folder behind.",
-    )
+    parser = add_verb(verbs, "convert", None, doc=_CONVERT)
     _add_subcommands(parser)
 
 
@@ -170,6 +142,12 @@ def _summary(result: ConversionResult, extra: str = "") -> int:
 
 @_guarded
 def _run_brats2018(args: argparse.Namespace) -> int:
+    """BraTS 2018 training data (HGG/ and LGG/): whole tumour or multi-class; scheme lgg-empty.
+
+    Converts MICCAI_BraTS_2018_Data_Training (HGG/, LGG/; t1, t1ce, t2, flair, seg per subject) into
+    $nnUNet_raw/Dataset<ID>_<NAME>. Case ids are <grade>_<subject>. Exit status 2 when the data or the
+    target cannot be used; nothing is written then.
+    """
     result = brats2018.convert_brats2018(
         args.source,
         args.dataset_id,
@@ -186,6 +164,14 @@ def _run_brats2018(args: argparse.Namespace) -> int:
 
 @_guarded
 def _run_acdc(args: argparse.Namespace) -> int:
+    """ACDC (patientXXX/ with Info.cfg, ED/ES frames and _gt): RV, MYO, LV; scheme es-myo-empty; grouped split.
+
+    Converts ACDC (the database folder, or its training/ folder) into $nnUNet_raw/Dataset<ID>_<NAME>:
+    one case per ED and ES frame (patient001_ED, patient001_ES), labels RV, MYO, LV, and a
+    splits_final.json that keeps both frames of a patient in one fold (install it after planning with
+    'nnunet-dicephi convert install-splits ID'). Exit status 2 when the data or the target cannot be
+    used.
+    """
     result = acdc.convert_acdc(
         args.source,
         args.dataset_id,
@@ -204,6 +190,13 @@ def _run_acdc(args: argparse.Namespace) -> int:
 
 @_guarded
 def _run_wmh2017(args: argparse.Namespace) -> int:
+    """WMH 2017 training data (site/subject/pre/FLAIR, pre/T1, wmh): WMH and other pathology as classes.
+
+    Converts the WMH Segmentation Challenge 2017 training data (site folders Utrecht, Singapore, GE3T or
+    Amsterdam/GE3T; pre/FLAIR.nii.gz, pre/T1.nii.gz, wmh.nii.gz per subject) into
+    $nnUNet_raw/Dataset<ID>_<NAME> with labels WMH (1) and other_pathology (2). Case ids are
+    <site>_<subject>.
+    """
     from nnunet_dicephi.conversion import wmh2017
 
     result = wmh2017.convert_wmh2017(
@@ -214,6 +207,13 @@ def _run_wmh2017(args: argparse.Namespace) -> int:
 
 @_guarded
 def _run_install_splits(args: argparse.Namespace) -> int:
+    """Copy a converted dataset's grouped splits_final.json into nnUNet_preprocessed (after planning).
+
+    Copies $nnUNet_raw/<dataset>/splits_final.json to $nnUNet_preprocessed/<dataset>/, where
+    nnUNetv2_train reads it. Run after nnUNetv2_plan_and_preprocess, before training. nnU-Net's planner
+    copies it too when the preprocessed folder has none; then this confirms it. A different split
+    already there (drawn by nnU-Net when training started earlier) is an error unless --force.
+    """
     path, status = install_splits(args.dataset, force=args.force)
     print(f"{status}: {path}")
     return 0
