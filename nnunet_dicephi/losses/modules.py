@@ -38,14 +38,7 @@ from ._validation import (
 from .distributed import gather_annotated, gather_map_sums
 from .lovasz import lovasz_softmax_loss
 from .mime import _check_constant, mime_from_sums
-from .overlap import (
-    dice_from_sums,
-    generalized_dice_from_sums,
-    jaccard_from_sums,
-    tversky_from_sums,
-)
-from .partial import exclusion_loss, marginal_cross_entropy, marginalize_probs, masked_binary_cross_entropy
-from .subsets import (
+from .overlap import (  # the functional API whose options the modules take
     EPS_PER,
     LEAF_MEANS,
     WEIGHTINGS,
@@ -53,8 +46,13 @@ from .subsets import (
     LeafMean,
     MeanOver,
     Weighting,
-    drop_background,
+    dice_from_sums,
+    generalized_dice_from_sums,
+    jaccard_from_sums,
+    tversky_from_sums,
 )
+from .partial import exclusion_loss, marginal_cross_entropy, marginalize_probs, masked_binary_cross_entropy
+from .subsets import drop_background
 from .sums import MapSums, accumulation_dtype, map_sums
 
 __all__ = [

@@ -8,11 +8,14 @@ loss here is a few lines on the resulting ``(B, C)`` tensors.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import inspect
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from ..loss_config import DEFAULT_EPS
 from ._validation import (
     Epsilon,
     Phi,
@@ -55,17 +58,10 @@ __all__ = [
     "WEIGHTINGS",
     "LEAF_MEANS",
     "EpsPer",
+    "LeafMean",
     "MeanOver",
+    "Weighting",
 ]
-
-
-class _Prepared(NamedTuple):
-    sums: MapSums
-    phi: Phi
-    eps_nr: Epsilon
-    eps_dr: Epsilon
-    annotated: Tensor | None
-    class_weights: Tensor | None
 
 
 def prepare_overlap(
@@ -73,16 +69,20 @@ def prepare_overlap(
     target: Tensor,
     *,
     phi: str,
-    eps_nr: Epsilon,
-    eps_dr: Epsilon,
+    eps_nr: Epsilon = DEFAULT_EPS,
+    eps_dr: Epsilon = DEFAULT_EPS,
     eps_per: EpsPer = "subset",
     squared: bool = False,
     voxel_mask: Tensor | None = None,
     annotated: Tensor | None = None,
     class_weights: Tensor | None = None,
     include_background: bool = True,
-) -> _Prepared:
-    """Validate the arguments shared by the overlap losses and compute the map sums."""
+) -> tuple[MapSums, dict[str, Any]]:
+    """Validate the arguments shared by the overlap losses and compute the map sums.
+
+    Returns the sums and the validated keyword arguments of the ``*_from_sums`` functions (Φ, ε,
+    ``eps_per``, ``annotated``, and ``class_weights`` when given), the background dropped if asked.
+    """
     phi = check_phi(phi)
     check_choice("eps_per", eps_per, EPS_PER)
     sums = map_sums(probs, target, squared=squared, voxel_mask=voxel_mask)
@@ -93,7 +93,24 @@ def prepare_overlap(
     class_weights = check_class_weights(class_weights, batch, classes)
     if not include_background:
         sums, annotated, eps_nr, eps_dr, class_weights = drop_background(sums, annotated, eps_nr, eps_dr, class_weights)
-    return _Prepared(sums, phi, eps_nr, eps_dr, annotated, class_weights)
+    validated = {"phi": phi, "eps_nr": eps_nr, "eps_dr": eps_dr, "eps_per": eps_per, "annotated": annotated}
+    if class_weights is not None:
+        validated["class_weights"] = class_weights
+    return sums, validated
+
+
+_PREPARE_ARGUMENTS = frozenset(inspect.signature(prepare_overlap).parameters) - {"probs", "target"}
+
+
+def _overlap_loss(from_sums: Callable[..., Tensor], probs: Tensor, target: Tensor, **options: Any) -> Tensor:
+    """The one path of every overlap loss: :func:`prepare_overlap`, then ``from_sums(sums, ...)``.
+
+    ``options`` holds :func:`prepare_overlap`'s arguments and the loss's own (Tversky's α, β; Dice's
+    weighting), which go to ``from_sums`` with the validated Φ, ε, annotation and class weights. An
+    argument a loss does not take (class weights for Jaccard) is a ``TypeError`` of ``from_sums``.
+    """
+    sums, validated = prepare_overlap(probs, target, **{k: options.pop(k) for k in _PREPARE_ARGUMENTS & options.keys()})
+    return from_sums(sums, **validated, **options)
 
 
 # --- Dice ---------------------------------------------------------------------------------------
@@ -210,28 +227,20 @@ def soft_dice_loss(
         >>> loss.backward()
     """
     check_choice("weighting", weighting, WEIGHTINGS)
-    p = prepare_overlap(
+    return _overlap_loss(
+        dice_from_sums,
         probs,
         target,
         phi=phi,
         eps_nr=eps_nr,
         eps_dr=eps_dr,
-        eps_per=eps_per,
         squared=squared,
+        class_weights=class_weights,
+        weighting=weighting,
+        eps_per=eps_per,
         voxel_mask=voxel_mask,
         annotated=annotated,
-        class_weights=class_weights,
         include_background=include_background,
-    )
-    return dice_from_sums(
-        p.sums,
-        phi=p.phi,
-        eps_nr=p.eps_nr,
-        eps_dr=p.eps_dr,
-        eps_per=eps_per,
-        class_weights=p.class_weights,
-        weighting=weighting,
-        annotated=p.annotated,
         drop_empty_subsets=drop_empty_subsets,
         mean_over=check_choice("mean_over", mean_over, MEAN_OVER),
     )
@@ -288,37 +297,14 @@ def generalized_dice_weights(sums: MapSums, keep: Tensor, phi: str) -> Tensor:
         return torch.where(keep, w * count / torch.where(total > 0, total, 1.0), 0.0)
 
 
-def generalized_dice_loss(
-    probs: Tensor,
-    target: Tensor,
-    *,
-    phi: Phi = "CI",
-    eps_nr: Epsilon = 1e-7,
-    eps_dr: Epsilon = 1e-7,
-    eps_per: EpsPer = "subset",
-    voxel_mask: Tensor | None = None,
-    annotated: Tensor | None = None,
-    include_background: bool = True,
-) -> Tensor:
+def generalized_dice_loss(probs: Tensor, target: Tensor, *, phi: Phi = "CI", **options: Any) -> Tensor:
     """Generalized Dice loss (Sudre et al., 2017): the Dice loss with class weights 1/(Σ_φ y_c)².
 
     Sudre's loss is Φ = CI (one subset per image, all classes); ``phi="BCI"`` weights classes by
-    their volume in the whole batch. See :func:`generalized_dice_weights` for empty classes.
+    their volume in the whole batch. See :func:`generalized_dice_weights` for empty classes. The
+    other arguments are those of :func:`soft_dice_loss` but the class weights (the loss sets them).
     """
-    p = prepare_overlap(
-        probs,
-        target,
-        phi=phi,
-        eps_nr=eps_nr,
-        eps_dr=eps_dr,
-        eps_per=eps_per,
-        voxel_mask=voxel_mask,
-        annotated=annotated,
-        include_background=include_background,
-    )
-    return generalized_dice_from_sums(
-        p.sums, phi=p.phi, eps_nr=p.eps_nr, eps_dr=p.eps_dr, eps_per=eps_per, annotated=p.annotated
-    )
+    return _overlap_loss(generalized_dice_from_sums, probs, target, phi=phi, **options)
 
 
 def generalized_dice_from_sums(
@@ -355,35 +341,12 @@ def jaccard_from_sums(
     )
 
 
-def jaccard_loss(
-    probs: Tensor,
-    target: Tensor,
-    *,
-    phi: Phi = "I",
-    eps_nr: Epsilon = 1e-7,
-    eps_dr: Epsilon = 1e-7,
-    eps_per: EpsPer = "subset",
-    squared: bool = False,
-    voxel_mask: Tensor | None = None,
-    annotated: Tensor | None = None,
-    include_background: bool = True,
-) -> Tensor:
-    r"""Soft Jaccard loss over Φ: ``1 − mean_φ (I_φ + ε_nr) / (U_φ − I_φ + ε_dr)``, U_φ = Σ_φ (y + ỹ)."""
-    p = prepare_overlap(
-        probs,
-        target,
-        phi=phi,
-        eps_nr=eps_nr,
-        eps_dr=eps_dr,
-        eps_per=eps_per,
-        squared=squared,
-        voxel_mask=voxel_mask,
-        annotated=annotated,
-        include_background=include_background,
-    )
-    return jaccard_from_sums(
-        p.sums, phi=p.phi, eps_nr=p.eps_nr, eps_dr=p.eps_dr, eps_per=eps_per, annotated=p.annotated
-    )
+def jaccard_loss(probs: Tensor, target: Tensor, *, phi: Phi = "I", **options: Any) -> Tensor:
+    r"""Soft Jaccard loss over Φ: ``1 − mean_φ (I_φ + ε_nr) / (U_φ − I_φ + ε_dr)``, U_φ = Σ_φ (y + ỹ).
+
+    The other arguments are those of :func:`soft_dice_loss` but the class weights.
+    """
+    return _overlap_loss(jaccard_from_sums, probs, target, phi=phi, **options)
 
 
 def tversky_from_sums(
@@ -411,43 +374,13 @@ def tversky_from_sums(
 
 
 def tversky_loss(
-    probs: Tensor,
-    target: Tensor,
-    *,
-    alpha: float = 0.3,
-    beta: float = 0.7,
-    phi: Phi = "I",
-    eps_nr: Epsilon = 1e-7,
-    eps_dr: Epsilon = 1e-7,
-    eps_per: EpsPer = "subset",
-    voxel_mask: Tensor | None = None,
-    annotated: Tensor | None = None,
-    include_background: bool = True,
+    probs: Tensor, target: Tensor, *, alpha: float = 0.3, beta: float = 0.7, phi: Phi = "I", **options: Any
 ) -> Tensor:
     r"""Tversky loss over Φ: ``1 − mean_φ (I + ε_nr) / (I + α·FP + β·FN + ε_dr)``.
 
     FP = Σ (1 − y)·ỹ and FN = Σ y·(1 − ỹ) per subset; α weighs false positives, β false
-    negatives. α = β = ½ gives the Dice loss with ε doubled.
+    negatives. α = β = ½ gives the Dice loss with ε doubled. The other arguments are those of
+    :func:`soft_dice_loss` but the class weights.
     """
     alpha, beta = check_probability("alpha", alpha), check_probability("beta", beta)
-    p = prepare_overlap(
-        probs,
-        target,
-        phi=phi,
-        eps_nr=eps_nr,
-        eps_dr=eps_dr,
-        eps_per=eps_per,
-        voxel_mask=voxel_mask,
-        annotated=annotated,
-        include_background=include_background,
-    )
-    return tversky_from_sums(
-        p.sums,
-        alpha=alpha,
-        beta=beta,
-        phi=p.phi,
-        eps_nr=p.eps_nr,
-        eps_dr=p.eps_dr,
-        eps_per=eps_per,
-        annotated=p.annotated,
-    )
+    return _overlap_loss(tversky_from_sums, probs, target, phi=phi, alpha=alpha, beta=beta, **options)
