@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -192,24 +192,15 @@ def empty_maps_in_batch(batch_size: int, empty_fraction: float) -> int:
 
 
 def batch_gradients(
-    volume: float | np.ndarray,
-    fp: float | np.ndarray,
-    *,
-    phi: str,
-    batch_size: int,
-    empty_fraction: float,
-    eps_nr: float | np.ndarray,
-    eps_dr: float | np.ndarray,
-    overlap: float = 0.5,
-    outside: float = 0.5,
+    volume: float | np.ndarray, fp: float | np.ndarray, *, batch_size: int, empty_fraction: float, **step: Any
 ) -> StepGradients:
     """Empty- and non-empty-map gradients for a batch of B maps with a share of empty maps.
 
     For B ≥ 2 both come from one step with :func:`empty_maps_in_batch` empty maps. For B = 1 the
-    empty map and the non-empty map are two steps of one map each.
+    empty map and the non-empty map are two steps of one map each. ``step`` holds the other
+    arguments of :func:`step_gradients` (Φ, ε, overlap, outside).
     """
-    common = {"phi": phi, "batch_size": batch_size, "eps_nr": eps_nr, "eps_dr": eps_dr}
-    common |= {"overlap": overlap, "outside": outside}
+    common = {"batch_size": batch_size, **step}
     if batch_size >= 2:
         return step_gradients(volume, fp, empty_maps=empty_maps_in_batch(batch_size, empty_fraction), **common)
     empty = step_gradients(volume, fp, empty_maps=1, **common).empty

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .eq4 import batch_gradients, empty_maps_in_batch, transition
-from .sweeps import TINY_EPS, Scenario, _Eps, _subset_eps
+from .sweeps import TINY_EPS, Scenario, _Eps
 
 
 def _figure(**kwargs):
@@ -38,23 +38,12 @@ def plot_gradient_vs_fp(
     fig = _figure(figsize=(3.6 * len(batch_sizes) + 0.6, 3.0 * len(phis) + 0.6), layout="constrained")
     axes = fig.subplots(len(phis), len(batch_sizes), squeeze=False, sharex=True)
     colors = [f"C{i}" for i in range(len(eps_list))]
+    step = {"empty_fraction": empty_fraction, "overlap": overlap, "outside": outside}
     for row, phi in enumerate(phis):
         for col, batch in enumerate(batch_sizes):
             ax = axes[row, col]
             for color, eps in zip(colors, eps_list):
-                nr = _subset_eps(eps.nr, scenario.v_hat, phi, batch)
-                dr = _subset_eps(eps.dr, scenario.v_hat, phi, batch)
-                g = batch_gradients(
-                    scenario.volume,
-                    fp,
-                    phi=phi,
-                    batch_size=batch,
-                    empty_fraction=empty_fraction,
-                    eps_nr=nr,
-                    eps_dr=dr,
-                    overlap=overlap,
-                    outside=outside,
-                )
+                g = scenario.gradients(fp, eps, phi=phi, batch_size=batch, **step)
                 ax.loglog(fp, np.where(g.empty > 0, g.empty, np.nan), color=color, label=f"ε = {eps.label()}")
                 ax.loglog(fp, np.where(g.background > 0, g.background, np.nan), color=color, ls="--", lw=0.9)
             ax.axvline(scenario.v_hat, color="grey", lw=0.7, ls=":")

@@ -215,24 +215,13 @@ def _rows(
     outside: float,
 ) -> list[dict]:
     rows = []
+    step = {"empty_fraction": empty_fraction, "overlap": overlap, "outside": outside}
     for scenario in scenarios:
         f_value = scenario.v_hat if fp is None else fp
         for phi in phis:
             for batch in batch_sizes:
                 for eps in eps_list or _default_eps(scenario.v_hat):
-                    nr = _subset_eps(eps.nr, scenario.v_hat, phi, batch)
-                    dr = _subset_eps(eps.dr, scenario.v_hat, phi, batch)
-                    g = batch_gradients(
-                        scenario.volume,
-                        f_value,
-                        phi=phi,
-                        batch_size=batch,
-                        empty_fraction=empty_fraction,
-                        eps_nr=nr,
-                        eps_dr=dr,
-                        overlap=overlap,
-                        outside=outside,
-                    )
+                    g = scenario.gradients(f_value, eps, phi=phi, batch_size=batch, **step)
                     rows.append(
                         {
                             "scenario": scenario.name,
@@ -241,8 +230,8 @@ def _rows(
                             "empty_maps": 1 if batch == 1 else empty_maps_in_batch(batch, empty_fraction),
                             "eps_nr": _eps_text(eps.nr),
                             "eps_dr": _eps_text(eps.dr),
-                            "eps_nr_subset": nr,
-                            "eps_dr_subset": dr,
+                            "eps_nr_subset": _subset_eps(eps.nr, scenario.v_hat, phi, batch),
+                            "eps_dr_subset": _subset_eps(eps.dr, scenario.v_hat, phi, batch),
                             "volume": scenario.volume,
                             "fp": f_value,
                             "v_hat": scenario.v_hat,

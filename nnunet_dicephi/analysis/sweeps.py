@@ -6,10 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
+
 from nnunet_dicephi._nnunet_names import SEPARATOR, results_folder_name
 from nnunet_dicephi.loss_config import DEFAULT_EPS
 
-from .eq4 import maps_per_subset
+from .eq4 import StepGradients, batch_gradients, maps_per_subset
 
 TINY_EPS = DEFAULT_EPS
 REPORT_COMMAND = "nnunet-dicephi report {folders} --folds {folds} -o eps_sweep_report"
@@ -155,6 +157,17 @@ class Scenario:
         """The name as a file-name part."""
         text = "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in self.name.replace("=", ""))
         return "_".join(part for part in text.split("_") if part) or "class"
+
+    def gradients(
+        self, fp: float | np.ndarray, eps: _Eps, *, phi: str, batch_size: int, **step: float
+    ) -> StepGradients:
+        """Eq. 4 for this class at F = ``fp`` predicted on an empty map (:func:`~.eq4.batch_gradients`).
+
+        The heuristic ε (``"H"``) is v̂ once per map of a subset, as the trainers add it; ``step``
+        holds ``empty_fraction``, ``overlap`` and ``outside``.
+        """
+        eps_nr, eps_dr = (_subset_eps(value, self.v_hat, phi, batch_size) for value in (eps.nr, eps.dr))
+        return batch_gradients(self.volume, fp, phi=phi, batch_size=batch_size, eps_nr=eps_nr, eps_dr=eps_dr, **step)
 
 
 def scenarios_from_statistics(
