@@ -35,7 +35,7 @@ records each case's source files, patient and subset (HGG/LGG, ED/ES, site).
 Only the standard library and numpy are imported with this package.
 """
 
-from nnunet_dicephi.conversion._core import (
+from nnunet_dicephi.conversion._model import (
     FULL_LABELS_FOLDER,
     MANIFEST_FILE,
     RECORD_FILE,

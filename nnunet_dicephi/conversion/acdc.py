@@ -27,19 +27,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from nnunet_dicephi.conversion._core import (
-    ConversionError,
-    ConversionResult,
-    DatasetSpec,
-    Scheme,
-    SourceCase,
-    View,
-    layout_problems,
-    require_dir,
-    require_file,
-    visible_dirs,
-    write_dataset,
-)
+from nnunet_dicephi.conversion._dataset import write_dataset
+from nnunet_dicephi.conversion._layout import layout_problems, require_dir, require_file, visible_dirs
+from nnunet_dicephi.conversion._model import ConversionError, ConversionResult, DatasetSpec, Scheme, SourceCase, View
 from nnunet_dicephi.conversion.splits import DEFAULT_SEED, grouped_splits
 
 SCHEMES = ("es-myo-empty",)
@@ -184,11 +174,9 @@ def convert_acdc(
         workers: processes converting frames (default: min(4, CPUs)).
         progress: show a progress bar.
 
-    Returns:
-        What was written; ``splits_file`` is the grouped split beside dataset.json.
-
-    Raises:
-        ConversionError: naming every offender (layout, Info.cfg, geometry, label values, target folder).
+    Returns the :class:`ConversionResult` (``splits_file`` is the grouped split beside dataset.json);
+    raises :class:`ConversionError` naming every offender (layout, Info.cfg, geometry, label values,
+    target folder).
     """
     if scheme is not None and scheme not in SCHEMES:
         raise ConversionError(f"scheme must be one of {', '.join(SCHEMES)} or None; got {scheme!r}")

@@ -28,19 +28,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nnunet_dicephi.conversion._core import (
-    ConversionError,
-    ConversionResult,
-    DatasetSpec,
-    Scheme,
-    SourceCase,
-    View,
-    layout_problems,
-    require_dir,
-    require_file,
-    visible_dirs,
-    write_dataset,
-)
+from nnunet_dicephi.conversion._dataset import write_dataset
+from nnunet_dicephi.conversion._layout import layout_problems, require_dir, require_file, visible_dirs
+from nnunet_dicephi.conversion._model import ConversionError, ConversionResult, DatasetSpec, Scheme, SourceCase, View
 
 GRADES = ("HGG", "LGG")
 MODALITIES = ("t1", "t1ce", "t2", "flair")
@@ -163,11 +153,8 @@ def convert_brats2018(
         workers: processes converting subjects (default: min(4, CPUs)).
         progress: show a progress bar.
 
-    Returns:
-        What was written.
-
-    Raises:
-        ConversionError: naming every offender (layout, geometry, label values, target folder).
+    Returns the :class:`ConversionResult`; raises :class:`ConversionError` naming every offender
+    (layout, geometry, label values, target folder).
     """
     if scheme is not None and scheme not in SCHEMES:
         raise ConversionError(f"scheme must be one of {', '.join(SCHEMES)} or None; got {scheme!r}")

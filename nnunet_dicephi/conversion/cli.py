@@ -14,7 +14,7 @@ from typing import Any
 
 from nnunet_dicephi._cli import add_verb, positive_int, refuse
 from nnunet_dicephi.conversion import acdc, brats2018
-from nnunet_dicephi.conversion._core import FULL_LABELS_FOLDER, MANIFEST_FILE, ConversionError, ConversionResult
+from nnunet_dicephi.conversion._model import FULL_LABELS_FOLDER, MANIFEST_FILE, ConversionError, ConversionResult
 from nnunet_dicephi.conversion.splits import DEFAULT_SEED, install_splits
 
 _VIEW_HELP = (

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from nnunet_dicephi._files import write_text_atomically
-from nnunet_dicephi.conversion._core import SPLITS_FILE, ConversionError, fail, raw_root
+from nnunet_dicephi.conversion._model import SPLITS_FILE, ConversionError, fail
+from nnunet_dicephi.conversion._target import raw_root
 
 DEFAULT_SEED = 12345
 """nnU-Net's own seed for its random 5-fold split."""

@@ -23,16 +23,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from nnunet_dicephi.conversion._core import (
-    ConversionResult,
-    DatasetSpec,
-    SourceCase,
-    layout_problems,
-    require_dir,
-    require_file,
-    visible_dirs,
-    write_dataset,
-)
+from nnunet_dicephi.conversion._dataset import write_dataset
+from nnunet_dicephi.conversion._layout import layout_problems, require_dir, require_file, visible_dirs
+from nnunet_dicephi.conversion._model import ConversionResult, DatasetSpec, SourceCase
 
 TRAINING_SITES = ("Utrecht", "Singapore", "GE3T")
 GROUPING_FOLDERS = ("Amsterdam",)
@@ -107,11 +100,8 @@ def convert_wmh2017(
         workers: processes converting subjects (default: min(4, CPUs)).
         progress: show a progress bar.
 
-    Returns:
-        What was written.
-
-    Raises:
-        ConversionError: naming every offender (layout, geometry, label values, target folder).
+    Returns the :class:`ConversionResult`; raises :class:`ConversionError` naming every offender
+    (layout, geometry, label values, target folder).
     """
     cases = find_cases(source)
     return write_dataset(

@@ -13,7 +13,7 @@ import pytest
 
 from nnunet_dicephi.conversion import (
     ConversionError,
-    _core,
+    _cases,
     acdc,
     add_parser,
     brats2018,
@@ -579,8 +579,8 @@ def test_an_interrupted_run_leaves_nothing(raw, wmh, monkeypatch):
             raise KeyboardInterrupt
         return real(task)
 
-    real = _core.convert_case
-    monkeypatch.setattr(_core, "convert_case", interrupted)
+    real = _cases.convert_case
+    monkeypatch.setattr(_cases, "convert_case", interrupted)
     with pytest.raises(KeyboardInterrupt):
         convert_wmh2017(wmh, 42, **QUIET)
     assert len(calls) == 3
@@ -646,7 +646,7 @@ def test_importing_the_package_is_cheap():
 
 def test_a_failing_write_is_reported_not_raised(tmp_path, wmh):
     subject = wmh / "Utrecht" / "0"
-    task = _core._CaseTask(
+    task = _cases._CaseTask(
         case_id="Utrecht_0",
         images=(str(subject / "pre" / "FLAIR.nii.gz"), str(subject / "pre" / "T1.nii.gz")),
         label=str(subject / "wmh.nii.gz"),
@@ -657,6 +657,6 @@ def test_a_failing_write_is_reported_not_raised(tmp_path, wmh):
         removed=(),
         source_root=str(wmh),
     )
-    outcome = _core.convert_case(task)
+    outcome = _cases.convert_case(task)
     assert outcome.case_id == "Utrecht_0" and len(outcome.problems) == 1
     assert outcome.problems[0].startswith("failed: FileNotFoundError")
