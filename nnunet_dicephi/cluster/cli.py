@@ -8,7 +8,7 @@ from typing import Any
 
 from nnunet_dicephi._cli import add_verb, refuse
 
-from .spec import STAGES
+from .experiment import STAGES
 
 
 def run_submit(args: argparse.Namespace) -> int:

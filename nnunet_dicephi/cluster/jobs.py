@@ -32,7 +32,7 @@ from pathlib import Path
 
 from nnunet_dicephi._nnunet_names import results_folder_name
 
-from .spec import STAGES, DatasetSpec, ExperimentSpec, Resources, SpecError
+from .experiment import STAGES, DatasetSpec, ExperimentSpec, Resources, SpecError
 
 CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
 

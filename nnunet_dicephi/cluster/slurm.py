@@ -19,8 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .experiment import Environment, ExperimentSpec, Resources
 from .jobs import JobGroup, Task
-from .spec import Environment, ExperimentSpec, Resources
 
 ACTIVE_STATES = {
     "PENDING": "pending",

@@ -39,28 +39,48 @@ This module imports neither torch, nnU-Net nor submitit.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import io
-import math
 import os
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nnunet_dicephi import loss_config
+
+from ._toml import _CONTROL, TableReader, _join, _kind
+from .experiment import (
+    DEVICES,
+    FOLDS,
+    PATH_VARIABLES,
+    STAGES,
+    DatasetSpec,
+    Environment,
+    ExperimentSpec,
+    ReportSpec,
+    Resources,
+    SpecError,
+    StageResources,
+    format_time,
+    parse_time,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-STAGES = ("preprocess", "train", "predict", "report")
-DEVICES = ("cuda", "cpu", "mps")
-FOLDS = (0, 1, 2, 3, 4)
-PATH_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+__all__ = [
+    "STAGES",
+    "ExperimentSpec",
+    "SpecError",
+    "check_trainer",
+    "format_time",
+    "load_spec",
+    "parse_spec",
+    "parse_time",
+]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -69,285 +89,6 @@ _SBATCH_OPTION = re.compile(r"--(?P<key>[a-z][a-z0-9-]*)(=(?P<value>.*))?", re.S
 # options this tool sets itself: a spec that sets them through extra_sbatch would silently break
 # the chaining (dependency), the logs the status reads (output, error) or the array (array)
 _RESERVED_SBATCH = ("dependency", "array", "output", "error", "job-name", "open-mode", "signal", "wrap")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-class SpecError(ValueError):
-    """The spec cannot be used; ``problems`` lists ``(key path, message)`` for every problem found."""
-
-    def __init__(self, problems: list[tuple[str, str]], source: str | os.PathLike | None = None) -> None:
-        self.problems = list(problems)
-        self.source = source
-        where = f"{source}: " if source is not None else ""
-        lines = [f"{where}{len(self.problems)} problem(s) in the experiment spec; nothing was submitted:"]
-        lines += [f"  {path}: {message}" if path else f"  {message}" for path, message in self.problems]
-        super().__init__("\n".join(lines))
-
-
-# --- the spec -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Resources:
-    """SLURM resources of one stage's jobs (one job, or each task of the training array)."""
-
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    cpus: int = 1
-    gpus: int = 0
-    mem_gb: float | None = None
-    time_min: int = 60
-    extra_sbatch: tuple[tuple[str, str | bool], ...] = ()
-    """Further ``#SBATCH`` options as ``(name, value)``; ``True`` for a flag without value."""
-    signal_delay_s: int = 120
-    """SIGUSR2 this many seconds before the time limit: the job stops, is requeued and resumes."""
-    max_requeues: int = 3
-    """How often a job may be requeued after its time limit (submitit's ``max_num_timeout``)."""
-    array_parallelism: int | None = None
-    """At most this many tasks of the training array run at once (``--array=...%N``)."""
-
-
-@dataclass(frozen=True)
-class StageResources:
-    """Resources per stage, after merging ``[resources]`` with ``[resources.<stage>]``."""
-
-    preprocess: Resources = field(default_factory=lambda: Resources(gpus=0))
-    train: Resources = field(default_factory=Resources)
-    predict: Resources = field(default_factory=Resources)
-    report: Resources = field(default_factory=lambda: Resources(gpus=0))
-
-    def of(self, stage: str) -> Resources:
-        return getattr(self, stage)
-
-
-@dataclass(frozen=True)
-class Environment:
-    """What every job gets: nnU-Net's folders, device, modules, virtual environment, variables."""
-
-    nnunet_raw: Path
-    nnunet_preprocessed: Path
-    nnunet_results: Path
-    device: str = "cuda"
-    venv: Path | None = None
-    modules: tuple[str, ...] = ()
-    setup: tuple[str, ...] = ()
-    """Shell lines run verbatim before each job (trusted input, like the rest of a job script)."""
-    variables: tuple[tuple[str, str], ...] = ()
-
-    def paths(self) -> dict[str, str]:
-        """nnU-Net's three folder variables."""
-        return {
-            "nnUNet_raw": str(self.nnunet_raw),
-            "nnUNet_preprocessed": str(self.nnunet_preprocessed),
-            "nnUNet_results": str(self.nnunet_results),
-        }
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """One dataset's part of the grid: configurations × trainers × folds."""
-
-    id: int
-    configurations: tuple[str, ...]
-    trainers: tuple[str, ...]
-    folds: tuple[int | str, ...] = FOLDS
-    plans: str = "nnUNetPlans"
-    planner: str | None = None
-    preprocess: bool = True
-    """Run ``nnUNetv2_plan_and_preprocess`` (skipped when already done); False: it must exist."""
-    test_images: Path | None = None
-    test_labels: Path | None = None
-
-
-@dataclass(frozen=True)
-class ReportSpec:
-    """The last stage: ``nnunet-dicephi report`` over every trainer folder of the grid."""
-
-    output: Path
-    enabled: bool = True
-    n_resamples: int = 10000
-
-
-@dataclass(frozen=True)
-class ExperimentSpec:
-    """A validated experiment spec; build it with :func:`load_spec` or :func:`parse_spec`."""
-
-    name: str
-    output: Path
-    environment: Environment
-    datasets: tuple[DatasetSpec, ...]
-    resources: StageResources = field(default_factory=StageResources)
-    report: ReportSpec | None = None
-    source: Path | None = None
-
-    @property
-    def state_file(self) -> Path:
-        return self.output / "cluster_state.json"
-
-    @property
-    def report_spec(self) -> ReportSpec:
-        return self.report if self.report is not None else ReportSpec(output=self.output / "report")
-
-
-# --- reading --------------------------------------------------------------------------------------
-
-
-def parse_time(value: Any) -> int:
-    """SLURM's time formats → whole minutes (rounded up).
-
-    Accepts minutes as an integer, or ``"M"``, ``"M:S"``, ``"H:M:S"``, ``"D-H"``, ``"D-H:M"``,
-    ``"D-H:M:S"``. Raises ValueError for anything else or a time that is not positive.
-    """
-    if isinstance(value, bool):
-        raise ValueError(f"expected minutes or a time such as '48:00:00'; got {value!r}")
-    if isinstance(value, int):
-        seconds = value * 60
-    elif isinstance(value, str):
-        match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", value.strip())
-        if match is None:
-            raise ValueError(f"{value!r} is not a SLURM time: minutes, 'HH:MM:SS', 'D-HH:MM:SS', ...")
-        days, a, b, c = match.groups()
-        numbers = [int(x) for x in (a, b, c) if x is not None]
-        if days is not None:  # D-H, D-H:M, D-H:M:S
-            hours, minutes, secs = (numbers + [0, 0])[:3]
-            seconds = ((int(days) * 24 + hours) * 60 + minutes) * 60 + secs
-            parts = numbers[1:]
-        elif len(numbers) == 1:  # M
-            seconds, parts = numbers[0] * 60, []
-        elif len(numbers) == 2:  # M:S
-            seconds, parts = numbers[0] * 60 + numbers[1], numbers[1:]
-        else:  # H:M:S
-            seconds, parts = (numbers[0] * 60 + numbers[1]) * 60 + numbers[2], numbers[1:]
-        if any(p >= 60 for p in parts):
-            raise ValueError(f"{value!r}: minutes and seconds must be below 60")
-    else:
-        raise ValueError(f"expected minutes or a time such as '48:00:00'; got {type(value).__name__}")
-    if seconds <= 0:
-        raise ValueError(f"{value!r}: the time must be positive")
-    return math.ceil(seconds / 60)
-
-
-def format_time(minutes: int) -> str:
-    """Minutes → ``D-HH:MM:00`` / ``HH:MM:00``, as SLURM prints times."""
-    days, rest = divmod(minutes, 24 * 60)
-    text = f"{rest // 60:02d}:{rest % 60:02d}:00"
-    return f"{days}-{text}" if days else text
-
-
-class _Reader:
-    """Collects problems while reading one TOML table after another."""
-
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.problems: list[tuple[str, str]] = []
-
-    def add(self, path: str, message: str) -> None:
-        self.problems.append((path, message))
-
-    def table(self, data: Any, path: str, allowed: tuple[str, ...]) -> dict:
-        """``data`` as a table whose unknown keys are reported (with the closest known key)."""
-        if not isinstance(data, dict):
-            self.add(path, f"expected a table, got {_kind(data)}")
-            return {}
-        for key in data:
-            if key not in allowed:
-                close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-                hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(allowed)}"
-                self.add(_join(path, key), f"unknown key{hint}")
-        return data
-
-    def check(self, value: Any, path: str, pattern=None, what: str = "") -> str | None:
-        """``value`` if it is an acceptable string, else None (and the problem is filed)."""
-        if not isinstance(value, str):
-            self.add(path, f"expected a string, got {_kind(value)}")
-        elif _CONTROL.search(value):
-            self.add(path, "must not contain control characters (newline, tab, NUL, ...)")
-        elif pattern is not None and not pattern.fullmatch(value):
-            self.add(path, f"{value!r} is not {what or 'valid'}")
-        else:
-            return value
-        return None
-
-    def string(self, table: dict, path: str, key: str, *, required: bool = False, pattern=None, what: str = ""):
-        if key not in table:
-            if required:
-                self.add(_join(path, key), "missing (required)")
-            return None
-        return self.check(table[key], _join(path, key), pattern, what)
-
-    def path(self, table: dict, path: str, key: str, *, required: bool = False, default: str | None = None):
-        value = self.string(table, path, key, required=required)
-        if value is None:
-            value = default
-        if value is None:
-            return None
-        if value == "":
-            self.add(_join(path, key), "must not be empty")
-            return None
-        return (self.base / os.path.expanduser(value)).resolve()
-
-    def integer(self, table: dict, path: str, key: str, default, *, low: int | None = None, high: int | None = None):
-        if key not in table:
-            return default
-        value = table[key]
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.add(_join(path, key), f"expected an integer, got {_kind(value)}")
-            return default
-        if (low is not None and value < low) or (high is not None and value > high):
-            bounds = f"at least {low}" if high is None else f"between {low} and {high}"
-            self.add(_join(path, key), f"must be {bounds}; got {value}")
-            return default
-        return value
-
-    def boolean(self, table: dict, path: str, key: str, default: bool) -> bool:
-        if key not in table:
-            return default
-        value = table[key]
-        if not isinstance(value, bool):
-            self.add(_join(path, key), f"expected true or false, got {_kind(value)}")
-            return default
-        return value
-
-    def strings(self, table: dict, path: str, key: str, *, required: bool = False, pattern=None, what: str = ""):
-        """A list of distinct strings (a single string is accepted as a list of one)."""
-        if key not in table:
-            if required:
-                self.add(_join(path, key), "missing (required)")
-            return ()
-        value = table[key]
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list):
-            self.add(_join(path, key), f"expected a list of strings, got {_kind(value)}")
-            return ()
-        out = []
-        for i, item in enumerate(value):
-            item_path = f"{_join(path, key)}[{i}]"
-            checked = self.check(item, item_path, pattern, what)
-            if checked is None:
-                continue
-            if checked in out:
-                self.add(item_path, f"{checked!r} is listed twice")
-                continue
-            out.append(checked)
-        if required and not value:
-            self.add(_join(path, key), "must not be empty")
-        return tuple(out)
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "a list"
-    return f"{type(value).__name__} {value!r}"
 
 
 _RESOURCE_KEYS = (
@@ -365,7 +106,7 @@ _RESOURCE_KEYS = (
 )
 
 
-def _resource_values(reader: _Reader, table: dict, path: str) -> dict:
+def _resource_values(reader: TableReader, table: dict, path: str) -> dict:
     """The resource keys present in ``table``, converted; stage sub-tables are left to the caller."""
     out: dict[str, Any] = {}
     for key in ("partition", "account", "qos"):
@@ -404,7 +145,7 @@ def _resource_values(reader: _Reader, table: dict, path: str) -> dict:
     return out
 
 
-def _read_resources(reader: _Reader, data: Any) -> StageResources:
+def _read_resources(reader: TableReader, data: Any) -> StageResources:
     table = reader.table(data, "resources", _RESOURCE_KEYS + STAGES)
     common = _resource_values(reader, table, "resources")
     stages = {}
@@ -421,7 +162,7 @@ def _read_resources(reader: _Reader, data: Any) -> StageResources:
     return StageResources(**stages)
 
 
-def _read_environment(reader: _Reader, data: Any, environ: Mapping[str, str]) -> Environment | None:
+def _read_environment(reader: TableReader, data: Any, environ: Mapping[str, str]) -> Environment | None:
     allowed = (*PATH_VARIABLES, "device", "venv", "modules", "setup", "variables")
     table = reader.table(data, "environment", allowed)
     paths = {}
@@ -502,7 +243,7 @@ def check_trainer(name: str) -> str | None:
     return None
 
 
-def _read_dataset(reader: _Reader, data: Any, path: str) -> DatasetSpec | None:
+def _read_dataset(reader: TableReader, data: Any, path: str) -> DatasetSpec | None:
     allowed = (
         "id",
         "configurations",
@@ -558,7 +299,7 @@ def _read_dataset(reader: _Reader, data: Any, path: str) -> DatasetSpec | None:
     )
 
 
-def _read_folds(reader: _Reader, table: dict, path: str) -> tuple[int | str, ...]:
+def _read_folds(reader: TableReader, table: dict, path: str) -> tuple[int | str, ...]:
     if "folds" not in table:
         return FOLDS
     value = table["folds"]
@@ -601,7 +342,7 @@ def parse_spec(
         SpecError: naming every problem with its key path.
     """
     environ = os.environ if environ is None else environ
-    reader = _Reader(Path(base).resolve())
+    reader = TableReader(Path(base).resolve())
     top = reader.table(data, "", ("experiment", "environment", "resources", "dataset", "report"))
     for section in ("experiment", "environment", "dataset"):
         if section not in top:

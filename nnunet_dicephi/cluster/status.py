@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass
 from nnunet_dicephi._nnunet_names import parse_results_folder_name
 
 from . import slurm
+from .experiment import ExperimentSpec
 from .jobs import CROSSVAL, FoldState, fold_state, grid, marker_path, predict_tasks, preprocessed, resolve_datasets
-from .spec import ExperimentSpec
 from .state import JobRecord, latest_jobs, load_state
 
 PROBLEMS = ("failed", "blocked")

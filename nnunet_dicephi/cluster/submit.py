@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import slurm
+from .experiment import STAGES, ExperimentSpec
 from .jobs import Plan, plan_jobs, resolve_datasets
-from .spec import STAGES, ExperimentSpec
 from .state import latest_jobs, load_state, locked, new_submission, save_state
 
 
