@@ -30,8 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from nnunet_dicephi._files import replace_folder, staging_folder, write_text_atomically
+from nnunet_dicephi._files import write_text_atomically
 from nnunet_dicephi._nnunet_names import results_folder_name
+from nnunet_dicephi.analysis.metrics import SegmentationClass, case_metrics, voxel_volume_ml
+from nnunet_dicephi.synthetic import lesion_cases, write_raw_dataset
 
 DATASET_ID = 987
 DATASET_NAME = f"Dataset{DATASET_ID}_DicePhiDemo"
@@ -87,72 +89,25 @@ EXPECTATIONS = (
 # --- data -------------------------------------------------------------------------------------
 
 
-def lesion_case(rng: np.random.Generator, kind: str, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """One ``(1, size, size)`` image with one round lesion of type A (uniform) or B (striped).
-
-    B's stripes (every other pair of columns) are 1.05 darker. How much B looks like A decides two
-    behaviours at once: the more alike, the better a network that learned A alone segments B when
-    Φ=I ignores B's empty maps, and the slower Φ=BI and the heuristic ε learn to leave B out.
-    Measured (docs/demo.md): stripes 1.2 darker, Φ=I reached DSC B 0.86–0.93 only; 0.9 darker,
-    Φ=BI learned the empty maps only in the last of 20 epochs (test DSC B 0.07); one column in three
-    1.2 darker, or stripes brighter than A, and Φ=BI was still at DSC B 0.56 or 0.87 at the end.
-    """
-    image = rng.normal(0.0, 0.35, (1, size, size)).astype(np.float32)
-    _, y, x = np.indices(image.shape)
-    radius = rng.uniform(size / 10, size / 6)
-    cy, cx = rng.uniform(radius + 2, size - radius - 2, 2)
-    lesion = (y - cy) ** 2 + (x - cx) ** 2 <= radius**2
-    image[lesion] += 1.6
-    if kind == "B":
-        image[lesion & ((x // 2) % 2 == 0)] -= 1.05  # stripes: every other pair of columns darker
-    return image, lesion.astype(np.uint8)
-
-
 def write_dataset(raw_root: Path, size: DemoSize, seed: int) -> Path:
     """The toy dataset in nnU-Net's raw format; type-B labels emptied in training. Written atomically.
 
     ``imagesTr`` also holds the validation images (``toy_val_*``), fully labelled; the demo's split
-    never trains on them.
+    never trains on them. The images are :func:`~nnunet_dicephi.synthetic.lesion_case`'s.
     """
-    import SimpleITK as sitk
-    from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
-
-    rng = np.random.default_rng(seed)
-    final = raw_root / DATASET_NAME
-    raw_root.mkdir(parents=True, exist_ok=True)
-    staging = staging_folder(final)
-    types: dict[str, dict[str, str]] = {"train": {}, "val": {}, "test": {}}
-    splits = (("train", "Tr", size.train_cases), ("val", "Tr", size.validation_cases), ("test", "Ts", size.test_cases))
-    for split, folder, count in splits:
-        (staging / f"images{folder}").mkdir(exist_ok=True)
-        (staging / f"labels{folder}").mkdir(exist_ok=True)
-        for i in range(count):
-            every = size.unlabelled_every if split == "train" else 2  # validation and test are balanced
-            kind = "B" if i % every == every - 1 else "A"
-            image, label = lesion_case(rng, kind, size.image)
-            if split == "train" and kind == "B":
-                label[:] = 0  # the lesion is there, its label is an empty map
-            case = f"toy_{split}_{i:03d}"
-            types[split][case] = kind
-            for array, path in (
-                (image, f"images{folder}/{case}_0000.nii.gz"),
-                (label, f"labels{folder}/{case}.nii.gz"),
-            ):
-                volume = sitk.GetImageFromArray(array)
-                volume.SetSpacing((1.0, 1.0, 1.0))
-                sitk.WriteImage(volume, str(staging / path))
-    generate_dataset_json(
-        str(staging),
-        {0: "MR"},
-        {"background": 0, "lesion": 1},
-        size.train_cases + size.validation_cases,
-        ".nii.gz",
-        dataset_name=DATASET_NAME,
+    counts = {"train": size.train_cases, "val": size.validation_cases, "test": size.test_cases}
+    cases, types = lesion_cases(np.random.default_rng(seed), counts, size.image, size.unlabelled_every)
+    return write_raw_dataset(
+        raw_root / DATASET_NAME,
+        cases,
+        labels={"background": 0, "lesion": 1},
+        spacing=(1.0, 1.0, 1.0),
+        num_training=size.train_cases + size.validation_cases,
+        channel="MR",
         description="nnunet-dicephi demo: lesion types A and B; B's labels are empty maps in training",
+        extra_files={"lesion_types.json": json.dumps(types, indent=2)},
+        replace=True,
     )
-    (staging / "lesion_types.json").write_text(json.dumps(types, indent=2))
-    replace_folder(staging, final)
-    return final
 
 
 def shrink_plans(plans_file: Path, size: DemoSize) -> None:
@@ -177,25 +132,27 @@ def shrink_plans(plans_file: Path, size: DemoSize) -> None:
 # --- evaluation -------------------------------------------------------------------------------
 
 
-def dice(prediction: np.ndarray, reference: np.ndarray) -> float:
-    """DSC; 1 when both are empty (nnU-Net's evaluator gives NaN there)."""
-    total = int(prediction.sum() + reference.sum())
-    return 1.0 if total == 0 else 2.0 * float(np.logical_and(prediction, reference).sum()) / total
+LESION = SegmentationClass("lesion", (1,))
 
 
 def evaluate(prediction_dir: Path, raw_dir: Path) -> dict[str, dict[str, float]]:
-    """Mean DSC and mean volume difference (prediction − reference, ml) per lesion type."""
+    """Mean DSC and mean volume difference (prediction − reference, ml) per lesion type.
+
+    The report's metrics (:func:`~nnunet_dicephi.analysis.metrics.case_metrics`): DSC 1 when
+    prediction and reference are both empty (nnU-Net's evaluator gives NaN there).
+    """
     import SimpleITK as sitk
 
     types = json.loads((raw_dir / "lesion_types.json").read_text())["test"]
     scores: dict[str, dict[str, list[float]]] = {t: {"dsc": [], "dv": []} for t in TYPES}
     for case, kind in types.items():
         reference_image = sitk.ReadImage(str(raw_dir / "labelsTs" / f"{case}.nii.gz"))
-        reference = sitk.GetArrayFromImage(reference_image) > 0
-        prediction = sitk.GetArrayFromImage(sitk.ReadImage(str(prediction_dir / f"{case}.nii.gz"))) > 0
-        ml = float(np.prod(reference_image.GetSpacing())) / 1000.0
-        scores[kind]["dsc"].append(dice(prediction, reference))
-        scores[kind]["dv"].append((int(prediction.sum()) - int(reference.sum())) * ml)
+        reference = sitk.GetArrayFromImage(reference_image)
+        prediction = sitk.GetArrayFromImage(sitk.ReadImage(str(prediction_dir / f"{case}.nii.gz")))
+        voxel_ml = voxel_volume_ml(reference_image.GetSpacing()[::-1], reference.shape)
+        (metrics,) = case_metrics(reference, prediction, [LESION], voxel_ml=voxel_ml)
+        scores[kind]["dsc"].append(metrics.dsc)
+        scores[kind]["dv"].append(metrics.delta_ml)
     return {
         kind: {"dsc": float(np.mean(v["dsc"])), "dv_ml": float(np.mean(v["dv"])), "cases": len(v["dsc"])}
         for kind, v in scores.items()
@@ -361,33 +318,22 @@ def plot_trend(runs: dict, path: Path) -> Path:
     return path
 
 
-def plot_results(results: dict, raw_dir: Path, prediction_dirs: dict[str, Path], out: Path) -> list[Path]:
-    """Two figures: DSC per type and trainer; one test image of each type with every prediction."""
+def plot_results(report, raw_dir: Path, prediction_dirs: dict[str, Path], out: Path) -> list[Path]:
+    """Two figures: the report's DSC figure per lesion type and trainer; a test image of each type, every prediction."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import SimpleITK as sitk
 
-    written = []
-    trainers = [e.trainer for e in EXPECTATIONS if e.trainer in results]
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    width = 0.38
-    for i, kind in enumerate(TYPES):
-        values = [results[t][kind]["dsc"] for t in trainers]
-        ax.bar(np.arange(len(trainers)) + (i - 0.5) * width, values, width, label=f"type {kind}")
-    ax.set_xticks(np.arange(len(trainers)), trainers)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("test DSC")
-    ax.axhline(0.8, color="grey", lw=0.6, ls="--")
-    ax.axhline(0.2, color="grey", lw=0.6, ls="--")
-    ax.legend(title="lesion type (B unlabelled in training)", fontsize=8, title_fontsize=8)
-    fig.tight_layout()
-    written.append(out / "dsc_per_type.png")
-    fig.savefig(written[-1], dpi=120)
-    plt.close(fig)
+    from nnunet_dicephi.analysis.rendering import distribution_figure
 
+    trainers = list(prediction_dirs)
     types = json.loads((raw_dir / "lesion_types.json").read_text())["test"]
+    per_case = report.per_case.assign(**{"class": report.per_case["case"].map(lambda c: f"lesion type {types[c]}")})
+    written = [out / "dsc_per_type.png"]
+    distribution_figure(per_case, per_case["dataset"].iloc[0], "dsc", "test DSC (B unlabelled in training)", written[0])
+
     examples = {kind: next(c for c, k in types.items() if k == kind) for kind in TYPES}
     fig, axes = plt.subplots(len(TYPES), 1 + len(trainers), figsize=(2.2 * (1 + len(trainers)), 4.6))
     for row, (kind, case) in enumerate(examples.items()):
@@ -597,7 +543,8 @@ def run_demo(
     runs = {e.trainer: train_and_evaluate(runner, e, size, raw_dir, train_seed) for e in EXPECTATIONS}
     results = {trainer: run.scores for trainer, run in runs.items()}
     table = results_table(results)
-    figures = plot_results(results, raw_dir, {t: r.predictions for t, r in runs.items()}, out)
+    report = evaluation_report(runs, raw_dir, out / "report")
+    figures = plot_results(report, raw_dir, {t: r.predictions for t, r in runs.items()}, out)
     figures.append(plot_trend(runs, out / "training_trend.png"))
     minutes = (time.perf_counter() - started) / 60
     report = out / "report.md"
@@ -609,6 +556,22 @@ def run_demo(
         say(f"{run.expectation.trainer}: {run.explanation}")
     say(f"\nReport: {report} ({minutes:.1f} min)")
     return runs, table, report
+
+
+def evaluation_report(runs: dict[str, TrainerRun], raw_dir: Path, output: Path):
+    """``nnunet-dicephi report`` over the test predictions: per-case table, p-values between trainers, figures."""
+    from nnunet_dicephi.analysis.report import build_report
+
+    return build_report(
+        [run.predictions for run in runs.values()],
+        output,
+        reference=raw_dir / "labelsTs",
+        dataset_json=raw_dir / "dataset.json",
+        n_resamples=2000,
+        workers=1,
+        force=True,
+        all_pairs=True,
+    )
 
 
 def _trend_table(runs: dict[str, TrainerRun]) -> str:
@@ -656,11 +619,14 @@ predictor (what `nnUNetv2_predict` runs, here without worker processes); {minute
 {table}
 
 DSC is 1 when prediction and reference are both empty. ΔV is the mean predicted minus reference
-volume. Why it happens (Eq. 4 of the MICCAI 2022 paper): on a map whose labels are all zero the
-gradient of the Dice loss is ≈ ε / (Σỹ)², negligible for ε ≈ 0 when the map is a subset of its own
-(Φ = I) — the empty type-B maps are ignored and the network segments type B like type A. When the
-subset spans several images (Φ = BI, B ≥ 2) or ε is the expected labelled volume, the gradient on
-empty maps is as large as on labelled ones, and the network learns to leave type B out.
+volume. `report/` holds `nnunet-dicephi report` over the same test predictions: the per-case
+table, paired bootstrap p-values between the trainers and the report's figures.
+
+Why it happens (Eq. 4 of the MICCAI 2022 paper): on a map whose labels are all zero the gradient of
+the Dice loss is ≈ ε / (Σỹ)², negligible for ε ≈ 0 when the map is a subset of its own (Φ = I) — the
+empty type-B maps are ignored and the network segments type B like type A. When the subset spans
+several images (Φ = BI, B ≥ 2) or ε is the expected labelled volume, the gradient on empty maps is
+as large as on labelled ones, and the network learns to leave type B out.
 
 ## What each trainer did
 

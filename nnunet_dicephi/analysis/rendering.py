@@ -162,7 +162,8 @@ def _grid(n: int):
     return figure, axes
 
 
-def _distribution_figure(per_case: pd.DataFrame, dataset: str, metric: str, ylabel: str, path: Path) -> None:
+def distribution_figure(per_case: pd.DataFrame, dataset: str, metric: str, ylabel: str, path: Path) -> None:
+    """One panel per class of ``dataset``: ``metric`` of its annotated cases per configuration (box and points)."""
     data = per_case[(per_case["dataset"] == dataset) & per_case["annotated"]]
     classes = list(dict.fromkeys(per_case.loc[per_case["dataset"] == dataset, "class"]))
     configurations = list(dict.fromkeys(per_case.loc[per_case["dataset"] == dataset, "configuration"]))
@@ -227,8 +228,8 @@ def write_figures(per_case: pd.DataFrame, summary: pd.DataFrame, folder: Path) -
             ("ΔV per class and configuration", f"delta_volume_{safe}.png"),
             ("ROC of the predicted volume for detecting each class", f"roc_{safe}.png"),
         ]
-        _distribution_figure(per_case, dataset, "dsc", "DSC", folder / made[0][1])
-        _distribution_figure(per_case, dataset, "delta_ml", "ΔV [ml]", folder / made[1][1])
+        distribution_figure(per_case, dataset, "dsc", "DSC", folder / made[0][1])
+        distribution_figure(per_case, dataset, "delta_ml", "ΔV [ml]", folder / made[1][1])
         _roc_figure(per_case, summary, dataset, folder / made[2][1])
         figures[dataset] = made
     return figures

@@ -88,7 +88,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -127,8 +127,9 @@ DEFAULT_OUTPUT = "dicephi_report"
 # --- measuring --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _CaseJob:
+class _CaseJob(NamedTuple):
+    """One (reference, prediction) pair for a worker process."""
+
     reference: Path
     prediction: Path
     reader: type
