@@ -8,7 +8,8 @@ Defaults are left out of a name (ε = 1e-7, α = 0.3, β = 0.7, no CE, the loss'
 default, the default learning rate, unseeded as nnU-Net), so each configuration has exactly one
 canonical name; ``TrainerLovasz_bg`` (the name of that configuration before 0.2.0) is accepted
 too. Φ = I with the heuristic ε is spelled as in the paper, ``TrainerDiceIEps`` (options follow as usual:
-``TrainerDiceIEps_CE``); ``TrainerDiceI_epsH...`` is accepted as a synonym.
+``TrainerDiceIEps_CE``); ``TrainerDiceI_epsH...`` is accepted as a synonym. ``TrainerCE`` and
+``TrainerWCE`` are the cross-entropy baselines: they take no Φ, ε, ``CE`` term or background option.
 Names never contain ``__`` or ``.`` (nnU-Net splits folder names on ``__``; pickle splits on ``.``).
 This module imports neither torch nor nnU-Net, so specs and names are checked in milliseconds.
 
@@ -51,6 +52,10 @@ class LossSpec(NamedTuple):
     """Under DDP, Φ spans every process (the loss is a function of the map sums)."""
     dataset_constants: bool = False
     """Needs the Mime constants a, b from the dataset statistics."""
+    cross_entropy_only: bool = False
+    """A cross-entropy alone, over every class: it takes no Φ, ε, ``CE`` term or ``nobg``."""
+    class_frequencies: bool = False
+    """Needs class weights from the class frequencies of the dataset statistics."""
 
 
 REGISTRY: dict[str, LossSpec] = {
@@ -63,6 +68,18 @@ REGISTRY: dict[str, LossSpec] = {
     "Mime": LossSpec("MimeLoss", None, takes_eps=False, dataset_constants=True),
     "LeafDice": LossSpec("LeafDiceLoss", "I"),
     "MarginalDice": LossSpec("MarginalDiceLoss", "I"),
+    "CE": LossSpec(
+        "CrossEntropyLoss", None, takes_eps=False, background=True, gathers_sums=False, cross_entropy_only=True
+    ),
+    "WCE": LossSpec(
+        "WeightedCrossEntropyLoss",
+        None,
+        takes_eps=False,
+        background=True,
+        gathers_sums=False,
+        cross_entropy_only=True,
+        class_frequencies=True,
+    ),
 }
 """Loss token of the grammar → its module and options. One line per loss."""
 
@@ -71,7 +88,9 @@ LOSSES: dict[str, tuple[Phi | None, bool]] = {
 }
 """Loss token → (default Φ or None, Φ must be written): the grammar's view of :data:`REGISTRY`."""
 BACKGROUND_BY_DEFAULT = frozenset(token for token, spec in REGISTRY.items() if spec.background)
-"""Losses whose reference counts the background channel (Berman's Lovász-Softmax); others leave it out."""
+"""Losses whose reference counts the background channel (Berman's Lovász-Softmax, the cross-entropies)."""
+CROSS_ENTROPY_ONLY = frozenset(token for token, spec in REGISTRY.items() if spec.cross_entropy_only)
+"""Losses that are a cross-entropy alone: no Φ, ε, ``CE`` term or background choice."""
 SEMANTICS = 2
 """Version of what a configuration means, recorded with every run; see CHANGELOG.md.
 
@@ -92,7 +111,7 @@ OPTIONS: tuple[tuple[str, str], ...] = (
     ("bg | nobg", "include / leave out the background channel (softmax; default: {background})"),
     ("ep<K>", "train K epochs"),
     ("it<K>", "K training iterations per epoch"),
-    ("lr<N>", "initial learning rate (default: 1e-3 without CE, nnU-Net's 1e-2 with CE)"),
+    ("lr<N>", "initial learning rate (default: 1e-3 without CE, nnU-Net's 1e-2 with CE and for {cross_entropies})"),
     ("seed<K>", "seed the training: weights, patches, augmentation (K ≥ 0)"),
 )
 """The name's options, in the order a name writes them, with what each means."""
@@ -111,6 +130,7 @@ def _grammar() -> str:
     )
     counted = [token for token in REGISTRY if token in BACKGROUND_BY_DEFAULT]
     background = f"counted by {', '.join(counted)}, left out by the others"
+    cross_entropies = [token for token in REGISTRY if token in CROSS_ENTROPY_ONLY]
     lines = [
         "  Trainer<Loss>[<Phi>][_<option>]...",
         "",
@@ -118,7 +138,11 @@ def _grammar() -> str:
         f"  <Phi>     {' | '.join(PHIS)}",
         f"            required for {', '.join(required)}; defaults: {default_text}; {', '.join(takes_none)} take none",
         "  options, in this order, each at most once:",
-        *(column("  " + left, right.format(background=background)) for left, right in OPTIONS),
+        *(
+            column("  " + left, right.format(background=background, cross_entropies=", ".join(cross_entropies)))
+            for left, right in OPTIONS
+        ),
+        f"  {', '.join(cross_entropies)} are a cross-entropy alone, over every class: no eps, CE, bg or nobg option.",
         "  <N> is a number without a dot: 0, 12412, 1e-5, 2e3, 5e-1 (= 0.5); <K> a positive integer.",
     ]
     return "\n".join(lines)
@@ -166,6 +190,8 @@ class LossConfig:
                 raise ValueError(f"{name} must be a number of voxels >= 0 or {HEURISTIC!r}; got {value!r}")
         if (self.alpha, self.beta) != (0.3, 0.7) and self.loss != "Tversky":
             raise ValueError("alpha and beta apply to Tversky only")
+        if self.loss in CROSS_ENTROPY_ONLY:
+            self._check_cross_entropy_only()
         for name in ("epochs", "iterations"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
@@ -178,9 +204,17 @@ class LossConfig:
             if float(self.lr) == self.default_lr:
                 object.__setattr__(self, "lr", None)  # one configuration, one name
 
+    def _check_cross_entropy_only(self) -> None:
+        if self.ce:
+            raise ValueError(f"{self.loss} is a cross-entropy already; it takes no CE term")
+        if (self.eps_nr, self.eps_dr) != (DEFAULT_EPS, DEFAULT_EPS):
+            raise ValueError(f"{self.loss} has no ε; got eps_nr={self.eps_nr!r}, eps_dr={self.eps_dr!r}")
+        if not self.include_background:
+            raise ValueError(f"{self.loss} counts every class, background included; it takes no nobg")
+
     @property
     def default_lr(self) -> float:
-        """1e-3 for losses without a CE term, nnU-Net's 1e-2 with one.
+        """1e-3 for losses without a CE term, nnU-Net's 1e-2 with one (and for the cross-entropies alone).
 
         With nnU-Net's SGD (Nesterov momentum 0.99) at 1e-2, Dice-only training with the heuristic ε
         drove the foreground logits to −60…−170 within 150 iterations in 3 of 4 seeds (softmax
@@ -189,7 +223,7 @@ class LossConfig:
         Every Dice-only preset shares the rate so that Φ and ε are compared at equal training settings.
         A lower rate lowers the risk of that collapse, it does not exclude it (docs/trainers.md, Learning rate).
         """
-        return 1e-2 if self.ce else 1e-3
+        return 1e-2 if self.ce or self.loss in CROSS_ENTROPY_ONLY else 1e-3
 
     @property
     def initial_lr(self) -> float:
@@ -302,7 +336,9 @@ def _paper_spelling(name: str) -> str:
     if re.match(SYNONYM_HEAD + r"(_|$)", name):
         return PAPER_HEAD + name[len(SYNONYM_HEAD) :]
     head, *tokens = name.split("_")
-    if "bg" in tokens and any(re.fullmatch(f"Trainer{loss}", head) for loss in BACKGROUND_BY_DEFAULT):
+    if "bg" in tokens and any(
+        re.fullmatch(f"Trainer{loss}", head) for loss in BACKGROUND_BY_DEFAULT - CROSS_ENTROPY_ONLY
+    ):
         # before 0.2.0 these losses left the background out unless the name said bg
         return "_".join([head, *(token for token in tokens if token != "bg")])
     return name
@@ -407,8 +443,14 @@ _DICE_ONLY = {
     "TrainerMarginalDice": LossConfig(loss="MarginalDice"),
 }
 
+_CROSS_ENTROPY_ONLY = {
+    "TrainerCE": LossConfig(loss="CE", phi=None),
+    "TrainerWCE": LossConfig(loss="WCE", phi=None),
+}
+
 PRESETS: dict[str, LossConfig] = {
     **_DICE_ONLY,
     **{f"{name}_CE": LossConfig(**{**config.__dict__, "ce": True}) for name, config in _DICE_ONLY.items()},
+    **_CROSS_ENTROPY_ONLY,
 }
 """Preset name → configuration. Every other valid name resolves through the grammar."""

@@ -69,6 +69,7 @@ __all__ = [
     "LovaszSoftmaxLoss",
     "ExclusionLoss",
     "CrossEntropyLoss",
+    "WeightedCrossEntropyLoss",
     "DiceCELoss",
 ]
 
@@ -505,11 +506,67 @@ class CrossEntropyLoss(SegmentationLoss):
                 prepared.logits,
                 prepared.target,
                 annotated,
+                class_weights=self._weights(prepared.logits.shape[1]),
                 voxel_mask=prepared.voxel_mask,
                 validate=False,
                 probs=prepared.probs,  # the region loss's softmax, when Dice + CE share one pass
             )
         return masked_binary_cross_entropy(prepared.logits, prepared.target, annotated, voxel_mask=prepared.voxel_mask)
+
+    def _weights(self, classes: int) -> Tensor | None:
+        return None
+
+
+class WeightedCrossEntropyLoss(CrossEntropyLoss):
+    r"""Weighted marginal cross-entropy: each voxel counts with the weight of its label value.
+
+    ``L = Σ_i m_i w_{y_i} ℓ_i / Σ_i m_i w_{y_i}`` with ℓ_i the marginal CE of voxel i, so label 0 of
+    an image with unannotated classes (the merged class) carries w_0; see
+    :func:`~nnunet_dicephi.losses.marginal_cross_entropy`. With everything annotated it is nnU-Net's
+    ``RobustCrossEntropyLoss(weight=class_weights)``. Softmax only: a region (sigmoid) voxel has
+    no single class to take a weight from. The trainers' weights are
+    :func:`~nnunet_dicephi.losses.inverse_frequency_weights` of the expected class volumes.
+
+    Args:
+        class_weights: ``(C,)`` weights ≥ 0 over the output channels, background included, not all 0.
+        ignore_label: nnU-Net's ignore label, or None.
+
+    Example:
+        >>> loss = WeightedCrossEntropyLoss(class_weights=torch.tensor([0.4, 1.5, 6.0]))
+        >>> logits = torch.randn(2, 3, 16, 16, requires_grad=True)
+        >>> loss(logits, torch.randint(0, 3, (2, 1, 16, 16))).backward()
+    """
+
+    class_weights: Tensor
+
+    def __init__(self, *, class_weights: Tensor, **kwargs) -> None:
+        kwargs.setdefault("include_background", True)  # a cross-entropy counts every class
+        super().__init__(**kwargs)
+        if self.nonlinearity != "softmax":
+            raise ValueError(
+                "WeightedCrossEntropyLoss needs nonlinearity='softmax': a region (sigmoid) voxel has no single "
+                "class to take a weight from"
+            )
+        weights = torch.as_tensor(class_weights, dtype=torch.float32)
+        if (
+            weights.ndim != 1
+            or not bool(torch.isfinite(weights).all())
+            or bool((weights < 0).any())
+            or not bool((weights > 0).any())
+        ):
+            raise ValueError(f"class_weights must be a (C,) tensor of finite values >= 0, not all 0; got {weights}")
+        self.register_buffer("class_weights", weights.detach().clone())
+
+    def _weights(self, classes: int) -> Tensor | None:
+        if self.class_weights.shape[0] != classes:
+            raise ValueError(
+                f"class_weights has {self.class_weights.shape[0]} values but the network has {classes} output "
+                "channels (background included)"
+            )
+        return self.class_weights
+
+    def extra_repr(self) -> str:
+        return f"class_weights={self.class_weights.tolist()}, " + super().extra_repr()
 
 
 class DiceCELoss(nn.Module):

@@ -20,6 +20,7 @@ from ._validation import (
     Epsilon,
     Phi,
     check_annotated,
+    check_class_weights,
     check_eps,
     check_label_values,
     check_probs,
@@ -33,6 +34,7 @@ __all__ = [
     "marginalize_probs",
     "marginal_dice_loss",
     "marginal_cross_entropy",
+    "inverse_frequency_weights",
     "masked_binary_cross_entropy",
     "exclusion_loss",
 ]
@@ -113,11 +115,12 @@ def marginal_cross_entropy(
     target: Tensor,
     annotated: Tensor | None = None,
     *,
+    class_weights: Tensor | None = None,
     voxel_mask: Tensor | None = None,
     validate: bool = True,
     probs: Tensor | None = None,
 ) -> Tensor:
-    r"""Cross-entropy that does not punish unannotated classes (marginal CE).
+    r"""Cross-entropy that does not punish unannotated classes (marginal CE), optionally class-weighted.
 
     For a voxel labelled background in batch element b the probability is that of the merged class,
     :math:`\log \sum_{c \in M_b} \tilde y_c = \mathrm{logsumexp}_{c\in M_b} z_c - \mathrm{logsumexp}_c z_c`
@@ -126,17 +129,41 @@ def marginal_cross_entropy(
     everything annotated this is the plain cross-entropy. One pass without a branch on data (see
     ``_MarginalNLL``): it compiles as one graph and synchronises nothing.
 
+    With ``class_weights`` w, each voxel i of batch element b counts with the weight of its label
+    value, :math:`w_i = w_{b, y_i}`, and the loss is the weighted mean
+
+    .. math::
+
+        L = \frac{\sum_i m_i\, w_i\, \ell_i}{\sum_i m_i\, w_i},\qquad
+        \ell_i = -\log \sum_{c \in S_i} \tilde y_c,
+
+    with S_i = {y_i} for a labelled voxel and S_i = M_b for one labelled 0, and m the voxel mask.
+    Label 0 stands for the merged class M_b, so it carries w_0, the weight of label value 0: the
+    frequencies behind :func:`inverse_frequency_weights` are counted on the same label maps, where
+    the voxels of an unannotated class are 0. With everything annotated this is torch's
+    ``cross_entropy(weight=w)`` and nnU-Net's ``RobustCrossEntropyLoss(weight=w)``; ``w = 1`` is the
+    plain CE. Where no voxel has weight (all masked, or all weights 0) the loss is 0 with zero
+    gradient (torch: NaN).
+
     Args:
         logits: ``(B, C, *spatial)`` network outputs before softmax.
         target: integer label map ``(B, 1, *spatial)``.
         annotated: ``(B, C)`` bool or None (all annotated); column 0 is ignored.
+        class_weights: ``(C,)`` or ``(B, C)`` weights ≥ 0 of the label values, or None (all 1).
         voxel_mask: ``(B, 1, *spatial)``; zero removes the voxel (nnU-Net's ignore label).
         validate: check arguments (modules check once and pass False).
         probs: ``softmax(logits, 1)`` when the caller has it already (Dice + CE); read, never
             differentiated: the gradient goes to the logits.
 
     Returns:
-        Mean over the voxels that count; 0 (with zero gradient) if none does.
+        (Weighted) mean over the voxels that count; 0 (with zero gradient) if none does.
+
+    Example:
+        >>> logits = torch.randn(2, 3, 8, 8, requires_grad=True)
+        >>> labels = torch.randint(0, 2, (2, 1, 8, 8))  # class 2 not annotated in image 0
+        >>> annotated = torch.tensor([[True, True, False], [True, True, True]])
+        >>> w = inverse_frequency_weights(torch.tensor([900.0, 90.0, 10.0]))
+        >>> marginal_cross_entropy(logits, labels, annotated, class_weights=w).backward()
     """
     batch, classes = logits.shape[:2]
     if validate:
@@ -145,14 +172,16 @@ def marginal_cross_entropy(
             raise ValueError("marginal_cross_entropy needs an integer label map target of shape (B, 1, *spatial)")
         check_label_values(target, classes)
         annotated = check_annotated(annotated, batch, classes)
+        class_weights = check_class_weights(class_weights, batch, classes)
         voxel_mask = check_voxel_mask(voxel_mask, logits)
     with no_autocast(logits.device):
         lab = target.reshape(batch, -1).long()
+        plain_mean = voxel_mask is None and class_weights is None
         if annotated is None:
             # everything annotated: the plain, fused cross-entropy kernel
             z = logits.reshape(batch, classes, -1).to(accumulation_dtype(logits.dtype))
-            nll = F.cross_entropy(z, lab, reduction="none" if voxel_mask is not None else "mean")
-            if voxel_mask is None:
+            nll = F.cross_entropy(z, lab, reduction="mean" if plain_mean else "none")
+            if plain_mean:
                 return nll
         else:
             merged = _merged_into_background(annotated.to(logits.device))
@@ -160,10 +189,57 @@ def marginal_cross_entropy(
             if probs is None:
                 probs = torch.softmax(flat.to(accumulation_dtype(flat.dtype)), dim=1)
             nll = _MarginalNLL.apply(flat, probs.detach().reshape(batch, classes, -1), lab, merged)
-            if voxel_mask is None:
+            if plain_mean:
                 return nll.mean()
-        m = voxel_mask.reshape(batch, -1).bool()
+        return _voxel_mean(nll, lab, class_weights, voxel_mask)
+
+
+def _voxel_mean(nll: Tensor, labels: Tensor, class_weights: Tensor | None, voxel_mask: Tensor | None) -> Tensor:
+    """``Σ m w ℓ / Σ m w`` over ``(B, N)`` voxels: w the weight of each voxel's label (1 without weights)."""
+    batch = nll.shape[0]
+    m = None if voxel_mask is None else voxel_mask.reshape(batch, -1).bool()
+    if class_weights is None:
+        assert m is not None  # the plain mean is taken by the caller
         return torch.where(m, nll, 0.0).sum() / m.sum().clamp_min(1)
+    w = class_weights.to(device=nll.device, dtype=nll.dtype)
+    weight = w.expand(batch, w.shape[-1]).gather(1, labels)  # (B, N): w[b, y_i]
+    if m is not None:
+        weight = torch.where(m, weight, 0.0)
+    total = weight.sum()
+    # all weights 0: the numerator is exactly 0 too, so the loss and its gradient are 0
+    return (weight * nll).sum() / total.clamp_min(torch.finfo(total.dtype).tiny)
+
+
+def inverse_frequency_weights(class_volumes: Tensor) -> Tensor:
+    r"""Class weights of the weighted cross-entropy: inverse class frequencies, balanced.
+
+    .. math::
+
+        w_c = \frac{1}{K\, f_c},\qquad f_c = \frac{v_c}{\sum_k v_k},\qquad K = |\{c : v_c > 0\}|
+
+    with v_c the (expected) voxel count of class c, background included: every class present gets
+    the same total weight over the data, and the mean weight of a voxel is 1 (Σ_c f_c w_c = 1), so
+    the weighted loss keeps the scale of the plain one. A class with no voxel gets w_c = 0, as the
+    Mime constants of a class never labelled (no voxel of it is ever weighted). Only ratios of
+    ``class_volumes`` matter: counts, expected counts per patch or frequencies give the same weights.
+    These are scikit-learn's ``class_weight="balanced"``, the usual weighting of the "(weighted)
+    cross-entropy" that Eelbode, Bertels et al. (TMI 2020) compare the Dice-type losses with.
+
+    Args:
+        class_volumes: ``(C,)`` voxel counts (or frequencies) ≥ 0 of the classes, not all 0.
+
+    Returns:
+        ``(C,)`` float32 weights.
+    """
+    volume = torch.as_tensor(class_volumes, dtype=torch.float64)
+    if volume.ndim != 1 or not bool(torch.isfinite(volume).all()) or bool((volume < 0).any()) or volume.sum() <= 0:
+        raise ValueError(
+            f"class_volumes must be a (C,) tensor of finite voxel counts >= 0, not all 0; got {volume.tolist()}"
+        )
+    present = volume > 0
+    frequency = volume / volume.sum()
+    weights = torch.where(present, 1.0 / (present.sum() * frequency).clamp_min(1e-300), 0.0)
+    return weights.float()
 
 
 class _MarginalNLL(torch.autograd.Function):

@@ -75,6 +75,7 @@ def build_level_loss(
     has_regions: bool,
     ignore_label: int | None,
     mime: tuple | None = None,
+    class_weights: Tensor | None = None,
     distributed: bool = False,
     semantics: int = SEMANTICS,
 ) -> nn.Module:
@@ -83,8 +84,10 @@ def build_level_loss(
     ε values are numbers (added once per subset of Φ), or per-class lists over the output channels:
     the heuristic, an expected labelled volume per map, added once per kept map of a subset
     (``eps_per="map"``: a subset's ε is the expected labelled volume of the maps it holds).
-    ``semantics`` is the version the run recorded (:data:`~nnunet_dicephi.loss_config.SEMANTICS`).
-    The module and which options it takes come from :data:`~nnunet_dicephi.loss_config.REGISTRY`.
+    ``class_weights`` are the weighted cross-entropy's, one per output channel; being ratios of
+    class volumes they are the same at every output. ``semantics`` is the version the run recorded
+    (:data:`~nnunet_dicephi.loss_config.SEMANTICS`). The module and which options it takes come from
+    :data:`~nnunet_dicephi.loss_config.REGISTRY`.
     """
     spec = REGISTRY[config.loss]
     options = {
@@ -107,6 +110,10 @@ def build_level_loss(
         if mime is None:
             raise ValueError(f"the {config.loss} loss needs its constants a, b from the dataset statistics")
         options["a"], options["b"] = mime
+    if spec.class_frequencies:
+        if class_weights is None:
+            raise ValueError(f"the {config.loss} loss needs class weights from the dataset statistics")
+        options["class_weights"] = class_weights
     if spec.gathers_sums:
         # under DDP the overlap losses gather every process's map sums, so Φ is global (Lovász stays
         # per process: its sorting does not decompose into sums)
@@ -308,6 +315,30 @@ class DicePhiTrainer(nnUNetTrainer):
             a, b = (values.tolist() for values in self.dataset_statistics().mime_constants())
         return torch.tensor(a, dtype=torch.float32), torch.tensor(b, dtype=torch.float32)
 
+    def _class_weights(self) -> Tensor | None:
+        """The weighted cross-entropy's class weights: inverse class frequencies of the training patches.
+
+        f_c = E|y_c| / |patch|, the expected share of class c in one training patch as nnU-Net samples
+        patches, over this fold's training cases (the statistics behind the heuristic ε, background
+        included), and w_c = 1 / (K f_c) (:func:`~nnunet_dicephi.losses.inverse_frequency_weights`).
+        Why this formula: Eelbode, Bertels et al. (TMI 2020) compare the metric-sensitive losses with
+        "per-pixel losses, such as (weighted) cross-entropy" and question "the existence of an optimal
+        weighting scheme for weighted cross-entropy"; the summary page of the paper at hand names no
+        weights, so the common scheme is taken, counted on the patches the loss actually sees. A run
+        that recorded its weights (``--c``, ``--val``) reuses them.
+        """
+        if not REGISTRY[self.effective_loss()[0].loss].class_frequencies:
+            return None
+        record = self._recorded()
+        if record is not None and record.get("class_weights") is not None:
+            return torch.tensor(record["class_weights"], dtype=torch.float32)
+        if self.label_manager.has_regions:
+            raise ValueError(
+                f"{self.effective_loss()[0].loss} weighs a voxel by its label's class; region-based (sigmoid) "
+                "training has no such class: train TrainerCE, whose BCE runs over every region"
+            )
+        return L.inverse_frequency_weights(torch.tensor(self.dataset_statistics().expected_volume))
+
     # --- loss --------------------------------------------------------------------------------
 
     def _build_loss(self) -> nn.Module:
@@ -316,6 +347,7 @@ class DicePhiTrainer(nnUNetTrainer):
         self._annotation_table()  # validate the manifest before anything trains
         eps_nr, eps_dr = self.resolved_eps()
         mime = self._mime_constants()
+        class_weights = self._class_weights()
         levels = [
             build_level_loss(
                 config,
@@ -324,6 +356,7 @@ class DicePhiTrainer(nnUNetTrainer):
                 has_regions=lm.has_regions,
                 ignore_label=lm.ignore_label,
                 mime=mime,
+                class_weights=class_weights,
                 distributed=self.is_ddp,
                 semantics=semantics,
             )
@@ -446,6 +479,8 @@ class DicePhiTrainer(nnUNetTrainer):
         ]
         mime = self._mime_constants()
         record["mime"] = None if mime is None else {"a": mime[0].tolist(), "b": mime[1].tolist()}
+        class_weights = self._class_weights()
+        record["class_weights"] = None if class_weights is None else class_weights.tolist()
         table = self._annotation_table()
         record["partial_labels"] = (
             None

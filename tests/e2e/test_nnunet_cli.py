@@ -190,6 +190,34 @@ def test_mime_trainer_uses_dataset_constants(partial_env):
     assert record["initial_lr"] == 1e-3 and "Current learning rate: 0.001\n" in result.stdout
 
 
+def test_weighted_ce_trainer_records_its_class_weights_and_validates_with_them(partial_env):
+    import torch
+
+    from nnunet_dicephi.losses import inverse_frequency_weights
+
+    env, root = partial_env
+    name = "TrainerWCE_ep1_it2"
+    train = ["nnUNetv2_train", "902", "2d", "0", "-tr", name, "-device", "cpu"]
+    result = run(env, *train, extra_env={"nnUNet_n_proc_DA": "0"})
+    fold = _fold(root, "Dataset902_PartialBlobs", name)
+    record = json.loads((fold / "dicephi_loss.json").read_text())
+    # the cached statistics of fold 0 (the heuristic ε's): expected class volumes of a training patch
+    cache = json.loads((root / "preprocessed" / "Dataset902_PartialBlobs" / "dicephi_statistics.json").read_text())
+    (volumes,) = [v["expected_volume"] for k, v in cache.items() if json.loads(k)["fold"] == 0]
+    assert record["class_weights"] == pytest.approx(inverse_frequency_weights(torch.tensor(volumes)).tolist())
+    assert record["class_weights"][0] == min(record["class_weights"])  # background: the most frequent class
+    assert record["initial_lr"] == 1e-2 and "Current learning rate: 0.01\n" in result.stdout
+    checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert checkpoint["dicephi"]["class_weights"] == record["class_weights"]
+
+    # --val takes the recorded weights even when the cached statistics are gone
+    (root / "preprocessed" / "Dataset902_PartialBlobs" / "dicephi_statistics.json").unlink()
+    (fold / "validation" / "summary.json").unlink()
+    run(env, *train, "--val")
+    assert (fold / "validation" / "summary.json").is_file()
+    assert not (root / "preprocessed" / "Dataset902_PartialBlobs" / "dicephi_statistics.json").exists()
+
+
 def test_broken_manifest_is_refused_with_every_offender(nnunet_env):
     env, root = nnunet_env
     write_dataset(

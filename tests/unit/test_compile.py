@@ -39,6 +39,7 @@ def _softmax_modules():
     yield "lovasz-per-batch", lambda **kw: L.LovaszSoftmaxLoss(per_image=False, classes="all", **kw)
     yield "exclusion", lambda **kw: L.ExclusionLoss(**kw)
     yield "ce", lambda **kw: L.CrossEntropyLoss(**kw)
+    yield "wce", lambda **kw: L.WeightedCrossEntropyLoss(class_weights=torch.tensor([0.4, 1.5, 6.0]), **kw)
 
 
 def _sigmoid_modules():

@@ -16,6 +16,7 @@ from nnunet_dicephi.losses import (
     MimeLoss,
     TverskyLoss,
     VNetDiceLoss,
+    WeightedCrossEntropyLoss,
     soft_dice_loss,
 )
 
@@ -41,6 +42,7 @@ def _modules():
     yield "mime", MimeLoss(a=torch.tensor([0.0, 0.5, 0.2]), b=0.01)
     yield "exclusion", ExclusionLoss(eps=0.0)
     yield "ce", CrossEntropyLoss()
+    yield "wce", WeightedCrossEntropyLoss(class_weights=torch.tensor([0.4, 1.5, 6.0]))
 
 
 MODULES = dict(_modules())

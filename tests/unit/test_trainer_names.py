@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import nnunet_dicephi.trainers as T
 from nnunet_dicephi.loss_config import (
+    CROSS_ENTROPY_ONLY,
     HEURISTIC,
     LOSSES,
     PRESETS,
@@ -38,7 +39,12 @@ def test_paper_defaults():
     assert PRESETS["TrainerGDL"].phi == "CI"
     # the background channel is left out, as nnU-Net's Dice does, except where the loss's reference
     # counts it (Berman's Lovász-Softmax)
-    assert {name for name, c in PRESETS.items() if c.include_background} == {"TrainerLovasz", "TrainerLovasz_CE"}
+    assert {name for name, c in PRESETS.items() if c.include_background} == {
+        "TrainerLovasz",
+        "TrainerLovasz_CE",
+        "TrainerCE",  # a cross-entropy counts every class
+        "TrainerWCE",
+    }
 
 
 def test_lovasz_names_before_and_after_0_2_0():
@@ -70,8 +76,9 @@ def configs(draw):
     default_phi, _ = LOSSES[loss]
     phi = None if default_phi is None else draw(st.sampled_from(["I", "CI", "BI", "BCI"]))
     number = st.one_of(st.just(HEURISTIC), st.sampled_from([0.0, 1e-7, 1e-5, 0.5, 12412.0, 2000.0, 1.5e-5]))
-    eps_nr = draw(number)
-    eps_dr = draw(st.one_of(st.just(eps_nr), number))
+    alone = loss in CROSS_ENTROPY_ONLY  # no ε, CE term or background choice
+    eps_nr = 1e-7 if alone else draw(number)
+    eps_dr = 1e-7 if alone else draw(st.one_of(st.just(eps_nr), number))
     tversky = loss == "Tversky" and draw(st.booleans())
     return LossConfig(
         loss=loss,
@@ -80,8 +87,8 @@ def configs(draw):
         eps_dr=eps_dr,
         alpha=0.5 if tversky else 0.3,
         beta=0.25 if tversky else 0.7,
-        ce=draw(st.booleans()),
-        include_background=draw(st.booleans()),
+        ce=not alone and draw(st.booleans()),
+        include_background=alone or draw(st.booleans()),
         epochs=draw(st.one_of(st.none(), st.integers(1, 2000))),
         iterations=draw(st.one_of(st.none(), st.integers(1, 500))),
         lr=draw(st.one_of(st.none(), st.sampled_from([1e-2, 1e-3, 3e-4, 0.05]))),
@@ -198,7 +205,11 @@ def test_the_registry_is_the_one_list_of_losses():
         config = LossConfig(loss=token, phi=spec.default_phi)
         assert config.include_background == spec.background
         mime = (torch.ones(3), torch.ones(3)) if spec.dataset_constants else None
-        module = build_level_loss(config, eps_nr=1e-7, eps_dr=1e-7, has_regions=False, ignore_label=None, mime=mime)
+        weights = torch.ones(3) if spec.class_frequencies else None
+        module = build_level_loss(
+            config, eps_nr=1e-7, eps_dr=1e-7, has_regions=False, ignore_label=None, mime=mime, class_weights=weights
+        )
         assert type(module) is getattr(losses, spec.module)
+        assert module(torch.randn(2, 3, 4, 4), torch.randint(0, 3, (2, 1, 4, 4))).isfinite()
         assert (getattr(module, "phi", None) == config.phi) or spec.default_phi is None
         assert hasattr(module, "distributed") == spec.gathers_sums

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from nnunet_dicephi import losses as L
-from nnunet_dicephi.loss_config import parse_trainer_name
+from nnunet_dicephi.loss_config import LossConfig, parse_trainer_name
 from nnunet_dicephi.partial_labels import load_manifest
 from nnunet_dicephi.trainers import DeepSupervisedLoss, trainer_class
 from nnunet_dicephi.trainers.base import build_level_loss
@@ -314,3 +314,114 @@ def test_an_initialised_trainer_rebuilds_its_loss_from_the_checkpoint(tmp_path, 
     monkeypatch.setattr(nnUNetTrainer, "load_checkpoint", lambda self, f: None)  # initialised: no rebuild there
     trainer.load_checkpoint(path)
     assert trainer.loss.levels[0].leaf_mean == "labelled"
+
+
+# --- the cross-entropy baselines: TrainerWCE's weights come from the statistics, once -----------
+
+
+def _cross_entropy_trainer(name, tmp_path, monkeypatch, volumes=(900.0, 90.0, 10.0)):
+    """A trainer with three deep-supervision outputs whose dataset statistics are ``volumes``."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    from nnunet_dicephi.statistics import DatasetStatistics
+
+    trainer = object.__new__(trainer_class(name))
+    trainer.label_manager = types.SimpleNamespace(has_regions=False, ignore_label=None, has_ignore_label=False)
+    trainer._dicephi_table = load_manifest(DATASET, ["c0", "c1"])
+    trainer.output_folder, trainer.was_initialized, trainer.is_ddp = str(tmp_path), False, False
+    trainer.print_to_log_file = lambda *args, **kwargs: None
+    trainer.statistics_read = 0
+
+    def statistics():
+        trainer.statistics_read += 1
+        return DatasetStatistics(("0", "1", "2"), tuple(volumes), int(sum(volumes)), cases=2)
+
+    monkeypatch.setattr(trainer, "dataset_statistics", statistics)
+    monkeypatch.setattr(trainer, "_do_i_compile", lambda: False)
+    monkeypatch.setattr(trainer, "_level_scales", lambda: [1.0, 0.25, 0.0625])
+    monkeypatch.setattr(nnUNetTrainer, "load_checkpoint", lambda self, f: setattr(self, "loss", self._build_loss()))
+    return trainer
+
+
+def test_wce_weights_are_the_inverse_class_frequencies_of_the_statistics_at_every_output(tmp_path, monkeypatch):
+    trainer = _cross_entropy_trainer("TrainerWCE", tmp_path, monkeypatch)
+    loss = trainer._build_loss()
+    expected = L.inverse_frequency_weights(torch.tensor([900.0, 90.0, 10.0]))
+    assert [type(level).__name__ for level in loss.levels] == ["WeightedCrossEntropyLoss"] * 3
+    for level in loss.levels:  # ratios of volumes: the same at every resolution
+        torch.testing.assert_close(level.class_weights, expected)
+    # the deep-supervision sum of weighted marginal CEs, with the batch's annotated mask
+    g = torch.Generator().manual_seed(5)
+    outputs = [torch.randn(2, 3, n, n, generator=g) for n in (8, 4, 2)]
+    targets = [torch.randint(0, 3, (2, 1, n, n), generator=g) for n in (8, 4, 2)]
+    targets = [torch.where((t == 2) & (torch.arange(2).view(2, 1, 1, 1) == 0), 0, t) for t in targets]
+    annotated = torch.tensor([[True, True, False], [True, True, True]])
+    value = loss(outputs, targets, annotated)
+    parts = [L.marginal_cross_entropy(o, t, annotated, class_weights=expected) for o, t in zip(outputs, targets)]
+    assert value.item() == pytest.approx(sum(w * p.item() for w, p in zip(loss.weights, parts)), rel=1e-6)
+    assert loss.weights[-1] == 0.0
+
+
+def test_wce_records_its_weights_and_a_resumed_run_reuses_them(tmp_path, monkeypatch):
+    import json
+
+    trainer = _cross_entropy_trainer("TrainerWCE", tmp_path, monkeypatch)
+    record = json.loads(json.dumps(trainer.loss_record()))  # as dicephi_loss.json and checkpoints hold it
+    expected = L.inverse_frequency_weights(torch.tensor([900.0, 90.0, 10.0])).tolist()
+    assert record["class_weights"] == pytest.approx(expected)
+    assert record["trainer_name"] == "TrainerWCE" and record["semantics"] == 2 and record["initial_lr"] == 1e-2
+    assert LossConfig.from_record(record) == parse_trainer_name("TrainerWCE")
+    assert record["mime"] is None and record["eps_per_class"] is None
+
+    # --c / --val: the checkpoint's weights, although the statistics now say otherwise
+    path = tmp_path / "checkpoint_latest.pth"
+    torch.save({"dicephi": record}, path)
+    resumed = _cross_entropy_trainer("TrainerWCE", tmp_path, monkeypatch, volumes=(500.0, 250.0, 250.0))
+    resumed.load_checkpoint(str(path))
+    assert resumed.statistics_read == 0
+    assert resumed.effective_loss() == (parse_trainer_name("TrainerWCE"), 2)
+    for level in resumed.loss.levels:
+        assert level.class_weights.tolist() == pytest.approx(expected)
+    assert resumed.loss_record()["class_weights"] == record["class_weights"]
+
+    # before any checkpoint (a run killed in its first epoch): dicephi_loss.json's weights
+    (tmp_path / "dicephi_loss.json").write_text(json.dumps(record))
+    early = _cross_entropy_trainer("TrainerWCE", tmp_path, monkeypatch, volumes=(500.0, 250.0, 250.0))
+    assert early._class_weights().tolist() == pytest.approx(expected) and early.statistics_read == 0
+
+
+def test_ce_trainer_builds_the_marginal_ce_and_records_no_weights(tmp_path, monkeypatch):
+    trainer = _cross_entropy_trainer("TrainerCE", tmp_path, monkeypatch)
+    loss = trainer._build_loss()
+    assert [type(level).__name__ for level in loss.levels] == ["CrossEntropyLoss"] * 3
+    record = trainer.loss_record()
+    assert record["class_weights"] is None and trainer.statistics_read == 0  # no statistics needed
+    assert LossConfig.from_record(record) == parse_trainer_name("TrainerCE")
+
+
+def test_wce_refuses_region_training(tmp_path, monkeypatch):
+    trainer = _cross_entropy_trainer("TrainerWCE", tmp_path, monkeypatch)
+    trainer.label_manager = types.SimpleNamespace(has_regions=True, ignore_label=None)
+    with pytest.raises(ValueError, match="region-based .* train TrainerCE"):
+        trainer._build_loss()
+
+
+def test_ce_trainer_loss_equals_nnunets_ce_trainer_loss(tmp_path, monkeypatch):
+    """nnUNetTrainerCELoss: RobustCrossEntropyLoss in DeepSupervisionWrapper, weights 1/2^i, the last 0."""
+    from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+    from nnunetv2.training.loss.robust_ce_loss import RobustCrossEntropyLoss
+
+    ours = _cross_entropy_trainer("TrainerCE", tmp_path, monkeypatch)._build_loss()
+    theirs = DeepSupervisionWrapper(RobustCrossEntropyLoss(), [4 / 6, 2 / 6, 0.0])
+    g = torch.Generator().manual_seed(6)
+    outputs = [torch.randn(2, 3, n, n, generator=g, dtype=torch.float64) for n in (8, 4, 2)]
+    targets = [torch.randint(0, 3, (2, 1, n, n), generator=g) for n in (8, 4, 2)]
+    values = []
+    for loss, as_target in ((ours, lambda t: t), (theirs, lambda t: t.double())):
+        leaves = [o.clone().requires_grad_() for o in outputs]
+        value = loss(leaves, [as_target(t) for t in targets])
+        value.backward()
+        values.append((value.detach(), [leaf.grad for leaf in leaves[:2]]))
+    torch.testing.assert_close(values[0][0], values[1][0], rtol=0, atol=1e-9)
+    for a, b in zip(values[0][1], values[1][1]):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
