@@ -108,13 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("fold", help="fold number or 'all'")
     stats.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
     stats.add_argument("-tr", "--trainer", default="TrainerDiceIEps", help="trainer whose sampling to model")
-    from nnunet_dicephi import cluster, conversion
+    from nnunet_dicephi import cluster, conversion, toys
     from nnunet_dicephi.analysis import gradients, report
 
     report.add_parser(verbs)
     gradients.add_parser(verbs)
     conversion.add_parser(verbs)
     cluster.add_parser(verbs)
+    toys.add_parser(verbs)
     return parser
 
 
