@@ -1,12 +1,13 @@
-"""The ``submit`` and ``status`` verbs of ``nnunet-dicephi`` (wired in by :func:`add_parser`)."""
+"""The ``submit``, ``run`` and ``status`` verbs of ``nnunet-dicephi`` (wired in by :func:`add_parser`)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
-from nnunet_dicephi._cli import add_verb, refuse
+from nnunet_dicephi._cli import add_verb, positive_int, refuse
 
 from .experiment import STAGES
 
@@ -57,6 +58,74 @@ def run_status(args: argparse.Namespace) -> int:
     return exit_status(rows)
 
 
+def run_run(args: argparse.Namespace) -> int:
+    """Run an experiment grid (TOML spec) on this machine: preprocess → train → predict → report.
+
+    The grid, skip and resume decisions of submit, without a scheduler: finished folds and stages
+    are skipped, a fold with a checkpoint resumes with --c, so a run stopped in any way continues
+    where it stopped. Training jobs run one after another; -j N runs N at once on the CPU, --gpus
+    0,1 one per listed GPU. One log per job under the experiment's output/logs. A failed job stops
+    its dependants and is shown with the end of its log. --smoke runs the grid with tiny trainings
+    (1 epoch of 2 iterations) in output/smoke. Exit status 1 when a job failed, 2 when the spec is
+    refused, 130 when interrupted.
+    """
+    from .experiment import smoke_variant
+    from .local import LocalRunError, run_local
+    from .spec import SpecError, load_spec
+
+    try:
+        spec = load_spec(args.spec)
+        if args.smoke:
+            spec = smoke_variant(spec)
+        if args.dry_run:
+            from .jobs import plan_jobs, resolve_datasets
+
+            plan = plan_jobs(spec, resolve_datasets(spec), stages=args.stages or STAGES, active={})
+            for key, why in plan.skipped:
+                print(f"skip  {key} ({why})")
+            for group in plan.groups:
+                for task in group.tasks:
+                    print(f"run   {task.key}" + "".join(f"\n        $ {' '.join(c)}" for c in task.commands))
+            return 0
+        result = run_local(
+            spec,
+            stages=args.stages or STAGES,
+            jobs=args.jobs,
+            gpus=args.gpus,
+            progress=not args.quiet,
+            prepare=_toy_datasets,
+        )
+    except (SpecError, LocalRunError, RuntimeError, ValueError, OSError) as error:
+        return refuse("run", error)
+    except KeyboardInterrupt:
+        print("nnunet-dicephi run: interrupted; running jobs were stopped; run again to resume", file=sys.stderr)
+        return 130
+    return result.exit_status
+
+
+def _toy_datasets(spec: Any) -> None:
+    """Write the toy datasets the spec names and nnUNet_raw lacks (``toy = "<scenario>"``)."""
+    toys = [d for d in spec.datasets if getattr(d, "toy", None)]
+    if not toys:
+        return
+    from nnunet_dicephi.toys import write_toy
+
+    from .jobs import find_dataset
+
+    for dataset in toys:
+        if find_dataset(spec, dataset) is None:
+            os.environ.update(spec.environment.paths())
+            folder = write_toy(dataset.toy, dataset.id, seed=dataset.toy_seed)
+            print(f"wrote toy dataset {folder}")
+
+
+def _gpus(text: str) -> list[str]:
+    gpus = [g.strip() for g in text.split(",") if g.strip()]
+    if not gpus or not all(g.isdigit() for g in gpus) or len(set(gpus)) != len(gpus):
+        raise argparse.ArgumentTypeError(f"expected distinct GPU ids such as 0,1; got {text!r}")
+    return gpus
+
+
 def _stages(text: str) -> list[str]:
     stages = [s.strip() for s in text.split(",") if s.strip()]
     unknown = [s for s in stages if s not in STAGES]
@@ -66,7 +135,7 @@ def _stages(text: str) -> list[str]:
 
 
 def add_parser(verbs: Any) -> None:
-    """Add the ``submit`` and ``status`` verbs to the subparsers object of ``nnunet-dicephi``."""
+    """Add the ``submit``, ``run`` and ``status`` verbs to the subparsers object of ``nnunet-dicephi``."""
     submit = add_verb(verbs, "submit", run_submit)
     submit.add_argument("spec", metavar="SPEC", help="experiment spec (TOML), see examples/grid.toml")
     submit.add_argument("--dry-run", action="store_true", help="print the job scripts; submit nothing")
@@ -76,6 +145,15 @@ def add_parser(verbs: Any) -> None:
         metavar="STAGES",
         help=f"comma-separated subset of {','.join(STAGES)} (default: all)",
     )
+    run = add_verb(verbs, "run", run_run)
+    run.add_argument("spec", metavar="SPEC", help="experiment spec (TOML), see examples/")
+    run.add_argument("--stages", type=_stages, metavar="STAGES", help=f"comma-separated subset of {','.join(STAGES)}")
+    slots = run.add_mutually_exclusive_group()
+    slots.add_argument("-j", "--jobs", type=positive_int, default=1, metavar="N", help="jobs at once on the CPU")
+    slots.add_argument("--gpus", type=_gpus, metavar="IDS", help="one job at a time per listed GPU, e.g. 0,1")
+    run.add_argument("--smoke", action="store_true", help="tiny trainings in <output>/smoke: checks the spec runs")
+    run.add_argument("--dry-run", action="store_true", help="print what would run; run nothing")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
     status = add_verb(verbs, "status", run_status)
     status.add_argument("spec", metavar="SPEC", help="experiment spec (TOML)")
     status.add_argument("--json", action="store_true", help="print the rows as JSON")

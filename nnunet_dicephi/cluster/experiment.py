@@ -93,11 +93,12 @@ class Environment:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """One dataset's part of the grid: configurations × trainers × folds."""
+    """One dataset's part of the grid: configurations × runs (trainer, plans) × folds."""
 
     id: int
     configurations: tuple[str, ...]
     trainers: tuple[str, ...]
+    """Trainers run with :attr:`plans`."""
     folds: tuple[int | str, ...] = FOLDS
     plans: str = "nnUNetPlans"
     planner: str | None = None
@@ -105,6 +106,35 @@ class DatasetSpec:
     """Run ``nnUNetv2_plan_and_preprocess`` (skipped when already done); False: it must exist."""
     test_images: Path | None = None
     test_labels: Path | None = None
+    sweep_runs: tuple[tuple[str, str], ...] = ()
+    """(trainer, plans) pairs that the spec's sweeps add; plans may be a batch-size variant."""
+    toy: str | None = None
+    """A toy scenario (:mod:`nnunet_dicephi.toys`) that ``run`` writes when the dataset is missing."""
+    toy_seed: int = 0
+
+    @property
+    def runs(self) -> tuple[tuple[str, str], ...]:
+        """Every (trainer, plans) pair of this dataset, the listed trainers first, each once."""
+        return tuple(dict.fromkeys([*((t, self.plans) for t in self.trainers), *self.sweep_runs]))
+
+    @property
+    def plans_identifiers(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(plans for _, plans in self.runs))
+
+    @property
+    def batch_size_variants(self) -> dict[str, int]:
+        """Plans identifier → batch size, for the variants of :attr:`plans` that the runs use."""
+        out = {}
+        for plans in self.plans_identifiers:
+            match = re.fullmatch(re.escape(self.plans) + r"_bs(\d+)", plans)
+            if match:
+                out[plans] = int(match[1])
+        return out
+
+
+def batch_size_variant(plans: str, batch_size: int) -> str:
+    """The plans identifier of ``plans`` with another batch size: ``nnUNetPlans_bs4`` (same preprocessed data)."""
+    return f"{plans}_bs{batch_size}"
 
 
 @dataclass(frozen=True)
@@ -180,3 +210,44 @@ def format_time(minutes: int) -> str:
     days, rest = divmod(minutes, 24 * 60)
     text = f"{rest // 60:02d}:{rest % 60:02d}:00"
     return f"{days}-{text}" if days else text
+
+
+# --- smoke runs -------------------------------------------------------------------------------------
+
+SMOKE_EPOCHS, SMOKE_ITERATIONS = 1, 2
+
+
+def smoke_variant(
+    spec: ExperimentSpec, epochs: int = SMOKE_EPOCHS, iterations: int = SMOKE_ITERATIONS
+) -> ExperimentSpec:
+    """The same grid with tiny trainings, written apart: a check that a spec runs end to end.
+
+    Every trainer name gets ``_ep<epochs>_it<iterations>`` (its own results folders, so a real run's
+    folds are never touched), and the experiment's output (state, logs, markers, report) moves to
+    ``<output>/smoke``. Trainer names outside the project's grammar cannot be shortened: ValueError.
+    """
+    import dataclasses
+
+    from nnunet_dicephi.loss_config import TrainerNameError, parse_trainer_name, trainer_name
+
+    def shortened(name: str) -> str:
+        try:
+            config = parse_trainer_name(name)
+        except TrainerNameError:
+            raise ValueError(
+                f"--smoke shortens trainings through the trainer name; {name!r} is not a name of nnunet-dicephi's "
+                "grammar (its epochs cannot be set from the name)"
+            ) from None
+        return trainer_name(dataclasses.replace(config, epochs=epochs, iterations=iterations))
+
+    datasets = tuple(
+        dataclasses.replace(
+            d,
+            trainers=tuple(dict.fromkeys(shortened(t) for t in d.trainers)),
+            sweep_runs=tuple(dict.fromkeys((shortened(t), plans) for t, plans in d.sweep_runs)),
+        )
+        for d in spec.datasets
+    )
+    output = spec.output / "smoke"
+    report = dataclasses.replace(spec.report_spec, output=output / "report")
+    return dataclasses.replace(spec, name=f"{spec.name}-smoke", output=output, datasets=datasets, report=report)

@@ -33,6 +33,7 @@ from pathlib import Path
 from nnunet_dicephi._nnunet_names import results_folder_name
 
 from .experiment import STAGES, DatasetSpec, ExperimentSpec, Resources, SpecError
+from .variants import variants_command
 
 CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
 
@@ -122,12 +123,12 @@ class Plan:
 
 
 def grid(spec: ExperimentSpec, names: Mapping[int, str]) -> list[TrainUnit]:
-    """Every training unit of the spec, in spec order (dataset, configuration, trainer, fold)."""
+    """Every training unit of the spec, in spec order (dataset, configuration, run, fold)."""
     return [
-        TrainUnit(d.id, names[d.id], configuration, trainer, d.plans, fold)
+        TrainUnit(d.id, names[d.id], configuration, trainer, plans, fold)
         for d in spec.datasets
         for configuration in d.configurations
-        for trainer in d.trainers
+        for trainer, plans in d.runs
         for fold in d.folds
     ]
 
@@ -179,8 +180,7 @@ def resolve_datasets(spec: ExperimentSpec) -> dict[int, str]:
             problems.append(
                 (f"dataset[{i}].preprocess", f"false, but {name} is not preprocessed in {env.nnunet_preprocessed}")
             )
-        for key in ("test_images", "test_labels"):
-            folder = getattr(dataset, key)
+        for key, folder in zip(("test_images", "test_labels"), test_folders(spec, dataset, name)):
             if folder is not None and not folder.is_dir():
                 problems.append((f"dataset[{i}].{key}", f"no such folder: {folder}"))
     if env.venv is not None and not (env.venv / "bin" / "python").exists():
@@ -216,6 +216,12 @@ def preprocessed(spec: ExperimentSpec, dataset: DatasetSpec, name: str) -> bool:
         if sum(1 for _ in (folder / identifier).glob("*.pkl")) < cases:
             return False
     return True
+
+
+def missing_variants(spec: ExperimentSpec, dataset: DatasetSpec, name: str) -> dict[str, int]:
+    """The batch-size plans variants the runs use whose plans file is not written yet."""
+    folder = spec.environment.nnunet_preprocessed / name
+    return {plans: b for plans, b in dataset.batch_size_variants.items() if not (folder / f"{plans}.json").is_file()}
 
 
 # --- commands -------------------------------------------------------------------------------------
@@ -263,6 +269,19 @@ def prediction_folder(spec: ExperimentSpec, dataset_name: str, trainer_folder: s
 CROSSVAL = "crossval"
 
 
+def crossval_key(dataset: DatasetSpec, plans: str) -> str:
+    """``crossval`` for the dataset's own plans, ``crossval_<plans>`` for a batch-size variant."""
+    return CROSSVAL if plans == dataset.plans else f"{CROSSVAL}_{plans}"
+
+
+def test_folders(spec: ExperimentSpec, dataset: DatasetSpec, name: str) -> tuple[Path | None, Path | None]:
+    """The test images and labels: the spec's, or a toy dataset's own imagesTs/labelsTs."""
+    if dataset.test_images is None and dataset.toy is not None:
+        folder = spec.environment.nnunet_raw / name
+        return folder / "imagesTs", folder / "labelsTs"
+    return dataset.test_images, dataset.test_labels
+
+
 def predict_tasks(spec: ExperimentSpec, dataset: DatasetSpec, name: str) -> list[Task]:
     """The predict stage of a dataset, one array task each.
 
@@ -271,36 +290,39 @@ def predict_tasks(spec: ExperimentSpec, dataset: DatasetSpec, name: str) -> list
     trainer's folds (an ensemble), then evaluated when ``test_labels`` is given.
     """
     cpus = str(spec.resources.predict.cpus)
+    test_images, test_labels = test_folders(spec, dataset, name)
     tasks = []
     if dataset.folds != ("all",):
-        key = f"predict/{name}/{CROSSVAL}"
-        command = (
-            "nnUNetv2_find_best_configuration",
-            str(dataset.id),
-            *("-p", dataset.plans, "-c", *dataset.configurations, "-tr", *dataset.trainers),
-            *("-f", *_fold_text(dataset.folds), "--disable_ensembling", "-np", cpus),
-        )
-        tasks.append(Task(key, (command,), marker=marker_path(spec, key)))
-    if dataset.test_images is not None:
+        for plans in dataset.plans_identifiers:
+            key = f"predict/{name}/{crossval_key(dataset, plans)}"
+            trainers = [t for t, p in dataset.runs if p == plans]
+            command = (
+                "nnUNetv2_find_best_configuration",
+                str(dataset.id),
+                *("-p", plans, "-c", *dataset.configurations, "-tr", *trainers),
+                *("-f", *_fold_text(dataset.folds), "--disable_ensembling", "-np", cpus),
+            )
+            tasks.append(Task(key, (command,), marker=marker_path(spec, key)))
+    if test_images is not None:
         workers = str(min(3, spec.resources.predict.cpus))
         for configuration in dataset.configurations:
-            for trainer in dataset.trainers:
-                folder = results_folder_name(trainer, dataset.plans, configuration)
+            for trainer, plans in dataset.runs:
+                folder = results_folder_name(trainer, plans, configuration)
                 target = prediction_folder(spec, name, folder)
                 commands = [
                     (
                         "nnUNetv2_predict",
-                        *("-i", str(dataset.test_images), "-o", str(target)),
-                        *("-d", str(dataset.id), "-c", configuration, "-tr", trainer, "-p", dataset.plans),
+                        *("-i", str(test_images), "-o", str(target)),
+                        *("-d", str(dataset.id), "-c", configuration, "-tr", trainer, "-p", plans),
                         *("-f", *_fold_text(dataset.folds), "-device", spec.environment.device),
                         *("-npp", workers, "-nps", workers),
                     )
                 ]
-                if dataset.test_labels is not None:
+                if test_labels is not None:
                     commands.append(
                         (
                             "nnUNetv2_evaluate_folder",
-                            *(str(dataset.test_labels), str(target)),
+                            *(str(test_labels), str(target)),
                             *("-djfile", str(target / "dataset.json"), "-pfile", str(target / "plans.json")),
                             *("-np", cpus),
                         )
@@ -318,9 +340,9 @@ def report_commands(spec: ExperimentSpec, names: Mapping[int, str]) -> tuple[tup
 
     def folders(dataset: DatasetSpec) -> list[str]:
         return [
-            str(results / names[dataset.id] / results_folder_name(t, dataset.plans, c))
+            str(results / names[dataset.id] / results_folder_name(t, plans, c))
             for c in dataset.configurations
-            for t in dataset.trainers
+            for t, plans in dataset.runs
         ]
 
     commands = []
@@ -338,16 +360,17 @@ def report_commands(spec: ExperimentSpec, names: Mapping[int, str]) -> tuple[tup
                 ("nnunet-dicephi", "report", *folders(d), "-o", str(out), "--folds", *_fold_text(d.folds), *options)
             )
     for d in spec.datasets:
-        if d.test_labels is None:
+        test_labels = test_folders(spec, d, names[d.id])[1]
+        if test_labels is None:
             continue
         predictions = [
-            str(prediction_folder(spec, names[d.id], results_folder_name(t, d.plans, c)))
+            str(prediction_folder(spec, names[d.id], results_folder_name(t, plans, c)))
             for c in d.configurations
-            for t in d.trainers
+            for t, plans in d.runs
         ]
         out = report.output / f"test_{names[d.id]}"
         commands.append(
-            ("nnunet-dicephi", "report", *predictions, "--reference", str(d.test_labels), "-o", str(out), *options)
+            ("nnunet-dicephi", "report", *predictions, "--reference", str(test_labels), "-o", str(out), *options)
         )
     return tuple(commands)
 
@@ -410,16 +433,24 @@ def plan_jobs(
         upstream: list[str] = []  # keys of this dataset's jobs that the next stage waits for
 
         key = f"preprocess/{name}"
+        variants = missing_variants(spec, dataset, name)
+        if not dataset.preprocess:
+            done = "preprocess = false"
+        elif marker_path(spec, key).is_file() or preprocessed(spec, dataset, name):
+            done = "already preprocessed"
+        else:
+            done = ""
         if key in active:
             skipped.append((key, f"still queued or running as job {active[key]}"))
             upstream.append(key)
-        elif not dataset.preprocess:
-            skipped.append((key, "preprocess = false"))
-        elif marker_path(spec, key).is_file() or preprocessed(spec, dataset, name):
-            skipped.append((key, "already preprocessed"))
+        elif done and not variants:
+            skipped.append((key, done))
         elif "preprocess" in stages:
-            command = preprocess_command(dataset, spec.resources.preprocess.cpus)
-            add_group("preprocess", key, dataset.id, [Task(key, (command,), marker=marker_path(spec, key))], [])
+            commands = [] if done else [preprocess_command(dataset, spec.resources.preprocess.cpus)]
+            if variants:  # batch-size plans variants, after preprocessing: they copy its plans
+                folder = env.nnunet_preprocessed / name
+                commands.append(variants_command(folder, dataset.plans, variants))
+            add_group("preprocess", key, dataset.id, [Task(key, tuple(commands), marker=marker_path(spec, key))], [])
             upstream.append(key)
         else:
             skipped.append((key, "stage not selected"))

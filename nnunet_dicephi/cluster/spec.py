@@ -39,6 +39,7 @@ This module imports neither torch, nnU-Net nor submitit.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import io
 import os
 import re
@@ -254,6 +255,9 @@ def _read_dataset(reader: TableReader, data: Any, path: str) -> DatasetSpec | No
         "preprocess",
         "test_images",
         "test_labels",
+        "toy",
+        "toy_seed",
+        "sweep",
     )
     table = reader.table(data, path, allowed)
     if not table and not isinstance(data, dict):
@@ -271,7 +275,7 @@ def _read_dataset(reader: TableReader, data: Any, path: str) -> DatasetSpec | No
                 f"{path}.configurations[{i}]",
                 "the cascade needs 3d_lowres predictions of every fold first; run it with nnU-Net's own tools",
             )
-    trainers = reader.strings(table, path, "trainers", required=True)
+    trainers = reader.strings(table, path, "trainers", required="sweep" not in table)
     for i, trainer in enumerate(trainers):
         problem = check_trainer(trainer)
         if problem is not None:
@@ -284,6 +288,11 @@ def _read_dataset(reader: TableReader, data: Any, path: str) -> DatasetSpec | No
     test_labels = reader.path(table, path, "test_labels")
     if test_labels is not None and test_images is None:
         reader.add(f"{path}.test_labels", "needs test_images")
+    toy = _read_toy(reader, table, path)
+    toy_seed = reader.integer(table, path, "toy_seed", 0, low=0)
+    sweep_runs = _read_sweeps(reader, table.get("sweep"), f"{path}.sweep", plans) if "sweep" in table else ()
+    if not trainers and not sweep_runs and "sweep" in table and len(reader.problems) == before:
+        reader.add(f"{path}.sweep", "expands to no trainer")
     if len(reader.problems) > before:
         return None
     return DatasetSpec(
@@ -296,7 +305,119 @@ def _read_dataset(reader: TableReader, data: Any, path: str) -> DatasetSpec | No
         preprocess=preprocess,
         test_images=test_images,
         test_labels=test_labels,
+        sweep_runs=sweep_runs,
+        toy=toy,
+        toy_seed=toy_seed,
     )
+
+
+def _read_toy(reader: TableReader, table: dict, path: str) -> str | None:
+    toy = reader.string(table, path, "toy")
+    if toy is None:
+        return None
+    from nnunet_dicephi.toys import SCENARIOS
+
+    if toy not in SCENARIOS:
+        close = difflib.get_close_matches(toy, list(SCENARIOS), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        reader.add(f"{path}.toy", f"unknown toy scenario {toy!r}; {hint}scenarios: {', '.join(SCENARIOS)}")
+        return None
+    return toy
+
+
+_SWEEP_KEYS = ("loss", "phi", "eps", "batch_sizes", "seeds")
+
+
+def _sweep_values(reader: TableReader, table: dict, path: str, key: str, check) -> list:
+    """A sweep key as a list (a single value is a list of one); ``check(value)`` → problem or None."""
+    if key not in table:
+        return []
+    values = table[key] if isinstance(table[key], list) else [table[key]]
+    if not values:
+        reader.add(_join(path, key), "must not be empty")
+    out = []
+    for i, value in enumerate(values):
+        problem = check(value)
+        if problem:
+            reader.add(f"{_join(path, key)}[{i}]", problem)
+        elif value in out:
+            reader.add(f"{_join(path, key)}[{i}]", f"{value!r} is listed twice")
+        else:
+            out.append(value)
+    return out
+
+
+def _check_eps(value: Any) -> str | None:
+    if value == loss_config.HEURISTIC or (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+    ):
+        return None
+    return f'an ε is a number of voxels >= 0 or "H" (the heuristic); got {_kind(value)}'
+
+
+def _check_count(value: Any) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return None
+    return f"expected a positive integer, got {_kind(value)}"
+
+
+def _check_seed(value: Any) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return None
+    return f"expected an integer >= 0, got {_kind(value)}"
+
+
+def _read_sweeps(reader: TableReader, data: Any, path: str, plans: str) -> tuple[tuple[str, str], ...]:
+    """``[[dataset.sweep]]`` tables → (trainer, plans) pairs: loss × Φ × ε × seed, × batch size.
+
+    ``phi`` and ``eps`` list the values swept (a single value is a list of one; left out: the loss's
+    default Φ, ε = 1e-7). ``batch_sizes`` trains each name with the plans variant
+    ``<plans>_bs<B>`` (:mod:`.variants`); left out, the plans' own batch size. ``seeds`` adds the
+    trainers' ``seed<K>`` option.
+    """
+    import dataclasses
+
+    tables = data if isinstance(data, list) else [data]
+    runs: list[tuple[str, str]] = []
+    for index, item in enumerate(tables):
+        where = f"{path}[{index}]"
+        table = reader.table(item, where, _SWEEP_KEYS)
+        if not table:
+            continue
+        loss = reader.string(table, where, "loss") or "Dice"
+        if loss not in loss_config.REGISTRY:
+            reader.add(f"{where}.loss", f"unknown loss {loss!r}; losses: {', '.join(loss_config.REGISTRY)}")
+            continue
+        phis = _sweep_values(
+            reader,
+            table,
+            where,
+            "phi",
+            lambda v: None if v in loss_config.PHIS else f"Φ is one of {', '.join(loss_config.PHIS)}; got {_kind(v)}",
+        )
+        eps_values = _sweep_values(reader, table, where, "eps", _check_eps)
+        batch_sizes = _sweep_values(reader, table, where, "batch_sizes", _check_count)
+        seeds = _sweep_values(reader, table, where, "seeds", _check_seed)
+        default_phi = loss_config.REGISTRY[loss].default_phi
+        if eps_values and not loss_config.REGISTRY[loss].takes_eps:
+            reader.add(f"{where}.eps", f"{loss} takes no ε; sweep phi, batch_sizes or seeds instead")
+            continue
+        if phis and default_phi is None:
+            reader.add(f"{where}.phi", f"{loss} takes no Φ")
+            continue
+        base = loss_config.LossConfig(loss=loss, phi=default_phi)
+        for phi in phis or [default_phi]:
+            for eps in eps_values or [loss_config.DEFAULT_EPS]:
+                for seed in seeds or [None]:
+                    try:
+                        config = dataclasses.replace(base, phi=phi, eps_nr=eps, eps_dr=eps, seed=seed)
+                    except ValueError as error:
+                        reader.add(where, f"{loss}, Φ = {phi}, ε = {eps}: {error}")
+                        continue
+                    name = loss_config.trainer_name(config)
+                    variants = [f"{plans}_bs{b}" for b in batch_sizes] or [plans]
+                    runs.extend((name, variant) for variant in variants)
+    return tuple(dict.fromkeys(runs))
 
 
 def _read_folds(reader: TableReader, table: dict, path: str) -> tuple[int | str, ...]:

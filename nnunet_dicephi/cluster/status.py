@@ -11,7 +11,10 @@ Sources, in order of authority:
    because a dependency failed;
 4. submitit's result pickle, for jobs the controller no longer remembers: its error message.
 
-Without any job recorded, a fold is **interrupted** (it has a checkpoint) or **missing**.
+Without any job recorded, a fold is **interrupted** (it has a checkpoint) or **missing**. Keys that
+no SLURM job ran take their status from the latest local run (``nnunet-dicephi run``,
+:func:`~nnunet_dicephi.cluster.local.local_statuses`): running, pending, failed (with its log),
+blocked, or interrupted when that run has stopped.
 No slurmdbd (``sacct``) is needed. The exit status is 1 when anything failed or is blocked.
 """
 
@@ -98,8 +101,20 @@ def collect(
     records: Mapping[str, JobRecord],
     queue: Mapping[str, slurm.JobInfo] | None,
     known: Mapping[str, slurm.JobInfo] | None,
+    local: Mapping[str, tuple[str, str, str]] | None = None,
 ) -> list[Row]:
-    """The status rows from the folders, the recorded jobs and what the scheduler said."""
+    """The status rows from the folders, the recorded jobs and what the scheduler said.
+
+    ``local`` holds key → (status, job, detail) of a local run (:func:`.local.local_statuses`),
+    used for keys that no SLURM job has run.
+    """
+    local = dict(local or {})
+
+    def not_done(key: str) -> tuple[str, str, str]:
+        if key not in records and key in local:
+            return local[key]
+        return job_status(records.get(key), queue, known)
+
     rows = []
     for dataset in spec.datasets:
         name = names[dataset.id]
@@ -107,7 +122,7 @@ def collect(
         if marker_path(spec, key).is_file() or preprocessed(spec, dataset, name):
             rows.append(Row("preprocess", name, "", "", "", "done", getattr(records.get(key), "job_id", "")))
         else:
-            status, job_id, detail = job_status(records.get(key), queue, known)
+            status, job_id, detail = not_done(key)
             rows.append(Row("preprocess", name, "", "", "", status, job_id, detail))
         for unit in grid(spec, names):
             if unit.dataset_id != dataset.id:
@@ -117,27 +132,27 @@ def collect(
             if state is FoldState.DONE:
                 status, job_id, detail = "done", getattr(record, "job_id", ""), ""
             else:
-                status, job_id, detail = job_status(record, queue, known)
+                status, job_id, detail = not_done(unit.key)
                 if status == "missing" and state is FoldState.INTERRUPTED:
-                    status, detail = "interrupted", "has a checkpoint; submit resumes it with --c"
+                    status, detail = "interrupted", "has a checkpoint; submit or run resumes it with --c"
             rows.append(Row("train", name, unit.configuration, unit.trainer, str(unit.fold), status, job_id, detail))
         for task in predict_tasks(spec, dataset, name):
             last = task.key.rsplit("/", 1)[1]
-            if last == CROSSVAL:
+            if last == CROSSVAL or last.startswith(CROSSVAL + "_"):
                 trainer, configuration = "cross-validation", ""
             else:
                 trainer, _, configuration = parse_results_folder_name(last)
             if task.marker is not None and task.marker.is_file():
                 status, job_id, detail = "done", getattr(records.get(task.key), "job_id", ""), ""
             else:
-                status, job_id, detail = job_status(records.get(task.key), queue, known)
+                status, job_id, detail = not_done(task.key)
             rows.append(Row("predict", name, configuration, trainer, "", status, job_id, detail))
     report = spec.report_spec
     if report.enabled:
         if marker_path(spec, "report").is_file() and (report.output / "report.md").is_file():
             rows.append(Row("report", "", "", "", "", "done", getattr(records.get("report"), "job_id", ""), ""))
         else:
-            status, job_id, detail = job_status(records.get("report"), queue, known)
+            status, job_id, detail = not_done("report")
             rows.append(Row("report", "", "", "", "", status, job_id, detail))
     return rows
 
@@ -170,7 +185,9 @@ def status(spec: ExperimentSpec) -> tuple[list[Row], list[str]]:
             notes.append(f"scheduler not reachable ({error}); job states from files only")
     else:
         queue, known = {}, {}
-    return collect(spec, names, records, queue, known), notes
+    from .local import local_statuses
+
+    return collect(spec, names, records, queue, known, local_statuses(spec)), notes
 
 
 def exit_status(rows: list[Row]) -> int:
