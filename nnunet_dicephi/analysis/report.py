@@ -120,6 +120,7 @@ from .metrics import (  # noqa: F401
     voxel_volume_ml,
 )
 from .rendering import _number, markdown_report, write_figures
+from .transition import transition
 
 DEFAULT_OUTPUT = "dicephi_report"
 
@@ -335,6 +336,13 @@ def build_report(
         write_text_atomically(staging / "summary.csv", summary.to_csv(index=False))
         write_text_atomically(staging / "pairwise.csv", pairwise.to_csv(index=False))
         figures = write_figures(per_case, summary, staging)
+        sweeps, transition_figures = transition(configurations, summary, staging, notes)
+        if not sweeps.empty:
+            write_text_atomically(staging / "transition.csv", sweeps.to_csv(index=False))
+        for dataset, name in transition_figures:
+            figures.setdefault(dataset, []).append(
+                ("The measured transition: DSC and ΔV against ε or B, and Eq. 4", name)
+            )
         markdown = markdown_report(
             configurations, summary, pairwise, n_resamples=n_resamples, seed=seed, notes=notes, figures=figures
         )

@@ -78,9 +78,12 @@ def run_run(args: argparse.Namespace) -> int:
         if args.smoke:
             spec = smoke_variant(spec)
         if args.dry_run:
-            from .jobs import plan_jobs, resolve_datasets
+            from .jobs import find_dataset, plan_jobs, resolve_datasets, toy_folder_name
 
-            plan = plan_jobs(spec, resolve_datasets(spec), stages=args.stages or STAGES, active={})
+            for dataset in spec.datasets:
+                if dataset.toy is not None and find_dataset(spec, dataset) is None:
+                    print(f"write {toy_folder_name(dataset)} (toy {dataset.toy}, seed {dataset.toy_seed})")
+            plan = plan_jobs(spec, resolve_datasets(spec, planned_toys=True), stages=args.stages or STAGES, active={})
             for key, why in plan.skipped:
                 print(f"skip  {key} ({why})")
             for group in plan.groups:
@@ -114,7 +117,7 @@ def _toy_datasets(spec: Any) -> None:
 
     for dataset in toys:
         if find_dataset(spec, dataset) is None:
-            os.environ.update(spec.environment.paths())
+            os.environ.update(spec.environment.paths())  # write_toy checks ids across nnU-Net's folders
             folder = write_toy(dataset.toy, dataset.id, seed=dataset.toy_seed)
             print(f"wrote toy dataset {folder}")
 

@@ -157,8 +157,18 @@ def find_dataset(spec: ExperimentSpec, dataset: DatasetSpec) -> str | None:
     return None
 
 
-def resolve_datasets(spec: ExperimentSpec) -> dict[int, str]:
+def toy_folder_name(dataset: DatasetSpec) -> str:
+    """The folder that a toy dataset is written to (:func:`nnunet_dicephi.toys.write_toy`'s default name)."""
+    from nnunet_dicephi.toys import SCENARIOS
+
+    return f"Dataset{dataset.id:03d}_{SCENARIOS[dataset.toy].dataset_name}"
+
+
+def resolve_datasets(spec: ExperimentSpec, *, planned_toys: bool = False) -> dict[int, str]:
     """Dataset id → folder name; checks what must exist before submitting.
+
+    With ``planned_toys`` a toy dataset not written yet resolves to the folder it will be written
+    to, unchecked (for a dry run).
 
     Raises:
         SpecError: a dataset is nowhere to be found, a dataset with ``preprocess = false`` is not
@@ -168,6 +178,9 @@ def resolve_datasets(spec: ExperimentSpec) -> dict[int, str]:
     env = spec.environment
     for i, dataset in enumerate(spec.datasets):
         name = find_dataset(spec, dataset)
+        if name is None and planned_toys and dataset.toy is not None:
+            names[dataset.id] = toy_folder_name(dataset)
+            continue
         if name is None:
             where = env.nnunet_raw if dataset.preprocess else env.nnunet_preprocessed
             problems.append((f"dataset[{i}].id", f"no Dataset{dataset.id:03d}_* folder in {where}"))

@@ -325,7 +325,7 @@ def _read_toy(reader: TableReader, table: dict, path: str) -> str | None:
     return toy
 
 
-_SWEEP_KEYS = ("loss", "phi", "eps", "batch_sizes", "seeds")
+_SWEEP_KEYS = ("loss", "phi", "eps", "batch_sizes", "seeds", "epochs", "iterations", "lr")
 
 
 def _sweep_values(reader: TableReader, table: dict, path: str, key: str, check) -> list:
@@ -367,13 +367,24 @@ def _check_seed(value: Any) -> str | None:
     return f"expected an integer >= 0, got {_kind(value)}"
 
 
+def _sweep_lr(reader: TableReader, table: dict, path: str) -> float | None:
+    value = table.get("lr")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 10:
+        reader.add(_join(path, "lr"), f"expected a learning rate between 0 and 10, got {_kind(value)}")
+        return None
+    return float(value)
+
+
 def _read_sweeps(reader: TableReader, data: Any, path: str, plans: str) -> tuple[tuple[str, str], ...]:
     """``[[dataset.sweep]]`` tables → (trainer, plans) pairs: loss × Φ × ε × seed, × batch size.
 
     ``phi`` and ``eps`` list the values swept (a single value is a list of one; left out: the loss's
     default Φ, ε = 1e-7). ``batch_sizes`` trains each name with the plans variant
     ``<plans>_bs<B>`` (:mod:`.variants`); left out, the plans' own batch size. ``seeds`` adds the
-    trainers' ``seed<K>`` option.
+    trainers' ``seed<K>`` option; ``epochs``, ``iterations`` and ``lr`` (single values) the
+    ``ep``, ``it`` and ``lr`` options of every name of the table.
     """
     import dataclasses
 
@@ -398,6 +409,11 @@ def _read_sweeps(reader: TableReader, data: Any, path: str, plans: str) -> tuple
         eps_values = _sweep_values(reader, table, where, "eps", _check_eps)
         batch_sizes = _sweep_values(reader, table, where, "batch_sizes", _check_count)
         seeds = _sweep_values(reader, table, where, "seeds", _check_seed)
+        training = {
+            "epochs": reader.integer(table, where, "epochs", None, low=1),
+            "iterations": reader.integer(table, where, "iterations", None, low=1),
+            "lr": _sweep_lr(reader, table, where),
+        }
         default_phi = loss_config.REGISTRY[loss].default_phi
         if eps_values and not loss_config.REGISTRY[loss].takes_eps:
             reader.add(f"{where}.eps", f"{loss} takes no ε; sweep phi, batch_sizes or seeds instead")
@@ -405,7 +421,7 @@ def _read_sweeps(reader: TableReader, data: Any, path: str, plans: str) -> tuple
         if phis and default_phi is None:
             reader.add(f"{where}.phi", f"{loss} takes no Φ")
             continue
-        base = loss_config.LossConfig(loss=loss, phi=default_phi)
+        base = loss_config.LossConfig(loss=loss, phi=default_phi, **training)
         for phi in phis or [default_phi]:
             for eps in eps_values or [loss_config.DEFAULT_EPS]:
                 for seed in seeds or [None]:
