@@ -84,6 +84,12 @@ class CaseMetrics:
         return 1.0 if total == 0 else 2.0 * self.overlap_voxels / total
 
     @property
+    def jaccard(self) -> float:
+        """|Y ∩ Ŷ| / |Y ∪ Ŷ| = DSC / (2 − DSC); 1 when reference and prediction are both empty."""
+        union = self.reference_voxels + self.predicted_voxels - self.overlap_voxels
+        return 1.0 if union == 0 else self.overlap_voxels / union
+
+    @property
     def reference_ml(self) -> float:
         return self.reference_voxels * self.voxel_ml
 

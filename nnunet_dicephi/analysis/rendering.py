@@ -45,7 +45,8 @@ CONVENTIONS = """\
   empty reference and non-empty prediction → 0; non-empty reference and empty prediction → 0.
   *DSC* is the mean over all annotated cases (± sample standard deviation), *DSC non-empty ref.* the mean over
   cases with a non-empty reference, *DSC nnU-Net* the mean over cases where nnU-Net's DSC is defined (not both
-  empty), which is the number in nnU-Net's `summary.json`.
+  empty), which is the number in nnU-Net's `summary.json`. *Jaccard* (`per_case.csv`, `jaccard_mean` in `summary.csv`)
+  = |Y ∩ Ŷ| / |Y ∪ Ŷ| = DSC / (2 − DSC) per case (1 when both are empty), averaged like the DSC.
 - **ΔV** = predicted − reference volume in ml, from the reference image's voxel spacing (2D images: 1 mm thick).
   Reference voxels with the ignore label are left out of the DSC and of both volumes, as in nnU-Net.
 - **Partial labels**: (case, class) pairs that the dataset.json manifest (`dicephi_partial_labels`) marks as

@@ -220,6 +220,7 @@ def _per_case_rows(
                     "reference_empty": m.reference_voxels == 0,
                     "prediction_empty": m.predicted_voxels == 0,
                     "dsc": m.dsc,
+                    "jaccard": m.jaccard,
                     "reference_ml": m.reference_ml,
                     "predicted_ml": m.predicted_ml,
                     "delta_ml": m.delta_ml,

@@ -470,3 +470,15 @@ def test_command_line_end_to_end(toy, tmp_path, capsys):
     assert "pass --force" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         _parser().parse_args(["report", str(toy), "--n-resamples", "0"])
+
+
+def test_jaccard_is_dsc_over_two_minus_dsc_and_one_for_two_empty_maps(toy, tmp_path):
+    empty = report.CaseMetrics(0, 0, 0, 1.0)
+    assert empty.jaccard == 1.0 and empty.dsc == 1.0
+    half = report.CaseMetrics(reference_voxels=10, predicted_voxels=10, overlap_voxels=5, voxel_ml=1.0)
+    assert half.jaccard == pytest.approx(5 / 15) == pytest.approx(half.dsc / (2 - half.dsc))
+    result = build_report([toy / "TrainerA__nnUNetPlans__2d"], tmp_path / "out", n_resamples=50, workers=1)
+    per_case = result.per_case
+    assert per_case["jaccard"].to_numpy() == pytest.approx((per_case["dsc"] / (2 - per_case["dsc"])).to_numpy())
+    a = row(result.summary, "TrainerA", "A")
+    assert a["jaccard_mean"] == pytest.approx(np.mean([d / (2 - d) for d in DSC["TrainerA", "A"]]))
