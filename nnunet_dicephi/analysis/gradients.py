@@ -61,6 +61,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import sys
 from collections.abc import Sequence
@@ -96,6 +97,7 @@ from .sweeps import (  # noqa: F401
     sweep_eps,
     sweep_names,
     sweep_recipe,
+    sweep_spec,
 )
 
 __all__ = [
@@ -117,6 +119,7 @@ __all__ = [
     "sweep_eps",
     "sweep_names",
     "sweep_recipe",
+    "sweep_spec",
     "scenarios_from_statistics",
     "add_parser",
 ]
@@ -372,7 +375,11 @@ def add_parser(verbs) -> None:
         "--fp", type=float, metavar="F", help="F, volume predicted on an empty map, for the table (default: v-hat)"
     )
     sweep = p.add_argument_group("sweep recipe")
-    sweep.add_argument("--sweep", action="store_true", help="print and write the epsilon sweep (sweep.txt)")
+    sweep.add_argument(
+        "--sweep",
+        action="store_true",
+        help="print and write the epsilon sweep (sweep.txt; with a dataset, sweep.toml for nnunet-dicephi run)",
+    )
     sweep.add_argument(
         "--per-decade", type=int, default=1, metavar="K", help="sweep values per decade: 1, 2 or 3 (default 1)"
     )
@@ -510,7 +517,7 @@ def run_gradients(args: argparse.Namespace) -> int:
     table = _table_text(rows)
     print(table)
 
-    sweep_text, sweep_values = None, []
+    sweep_text, sweep_values, spec_text = None, [], None
     if args.sweep:
         v_hats = {s.name: s.v_hat for s in settings.scenarios}
         # the sweep's lower end (1e-7, then one voxel) is the same for every class; its upper end
@@ -528,6 +535,16 @@ def run_gradients(args: argparse.Namespace) -> int:
         sweep_values = [e.eps for e in entries if not isinstance(e.eps, str)]
         print()
         print(sweep_text)
+        dataset_id = re.fullmatch(r"(?:Dataset)?0*(\d+)(?:_.*)?", str(args.dataset or ""))
+        if dataset_id and args.configuration:
+            spec_text = sweep_spec(
+                entries,
+                dataset=dataset_id[1],
+                configuration=args.configuration,
+                folds=folds,
+                plans=args.plans,
+                epochs=args.epochs,
+            )
 
     if os.path.isdir(tmp):
         shutil.rmtree(tmp)
@@ -546,6 +563,8 @@ def run_gradients(args: argparse.Namespace) -> int:
         write_text_atomically(os.path.join(tmp, "settings.json"), json.dumps(record, indent=2) + "\n")
         if sweep_text is not None:
             write_text_atomically(os.path.join(tmp, "sweep.txt"), sweep_text)
+        if spec_text is not None:
+            write_text_atomically(os.path.join(tmp, "sweep.toml"), spec_text)
         for scenario in settings.scenarios:
             plot_gradient_vs_fp(
                 scenario,

@@ -137,6 +137,57 @@ def sweep_recipe(
     return "\n".join(lines)
 
 
+def sweep_spec(
+    entries: Sequence[SweepEntry],
+    *,
+    dataset: str,
+    configuration: str,
+    folds: Sequence[str],
+    plans: str = "nnUNetPlans",
+    batch_sizes: Sequence[int] = (1, 2, 4),
+    epochs: int | None = None,
+) -> str:
+    """The sweep as an experiment spec for ``nnunet-dicephi run`` / ``submit`` (TOML text).
+
+    Φ = I over the sweep's ε and Φ = BI over ``batch_sizes`` (plans variants), one ``[[dataset]]``.
+    nnU-Net's folders are left out (``run`` takes them from the environment); ``dataset`` is an id.
+    """
+    numbers = [e.eps for e in entries]
+    eps = ", ".join(f'"{v}"' if isinstance(v, str) else f"{v:g}" for v in numbers)
+    fold_values = ", ".join(f'"{f}"' if f == "all" else str(int(f)) for f in folds)
+    training = f"\nepochs = {epochs}" if epochs else ""
+    return f"""# The Φ × ε transition for Dataset {dataset}, written by `nnunet-dicephi gradients --sweep`.
+#   nnunet-dicephi run sweep.toml --smoke   # check that it runs, with tiny trainings
+#   nnunet-dicephi run sweep.toml           # on this machine; `submit` for SLURM (add [resources])
+# nnUNet_raw, nnUNet_preprocessed and nnUNet_results come from the environment.
+
+[experiment]
+name = "sweep{dataset}"
+output = "sweep{dataset}"
+
+[environment]
+device = "cuda"                 # or "cpu" (then set gpus = 0)
+
+[resources]
+gpus = 1                        # per job under SLURM; `run --gpus 0,1` gives each job one of these
+
+[[dataset]]
+id = {dataset}
+configurations = ["{configuration}"]
+folds = [{fold_values}]
+plans = "{plans}"
+trainers = []
+
+[[dataset.sweep]]               # Φ = I over ε: from ignoring empty maps to learning them (H: v̂)
+phi = "I"
+eps = [{eps}]{training}
+
+[[dataset.sweep]]               # Φ = BI over the batch size: B = 1 is Φ = I; B ≥ 2 learns empty maps
+phi = "BI"
+batch_sizes = [{", ".join(str(b) for b in batch_sizes)}]{training}
+"""
+
+
 # --- scenarios: given volumes or a dataset fold -------------------------------------------------
 
 

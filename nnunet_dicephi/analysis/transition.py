@@ -25,7 +25,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -43,8 +43,7 @@ SWEEP_COLUMNS = ("sweep", "sweep_axis", "sweep_value", "eq4_empty_to_background"
 """Columns the summary gains for configurations that belong to a sweep."""
 
 
-@dataclass(frozen=True)
-class Member:
+class Member(NamedTuple):
     """One configuration of a sweep and where it sits on the sweep's axis."""
 
     configuration: str
@@ -56,8 +55,9 @@ class Member:
     """The ε the run recorded per output channel (the heuristic's values), when found."""
 
 
-@dataclass(frozen=True)
-class Sweep:
+class Sweep(NamedTuple):
+    """Configurations that differ in one setting only: ε (``axis="eps"``) or the batch size (``"batch"``)."""
+
     dataset: str
     label: str
     axis: str
@@ -243,7 +243,14 @@ def sweep_table(
                 class_maps = maps.get((sweep.dataset, row["class"]))
                 push = predicted_push(class_maps, sweep, member, x) if class_maps is not None else math.nan
                 rows.append(
-                    {**row, "sweep": sweep.label, "sweep_axis": sweep.axis, "sweep_value": x, SWEEP_COLUMNS[3]: push}
+                    {
+                        **row,
+                        "sweep": sweep.label,
+                        "sweep_axis": sweep.axis,
+                        "sweep_value": x,
+                        SWEEP_COLUMNS[3]: push,
+                        "heuristic_eps": member.eps == HEURISTIC,
+                    }
                 )
     columns = [*summary.columns, *SWEEP_COLUMNS]
     return pd.DataFrame(rows, columns=columns) if rows else pd.DataFrame(columns=columns)

@@ -58,6 +58,10 @@ def run_status(args: argparse.Namespace) -> int:
     return exit_status(rows)
 
 
+SMOKE_JOBS = 2
+"""Jobs at once for ``--smoke``: tiny trainings spend their time starting up, which two jobs overlap."""
+
+
 def run_run(args: argparse.Namespace) -> int:
     """Run an experiment grid (TOML spec) on this machine: preprocess → train → predict → report.
 
@@ -66,7 +70,7 @@ def run_run(args: argparse.Namespace) -> int:
     where it stopped. Training jobs run one after another; -j N runs N at once on the CPU, --gpus
     0,1 one per listed GPU. One log per job under the experiment's output/logs. A failed job stops
     its dependants and is shown with the end of its log. --smoke runs the grid with tiny trainings
-    (1 epoch of 2 iterations) in output/smoke. Exit status 1 when a job failed, 2 when the spec is
+    (1 epoch of 2 iterations, two jobs at once) in output/smoke. Exit status 1 when a job failed, 2 when the spec is
     refused, 130 when interrupted.
     """
     from .experiment import smoke_variant
@@ -93,7 +97,7 @@ def run_run(args: argparse.Namespace) -> int:
         result = run_local(
             spec,
             stages=args.stages or STAGES,
-            jobs=args.jobs,
+            jobs=args.jobs or (SMOKE_JOBS if args.smoke else 1),
             gpus=args.gpus,
             progress=not args.quiet,
             prepare=_toy_datasets,
@@ -152,7 +156,13 @@ def add_parser(verbs: Any) -> None:
     run.add_argument("spec", metavar="SPEC", help="experiment spec (TOML), see examples/")
     run.add_argument("--stages", type=_stages, metavar="STAGES", help=f"comma-separated subset of {','.join(STAGES)}")
     slots = run.add_mutually_exclusive_group()
-    slots.add_argument("-j", "--jobs", type=positive_int, default=1, metavar="N", help="jobs at once on the CPU")
+    slots.add_argument(
+        "-j",
+        "--jobs",
+        type=positive_int,
+        metavar="N",
+        help=f"jobs at once on the CPU (default 1; {SMOKE_JOBS} with --smoke)",
+    )
     slots.add_argument("--gpus", type=_gpus, metavar="IDS", help="one job at a time per listed GPU, e.g. 0,1")
     run.add_argument("--smoke", action="store_true", help="tiny trainings in <output>/smoke: checks the spec runs")
     run.add_argument("--dry-run", action="store_true", help="print what would run; run nothing")

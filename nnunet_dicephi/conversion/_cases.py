@@ -13,6 +13,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -82,8 +83,9 @@ def _placed(array: np.ndarray, geometry: Geometry):
 # --- one case, in a worker process ------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _CaseTask:
+class _CaseTask(NamedTuple):
+    """One case for a worker process: where to read it, where to write it, how to map its labels."""
+
     case_id: str
     images: tuple[str, ...]
     label: str

@@ -10,6 +10,7 @@ the voxels labelled with annotated classes, which are certainly not c (Shi et al
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +19,6 @@ from torch.autograd.function import once_differentiable
 
 from ._validation import (
     Epsilon,
-    Phi,
     check_annotated,
     check_class_weights,
     check_eps,
@@ -60,18 +60,7 @@ def marginalize_probs(probs: Tensor, annotated: Tensor) -> Tensor:
     return torch.cat((probs[:, :1] + extra, probs[:, 1:]), dim=1)
 
 
-def marginal_dice_loss(
-    probs: Tensor,
-    target: Tensor,
-    annotated: Tensor,
-    *,
-    phi: Phi = "I",
-    eps_nr: Epsilon = 1e-7,
-    eps_dr: Epsilon = 1e-7,
-    squared: bool = False,
-    voxel_mask: Tensor | None = None,
-    include_background: bool = True,
-) -> Tensor:
+def marginal_dice_loss(probs: Tensor, target: Tensor, annotated: Tensor, **options: Any) -> Tensor:
     """Marginal Dice loss: Dice on the marginalised probabilities.
 
     Background's probability becomes ỹ_0 + Σ_{c unannotated} ỹ_c, the unannotated maps leave every
@@ -83,31 +72,19 @@ def marginal_dice_loss(
         target: integer label map ``(B, 1, *spatial)`` or dense target; unannotated classes must not
             be labelled.
         annotated: ``(B, C)`` bool; column 0 is ignored (background is always the merged class).
-        phi: reduction set, as in :func:`soft_dice_loss`.
-        eps_nr: numerator ε, as in :func:`soft_dice_loss`.
-        eps_dr: denominator ε, as in :func:`soft_dice_loss`.
-        squared: V-Net relaxation.
-        voxel_mask: ``(B, 1, *spatial)``; zero removes the voxel.
-        include_background: False drops the merged background from the loss.
+        **options: the arguments of :func:`soft_dice_loss` (Φ, ε, ``squared``, ``voxel_mask``,
+            ``include_background``, ...); ``include_background=False`` drops the merged background.
     """
     check_probs(probs)
     checked = check_annotated(annotated, probs.shape[0], probs.shape[1])
     if checked is None:
         raise ValueError("annotated must be a (B, C) bool tensor for marginal_dice_loss; got None")
+    if "annotated" in options:
+        raise TypeError("marginal_dice_loss takes annotated once, as its third argument")
     annotated = checked
     kept = annotated.clone()
     kept[:, 0] = True
-    return soft_dice_loss(
-        marginalize_probs(probs, annotated.to(probs.device)),
-        target,
-        phi=phi,
-        eps_nr=eps_nr,
-        eps_dr=eps_dr,
-        squared=squared,
-        voxel_mask=voxel_mask,
-        annotated=kept,
-        include_background=include_background,
-    )
+    return soft_dice_loss(marginalize_probs(probs, annotated.to(probs.device)), target, annotated=kept, **options)
 
 
 def marginal_cross_entropy(

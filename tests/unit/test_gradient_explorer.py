@@ -284,6 +284,20 @@ def test_sweep_recipe_lists_every_fold_and_the_report():
     assert " -p Other" in G.sweep_recipe(entries, v_hat={"c": 1.0}, plans="Other")
 
 
+def test_the_sweep_as_a_spec_loads_and_expands_into_the_same_trainers(tmp_path):
+    from nnunet_dicephi.cluster.spec import parse_spec, tomllib
+
+    entries = G.sweep_names(50.0, epochs=5)
+    text = G.sweep_spec(entries, dataset="901", configuration="2d", folds=["0", "3"], epochs=5)
+    environ = {"nnUNet_raw": "r", "nnUNet_preprocessed": "p", "nnUNet_results": "s"}
+    spec = parse_spec(tomllib.loads(text), tmp_path, environ=environ)
+    (dataset,) = spec.datasets
+    assert dataset.id == 901 and dataset.folds == (0, 3) and dataset.configurations == ("2d",)
+    eps_runs = [t for t, plans in dataset.runs if plans == "nnUNetPlans"]
+    assert eps_runs == [e.trainer for e in entries]  # the recipe's names, the heuristic among them
+    assert [p for t, p in dataset.runs if t.startswith("TrainerDiceBI")] == [f"nnUNetPlans_bs{b}" for b in (1, 2, 4)]
+
+
 # --- scenarios from dataset statistics ----------------------------------------------------------
 
 

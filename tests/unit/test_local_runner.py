@@ -257,6 +257,7 @@ def test_a_sweep_expands_into_trainer_names_and_batch_size_plans(tmp_path):
         {"phi": "I", "eps": [1e-7, 1e-3, 10, "H", 1000]},
         {"phi": "BI", "batch_sizes": [1, 2, 4]},
         {"loss": "Mime"},
+        {"phi": "BCI", "seeds": [0, 1], "epochs": 22, "iterations": 40, "lr": 1e-2},
     ]
     (dataset,) = parse_spec(data, tmp_path, environ={}).datasets
     runs = dataset.runs
@@ -269,6 +270,8 @@ def test_a_sweep_expands_into_trainer_names_and_batch_size_plans(tmp_path):
         "TrainerDiceIEps",
         "TrainerDiceI_eps1e3",
         "TrainerMime",
+        "TrainerDiceBCI_ep22_it40_lr1e-2_seed0",
+        "TrainerDiceBCI_ep22_it40_lr1e-2_seed1",
     ]
     assert [(t, p) for t, p in runs if t == "TrainerDiceBI"] == [
         ("TrainerDiceBI", batch_size_variant("nnUNetPlans", b)) for b in (1, 2, 4)

@@ -93,6 +93,7 @@ def test_sweeps_are_the_configurations_that_differ_only_in_eps_or_in_b(sweep_res
     eps = table[table["sweep_axis"] == "eps"].sort_values("sweep_value")
     # the heuristic sits at the ε its run recorded for the class, between 1 and 100
     assert list(eps["sweep_value"]) == [1e-7, 1.0, HEURISTIC, 100.0]
+    assert list(eps["heuristic_eps"]) == [False, False, True, False]
     assert list(eps["dsc_mean"]) == pytest.approx([1.0, 2 * 15 / 35, 2 * 10 / 30, 2 * 5 / 25])
     assert list(eps["delta_ml_mean"]) == pytest.approx([0.0, -0.005, -0.01, -0.015])
     # Eq. 4 from the training maps: f = 1/3 empty, V = 36, N = 144: from ignored (≈ 0) at ε ≈ 0 to
