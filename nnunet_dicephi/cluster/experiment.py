@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .variants import parse_variant, variant_name
+
 STAGES = ("preprocess", "train", "predict", "report")
 DEVICES = ("cuda", "cpu", "mps")
 FOLDS = (0, 1, 2, 3, 4)
@@ -107,34 +109,31 @@ class DatasetSpec:
     test_images: Path | None = None
     test_labels: Path | None = None
     sweep_runs: tuple[tuple[str, str], ...] = ()
-    """(trainer, plans) pairs that the spec's sweeps add; plans may be a batch-size variant."""
+    """(trainer, plans) pairs that the spec's sweeps add; plans may be a variant (:mod:`.variants`)."""
     toy: str | None = None
     """A toy scenario (:mod:`nnunet_dicephi.toys`) that ``run`` writes when the dataset is missing."""
     toy_seed: int = 0
+    base_features: int | None = None
+    """Train a narrower network: the plans variant ``<plans>_f<F>``, F features in the first stage."""
+
+    @property
+    def trained_plans(self) -> str:
+        """The plans the listed trainers train with: :attr:`plans`, or its narrower variant."""
+        return variant_name(self.plans, base_features=self.base_features)
 
     @property
     def runs(self) -> tuple[tuple[str, str], ...]:
         """Every (trainer, plans) pair of this dataset, the listed trainers first, each once."""
-        return tuple(dict.fromkeys([*((t, self.plans) for t in self.trainers), *self.sweep_runs]))
+        return tuple(dict.fromkeys([*((t, self.trained_plans) for t in self.trainers), *self.sweep_runs]))
 
     @property
     def plans_identifiers(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(plans for _, plans in self.runs))
 
     @property
-    def batch_size_variants(self) -> dict[str, int]:
-        """Plans identifier → batch size, for the variants of :attr:`plans` that the runs use."""
-        out = {}
-        for plans in self.plans_identifiers:
-            match = re.fullmatch(re.escape(self.plans) + r"_bs(\d+)", plans)
-            if match:
-                out[plans] = int(match[1])
-        return out
-
-
-def batch_size_variant(plans: str, batch_size: int) -> str:
-    """The plans identifier of ``plans`` with another batch size: ``nnUNetPlans_bs4`` (same preprocessed data)."""
-    return f"{plans}_bs{batch_size}"
+    def plans_variants(self) -> tuple[str, ...]:
+        """The variants of :attr:`plans` that the runs use, to be written after preprocessing."""
+        return tuple(p for p in self.plans_identifiers if parse_variant(self.plans, p) is not None)
 
 
 @dataclass(frozen=True)

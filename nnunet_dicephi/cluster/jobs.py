@@ -231,10 +231,10 @@ def preprocessed(spec: ExperimentSpec, dataset: DatasetSpec, name: str) -> bool:
     return True
 
 
-def missing_variants(spec: ExperimentSpec, dataset: DatasetSpec, name: str) -> dict[str, int]:
-    """The batch-size plans variants the runs use whose plans file is not written yet."""
+def missing_variants(spec: ExperimentSpec, dataset: DatasetSpec, name: str) -> list[str]:
+    """The plans variants the runs use whose plans file is not written yet."""
     folder = spec.environment.nnunet_preprocessed / name
-    return {plans: b for plans, b in dataset.batch_size_variants.items() if not (folder / f"{plans}.json").is_file()}
+    return [plans for plans in dataset.plans_variants if not (folder / f"{plans}.json").is_file()]
 
 
 # --- commands -------------------------------------------------------------------------------------
@@ -460,7 +460,7 @@ def plan_jobs(
             skipped.append((key, done))
         elif "preprocess" in stages:
             commands = [] if done else [preprocess_command(dataset, spec.resources.preprocess.cpus)]
-            if variants:  # batch-size plans variants, after preprocessing: they copy its plans
+            if variants:  # plans variants, after preprocessing: they copy its plans
                 folder = env.nnunet_preprocessed / name
                 commands.append(variants_command(folder, dataset.plans, variants))
             add_group("preprocess", key, dataset.id, [Task(key, tuple(commands), marker=marker_path(spec, key))], [])

@@ -66,6 +66,7 @@ from .experiment import (
     format_time,
     parse_time,
 )
+from .variants import variant_name
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -257,6 +258,7 @@ def _read_dataset(reader: TableReader, data: Any, path: str) -> DatasetSpec | No
         "test_labels",
         "toy",
         "toy_seed",
+        "base_features",
         "sweep",
     )
     table = reader.table(data, path, allowed)
@@ -290,7 +292,9 @@ def _read_dataset(reader: TableReader, data: Any, path: str) -> DatasetSpec | No
         reader.add(f"{path}.test_labels", "needs test_images")
     toy = _read_toy(reader, table, path)
     toy_seed = reader.integer(table, path, "toy_seed", 0, low=0)
-    sweep_runs = _read_sweeps(reader, table.get("sweep"), f"{path}.sweep", plans) if "sweep" in table else ()
+    base_features = reader.integer(table, path, "base_features", None, low=1)
+    trained_plans = variant_name(plans, base_features=base_features)
+    sweep_runs = _read_sweeps(reader, table.get("sweep"), f"{path}.sweep", trained_plans) if "sweep" in table else ()
     if not trainers and not sweep_runs and "sweep" in table and len(reader.problems) == before:
         reader.add(f"{path}.sweep", "expands to no trainer")
     if len(reader.problems) > before:
@@ -308,6 +312,7 @@ def _read_dataset(reader: TableReader, data: Any, path: str) -> DatasetSpec | No
         sweep_runs=sweep_runs,
         toy=toy,
         toy_seed=toy_seed,
+        base_features=base_features,
     )
 
 

@@ -19,10 +19,10 @@ import pytest
 
 from nnunet_dicephi.cluster import local
 from nnunet_dicephi.cluster import status as status_module
-from nnunet_dicephi.cluster.experiment import batch_size_variant, smoke_variant
+from nnunet_dicephi.cluster.experiment import smoke_variant
 from nnunet_dicephi.cluster.jobs import plan_jobs, resolve_datasets
 from nnunet_dicephi.cluster.spec import SpecError, parse_spec
-from nnunet_dicephi.cluster.variants import write_batch_size_variants
+from nnunet_dicephi.cluster.variants import Variant, parse_variant, variant_name, write_variants
 
 FAKE = textwrap.dedent(
     """\
@@ -274,9 +274,9 @@ def test_a_sweep_expands_into_trainer_names_and_batch_size_plans(tmp_path):
         "TrainerDiceBCI_ep22_it40_lr1e-2_seed1",
     ]
     assert [(t, p) for t, p in runs if t == "TrainerDiceBI"] == [
-        ("TrainerDiceBI", batch_size_variant("nnUNetPlans", b)) for b in (1, 2, 4)
+        ("TrainerDiceBI", variant_name("nnUNetPlans", batch_size=b)) for b in (1, 2, 4)
     ]
-    assert dataset.batch_size_variants == {"nnUNetPlans_bs1": 1, "nnUNetPlans_bs2": 2, "nnUNetPlans_bs4": 4}
+    assert dataset.plans_variants == ("nnUNetPlans_bs1", "nnUNetPlans_bs2", "nnUNetPlans_bs4")
 
 
 def test_a_sweep_is_checked_like_the_rest_of_the_spec(tmp_path):
@@ -318,12 +318,41 @@ def test_batch_size_variants_are_written_after_preprocessing_and_keep_the_data(f
     # a variant added later is written without preprocessing again
     spec = make_spec(**{"dataset.0.trainers": [], "dataset.0.sweep": [{"phi": "BI", "batch_sizes": [2, 8, 16]}]})
     (task,) = plan_jobs(spec, names, stages=["preprocess"], active={}).groups[0].tasks
-    assert [c[0] for c in task.commands] == ["python"] and "nnUNetPlans_bs16=16" in task.commands[0]
+    assert [c[0] for c in task.commands] == ["python"] and task.commands[0][-1] == "nnUNetPlans_bs16"
 
 
 def test_variants_refuse_a_dataset_that_is_not_preprocessed(tmp_path):
     with pytest.raises(ValueError, match="preprocess the dataset first"):
-        write_batch_size_variants(tmp_path, "nnUNetPlans", {"nnUNetPlans_bs2": 2})
+        write_variants(tmp_path, "nnUNetPlans", ["nnUNetPlans_bs2"])
+
+
+def test_a_narrower_network_is_a_variant_too_and_combines_with_batch_sizes(fake, tmp_path):
+    make_spec, called = fake
+    spec = make_spec(**{"dataset.0.base_features": 16, "dataset.0.sweep": [{"phi": "BI", "batch_sizes": [2]}]})
+    (dataset,) = spec.datasets
+    assert dataset.runs == (
+        ("TrainerDiceI", "nnUNetPlans_f16"),
+        ("TrainerDiceBI", "nnUNetPlans_f16"),
+        ("TrainerDiceBI", "nnUNetPlans_f16_bs2"),
+    )
+    assert parse_variant("nnUNetPlans", "nnUNetPlans_f16_bs2") == Variant(16, 2)
+    assert parse_variant("nnUNetPlans", "nnUNetPlans") is None and parse_variant("nnUNetPlans", "Other_bs2") is None
+    folder = tmp_path / "pre" / "Dataset901_Toy"
+    folder.mkdir(parents=True)
+    arch = {"features_per_stage": [32, 64, 128, 256], "n_stages": 4}
+    base = {
+        "plans_name": "nnUNetPlans",
+        "configurations": {"2d": {"batch_size": 3, "architecture": {"arch_kwargs": arch}}},
+    }
+    (folder / "nnUNetPlans.json").write_text(json.dumps(base))
+    write_variants(folder, "nnUNetPlans", ["nnUNetPlans_f16", "nnUNetPlans_f16_bs2"])
+    narrow = json.loads((folder / "nnUNetPlans_f16.json").read_text())["configurations"]["2d"]
+    assert narrow["architecture"]["arch_kwargs"]["features_per_stage"] == [16, 32, 64, 128]
+    assert narrow["batch_size"] == 3 and narrow["architecture"]["arch_kwargs"]["n_stages"] == 4
+    both = json.loads((folder / "nnUNetPlans_f16_bs2.json").read_text())["configurations"]["2d"]
+    assert both["batch_size"] == 2 and both["architecture"]["arch_kwargs"]["features_per_stage"][0] == 16
+    with pytest.raises(ValueError, match="is not a variant of"):
+        write_variants(folder, "nnUNetPlans", ["nnUNetPlans_wide"])
 
 
 def test_smoke_shortens_every_training_and_writes_apart(tmp_path):
