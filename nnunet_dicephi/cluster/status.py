@@ -95,6 +95,11 @@ def job_status(
     return status, record.job_id, detail
 
 
+def _with_plans(configuration: str, plans: str, default: str) -> str:
+    """The configuration, and the plans when they are a variant (``2d (nnUNetPlans_bs2)``)."""
+    return configuration if plans == default else f"{configuration} ({plans})"
+
+
 def collect(
     spec: ExperimentSpec,
     names: Mapping[int, str],
@@ -135,13 +140,15 @@ def collect(
                 status, job_id, detail = not_done(unit.key)
                 if status == "missing" and state is FoldState.INTERRUPTED:
                     status, detail = "interrupted", "has a checkpoint; submit or run resumes it with --c"
-            rows.append(Row("train", name, unit.configuration, unit.trainer, str(unit.fold), status, job_id, detail))
+            configuration = _with_plans(unit.configuration, unit.plans, dataset.plans)
+            rows.append(Row("train", name, configuration, unit.trainer, str(unit.fold), status, job_id, detail))
         for task in predict_tasks(spec, dataset, name):
             last = task.key.rsplit("/", 1)[1]
             if last == CROSSVAL or last.startswith(CROSSVAL + "_"):
-                trainer, configuration = "cross-validation", ""
+                trainer, configuration = "cross-validation", last[len(CROSSVAL) + 1 :]
             else:
-                trainer, _, configuration = parse_results_folder_name(last)
+                trainer, plans, configuration = parse_results_folder_name(last)
+                configuration = _with_plans(configuration, plans, dataset.plans)
             if task.marker is not None and task.marker.is_file():
                 status, job_id, detail = "done", getattr(records.get(task.key), "job_id", ""), ""
             else:
