@@ -39,7 +39,6 @@ This module imports neither torch, nnU-Net nor submitit.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import io
 import os
 import re
@@ -320,14 +319,13 @@ def _read_toy(reader: TableReader, table: dict, path: str) -> str | None:
     toy = reader.string(table, path, "toy")
     if toy is None:
         return None
-    from nnunet_dicephi.toys import SCENARIOS
+    from nnunet_dicephi.toys import scenario_named
 
-    if toy not in SCENARIOS:
-        close = difflib.get_close_matches(toy, list(SCENARIOS), n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        reader.add(f"{path}.toy", f"unknown toy scenario {toy!r}; {hint}scenarios: {', '.join(SCENARIOS)}")
+    try:
+        return scenario_named(toy).name
+    except ValueError as error:
+        reader.add(f"{path}.toy", str(error))
         return None
-    return toy
 
 
 _SWEEP_KEYS = ("loss", "phi", "eps", "batch_sizes", "seeds", "epochs", "iterations", "lr")

@@ -370,3 +370,20 @@ def test_smoke_shortens_every_training_and_writes_apart(tmp_path):
     data["dataset"][0]["trainers"] = ["nnUNetTrainer"]
     with pytest.raises(ValueError, match="not a name of nnunet-dicephi's grammar"):
         smoke_variant(parse_spec(data, tmp_path, environ={}))
+
+
+def test_a_toy_dataset_is_checked_and_brings_its_test_set(tmp_path):
+    data = minimal(**{"dataset.0.toy": "rare-klass"})
+    with pytest.raises(SpecError) as info:
+        parse_spec(data, tmp_path, environ={})
+    assert "did you mean 'rare-class'?" in dict(info.value.problems)["dataset[0].toy"]
+    from nnunet_dicephi.cluster.jobs import predict_tasks, toy_folder_name
+
+    spec = parse_spec(minimal(**{"dataset.0.toy": "rare-class", "dataset.0.toy_seed": 3}), tmp_path, environ={})
+    (dataset,) = spec.datasets
+    assert (dataset.toy, dataset.toy_seed) == ("rare-class", 3)
+    name = toy_folder_name(dataset)
+    assert name == "Dataset901_ToyRareClass"
+    assert resolve_datasets(spec, planned_toys=True) == {901: name}
+    predict = [c for task in predict_tasks(spec, dataset, name) for c in task.commands if c[0] == "nnUNetv2_predict"]
+    assert predict and all(str(spec.environment.nnunet_raw / name / "imagesTs") in c for c in predict)
