@@ -18,34 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from nnunet_dicephi.synthetic import write_dataset
+from tests.grid_specs import grid_spec, small_grid, write_grid_datasets
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ("transition", "kervadec2023", "eelbode2020")
 WAIT_S = 900
-SPEC = """\
-[experiment]
-name = "{name}"
-output = "{name}"
-
-[environment]
-nnUNet_raw = "raw"
-nnUNet_preprocessed = "preprocessed"
-nnUNet_results = "results"
-device = "cpu"
-
-[environment.variables]
-nnUNet_n_proc_DA = "1"
-nnUNet_def_n_proc = "1"
-
-[report]
-n_resamples = 200
-
-[[dataset]]
-{dataset}
-"""
 
 
 def command() -> list[str]:
@@ -59,7 +38,7 @@ def run(*args: str, timeout: float = WAIT_S) -> subprocess.CompletedProcess:
 
 def write_spec(root: Path, name: str, dataset: str) -> Path:
     path = root / f"{name}.toml"
-    path.write_text(SPEC.format(name=name, dataset=dataset), encoding="utf-8")
+    path.write_text(grid_spec(name=name, output=json.dumps(name), dataset=dataset), encoding="utf-8")
     return path
 
 
@@ -70,21 +49,11 @@ def tail(result) -> str:
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     root = tmp_path_factory.mktemp("local")
-    write_dataset(root / "raw", 901, "Blobs", cases=5)
-    broken = write_dataset(root / "raw", 902, "Broken", cases=5, seed=1)
-    (broken / "labelsTr" / "case_001.nii.gz").unlink()  # nnU-Net's dataset check refuses this
-    return root
+    return write_grid_datasets(root)
 
 
 def test_a_grid_runs_to_its_report_and_running_again_runs_nothing(root):
-    raw = root / "raw" / "Dataset901_Blobs"
-    dataset = f"""id = 901
-configurations = ["2d"]
-trainers = ["TrainerDiceI_ep2_it2", "TrainerDiceIEps_ep2_it2"]
-folds = [0]
-test_images = "{raw / "imagesTr"}"
-test_labels = "{raw / "labelsTr"}"
-"""
+    dataset = small_grid(root)
     spec = write_spec(root, "grid", dataset)
     started = time.monotonic()
     first = run("run", str(spec), "--quiet")

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from nnunet_dicephi.cluster import add_parser
-from nnunet_dicephi.synthetic import write_dataset
+from tests.grid_specs import grid_spec, small_grid, write_grid_datasets
 from tests.slurm_local import PARTITION, LocalSlurm, SlurmUnavailable
 
 pytestmark = pytest.mark.e2e
@@ -30,34 +30,12 @@ pytestmark = pytest.mark.e2e
 WAIT_S = 420
 HOSTILE = "$(touch pwned) '; touch pwned2; echo '"
 
-SPEC = """\
-[experiment]
-name = "{name}"
-output = {output}
-
-[environment]
-nnUNet_raw = "raw"
-nnUNet_preprocessed = "preprocessed"
-nnUNet_results = "results"
-device = "cpu"
-
-[environment.variables]
-# one process everywhere: two cores, shared by the scheduler's jobs
-nnUNet_n_proc_DA = "1"
-nnUNet_def_n_proc = "1"
-OMP_NUM_THREADS = "1"
-
+RESOURCES = """
 [resources]
 partition = "{partition}"
 cpus = 1
 mem_gb = 3
 time = "00:20:00"
-
-[report]
-n_resamples = 200
-
-[[dataset]]
-{dataset}
 """
 
 
@@ -74,7 +52,8 @@ def cli(*argv: str) -> tuple[int, str, str]:
 def write_spec(root: Path, name: str, dataset: str, output: str | None = None) -> tuple[Path, Path]:
     """The spec file and its experiment output folder."""
     path = root / f"{name}.toml"
-    text = SPEC.format(name=name, output=json.dumps(output or name), partition=PARTITION, dataset=dataset)
+    resources = RESOURCES.format(partition=PARTITION)
+    text = grid_spec(name=name, output=json.dumps(output or name), dataset=dataset, resources=resources)
     path.write_text(text, encoding="utf-8")
     return path, root / (output or name)
 
@@ -133,23 +112,13 @@ def cluster(tmp_path_factory):
 @pytest.fixture(scope="module")
 def root(cluster, tmp_path_factory):
     root = tmp_path_factory.mktemp("grid")
-    write_dataset(root / "raw", 901, "Blobs", cases=5)
-    broken = write_dataset(root / "raw", 902, "Broken", cases=5, seed=1)
-    (broken / "labelsTr" / "case_001.nii.gz").unlink()  # nnU-Net's dataset check refuses this
-    return root
+    return write_grid_datasets(root)
 
 
 @pytest.fixture(scope="module")
 def finished_grid(root):
     """The small grid, submitted once and run to its end: 1 dataset × 2 trainers × 1 fold + test set."""
-    raw = root / "raw" / "Dataset901_Blobs"
-    dataset = f"""id = 901
-configurations = ["2d"]
-trainers = ["TrainerDiceI_ep2_it2", "TrainerDiceIEps_ep2_it2"]
-folds = [0]
-test_images = "{raw / "imagesTr"}"
-test_labels = "{raw / "labelsTr"}"
-"""
+    dataset = small_grid(root)
     spec, out = write_spec(root, "grid", dataset)
     started = time.monotonic()
     code, printed, err = cli("submit", str(spec))
