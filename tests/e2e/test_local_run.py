@@ -150,7 +150,8 @@ def test_every_example_runs_end_to_end_with_smoke(example, tmp_path):
     import pandas as pd
 
     summary = pd.read_csv(report / "summary.csv")
-    trained = {p.parent.name for p in (tmp_path / "runs" / "nnUNet_results").glob("*/*/fold_0/checkpoint_final.pth")}
+    results = tmp_path / "runs" / "nnUNet_results"
+    trained = {p.parent.parent.name for p in results.glob("*/*/fold_0/checkpoint_final.pth")}
     assert len(set(summary["configuration"])) == len(trained) > 0
     if example == "transition":
         assert list(report.glob("transition_*.png")) and (report / "transition.csv").is_file()
