@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from nnunet_dicephi._nnunet_names import parse_results_folder_name
-from nnunet_dicephi.loss_config import HEURISTIC, LossConfig, TrainerNameError, parse_trainer_name
+from nnunet_dicephi.loss_config import HEURISTIC, REGISTRY, LossConfig, TrainerNameError, parse_trainer_name
 
 from .inputs import Configuration
 from .metrics import SegmentationClass
@@ -141,7 +141,7 @@ def find_sweeps(configurations: Sequence[Configuration]) -> list[Sweep]:
             continue
         member, plans, nnunet_configuration = found
         loss = member.loss
-        if loss.eps_nr == loss.eps_dr:
+        if loss.eps_nr == loss.eps_dr and REGISTRY[loss.loss].takes_eps:  # the cross-entropies have no ε
             without_eps = dataclasses.replace(loss, eps_nr=0.0, eps_dr=0.0)
             key = (configuration.dataset, nnunet_configuration, plans, without_eps)
             by_eps.setdefault(key, []).append(member)

@@ -77,6 +77,7 @@ def sweep_results(tmp_path, monkeypatch):
         trainer(results, "TrainerDiceBI", "nnUNetPlans_bs2", 2, 2),
         trainer(results, "TrainerDiceBI", "nnUNetPlans_bs4", 4, 0),
         trainer(results, "TrainerLovasz", "nnUNetPlans", 3, 20),
+        trainer(results, "TrainerCE", "nnUNetPlans", 3, 20),  # no ε: in no ε sweep
     ]
     monkeypatch.setenv("nnUNet_preprocessed", str(preprocessed))
     monkeypatch.setenv("nnUNet_results", str(results))
@@ -109,7 +110,7 @@ def test_sweeps_are_the_configurations_that_differ_only_in_eps_or_in_b(sweep_res
     assert list(batch["sweep_value"]) == [1.0, 2.0, 4.0]
     b_push = batch["eq4_empty_to_background"].to_numpy(float)
     assert b_push[0] < 1e-6 and b_push[1:] == pytest.approx([1.0, 1.0])  # Φ = BI, B ≥ 2: one subset
-    assert "TrainerLovasz" not in set(table["configuration"])
+    assert not {"TrainerLovasz", "TrainerCE"} & set(table["configuration"])
 
 
 def test_without_the_training_maps_the_prediction_is_left_out_with_a_note(sweep_results, tmp_path, monkeypatch):
