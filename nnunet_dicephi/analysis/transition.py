@@ -145,7 +145,7 @@ def find_sweeps(configurations: Sequence[Configuration]) -> list[Sweep]:
             without_eps = dataclasses.replace(loss, eps_nr=0.0, eps_dr=0.0)
             key = (configuration.dataset, nnunet_configuration, plans, without_eps)
             by_eps.setdefault(key, []).append(member)
-        base = plans.rsplit("_bs", 1)[0] if member.batch_size is not None else plans
+        base = plans.rsplit("_bs", 1)[0]  # the batch-size variants of one plans go together
         by_batch.setdefault((configuration.dataset, nnunet_configuration, base, loss), []).append(member)
     sweeps = []
     for (dataset, nnunet_configuration, _plans, loss), members in by_eps.items():

@@ -9,7 +9,7 @@ from typing import Any
 
 from nnunet_dicephi._cli import add_verb, positive_int, refuse
 
-from .experiment import STAGES
+from .experiment import STAGES, ExperimentSpec
 
 
 def run_submit(args: argparse.Namespace) -> int:
@@ -110,9 +110,9 @@ def run_run(args: argparse.Namespace) -> int:
     return result.exit_status
 
 
-def _toy_datasets(spec: Any) -> None:
+def _toy_datasets(spec: ExperimentSpec) -> None:
     """Write the toy datasets the spec names and nnUNet_raw lacks (``toy = "<scenario>"``)."""
-    toys = [d for d in spec.datasets if getattr(d, "toy", None)]
+    toys = [d for d in spec.datasets if d.toy is not None]
     if not toys:
         return
     from nnunet_dicephi.toys import write_toy
