@@ -94,6 +94,8 @@ class Task:
     note: str = ""
     marker: Path | None = None
     """Written by the job when all its commands succeeded (every stage but training)."""
+    reads: tuple[str, ...] = ()
+    """Trainer folders whose folds a prediction reads: it is redone when one of them trains again."""
 
 
 @dataclass(frozen=True)
@@ -309,13 +311,14 @@ def predict_tasks(spec: ExperimentSpec, dataset: DatasetSpec, name: str) -> list
         for plans in dataset.plans_identifiers:
             key = f"predict/{name}/{crossval_key(dataset, plans)}"
             trainers = [t for t, p in dataset.runs if p == plans]
+            reads = tuple(results_folder_name(t, plans, c) for t in trainers for c in dataset.configurations)
             command = (
                 "nnUNetv2_find_best_configuration",
                 str(dataset.id),
                 *("-p", plans, "-c", *dataset.configurations, "-tr", *trainers),
                 *("-f", *_fold_text(dataset.folds), "--disable_ensembling", "-np", cpus),
             )
-            tasks.append(Task(key, (command,), marker=marker_path(spec, key)))
+            tasks.append(Task(key, (command,), marker=marker_path(spec, key), reads=reads))
     if test_images is not None:
         workers = str(min(3, spec.resources.predict.cpus))
         for configuration in dataset.configurations:
@@ -341,7 +344,7 @@ def predict_tasks(spec: ExperimentSpec, dataset: DatasetSpec, name: str) -> list
                         )
                     )
                 key = f"predict/{name}/{folder}"
-                tasks.append(Task(key, tuple(commands), marker=marker_path(spec, key)))
+                tasks.append(Task(key, tuple(commands), marker=marker_path(spec, key), reads=(folder,)))
     return tasks
 
 
@@ -453,6 +456,8 @@ def plan_jobs(
             done = "already preprocessed"
         else:
             done = ""
+        # preprocessing (not only new plans variants) makes every prediction of the dataset stale
+        preprocessing = key in active or (not done and "preprocess" in stages)
         if key in active:
             skipped.append((key, f"still queued or running as job {active[key]}"))
             upstream.append(key)
@@ -497,7 +502,8 @@ def plan_jobs(
         upstream = train_upstream + train_active
 
         key = f"predict/{name}"
-        fresh_upstream = any(k in {g.key for g in groups} or k in active for k in upstream)
+        # a prediction is redone after preprocessing, or when one of the models it reads trains
+        training = {k.split("/")[2] for k in [t.key for t in tasks] + train_active}
         tasks = predict_tasks(spec, dataset, name)
         if "predict" not in stages or not tasks:
             why = "stage not selected" if tasks else 'nothing to predict (folds = "all" and no test_images)'
@@ -508,6 +514,7 @@ def plan_jobs(
         else:
             todo = []
             for task in tasks:
+                fresh_upstream = preprocessing or not training.isdisjoint(task.reads)
                 if task.key in active and not fresh_upstream:
                     skipped.append((task.key, f"still queued or running as job {active[task.key]}"))
                     report_after_jobs.append(active[task.key])

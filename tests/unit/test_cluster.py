@@ -7,6 +7,7 @@ import json
 import os
 import pickle
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -372,6 +373,31 @@ def test_the_plan_for_a_finished_grid_is_empty_and_a_preprocessed_dataset_is_not
     (spec.report_spec.output / "report.md").write_text("# report")
     plan = plan_jobs(spec, {901: "Dataset901_Toy"})
     assert plan.groups == () and {why for _, why in plan.skipped} == {"done", "already preprocessed"}
+
+
+def test_a_new_training_redoes_only_the_predictions_that_read_it(tmp_path):
+    (tmp_path / "raw" / "Dataset901_Toy").mkdir(parents=True)
+    for name in ("images", "labels"):
+        (tmp_path / name).mkdir()
+    data = minimal(**{"dataset.0.folds": [0], "dataset.0.test_images": "images", "dataset.0.test_labels": "labels"})
+    spec = parse_spec(data, tmp_path, environ={})
+    fake_preprocessed(tmp_path)
+    fold(tmp_path, "TrainerDiceI", 0, "checkpoint_final.pth", "validation/summary.json")
+    for key in [t.key for t in jobs.predict_tasks(spec, spec.datasets[0], "Dataset901_Toy")] + ["report"]:
+        jobs.marker_path(spec, key).parent.mkdir(parents=True, exist_ok=True)
+        jobs.marker_path(spec, key).write_text("done")
+    # TrainerDiceBI was added to the grid after everything else had run
+    plan = plan_jobs(spec, {901: "Dataset901_Toy"})
+    assert [t.key for t in plan.group("predict/Dataset901_Toy").tasks] == [
+        "predict/Dataset901_Toy/crossval",  # the cross-validation summary compares both trainers
+        "predict/Dataset901_Toy/TrainerDiceBI__nnUNetPlans__2d",
+    ]
+    assert ("predict/Dataset901_Toy/TrainerDiceI__nnUNetPlans__2d", "done") in plan.skipped
+    # preprocessing again makes every prediction stale
+    shutil.rmtree(tmp_path / "pre")
+    jobs.marker_path(spec, "preprocess/Dataset901_Toy").unlink(missing_ok=True)
+    plan = plan_jobs(spec, {901: "Dataset901_Toy"})
+    assert len(plan.group("predict/Dataset901_Toy").tasks) == 3
 
 
 def test_selected_stages_only(grid_env):
