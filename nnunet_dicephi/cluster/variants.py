@@ -10,12 +10,11 @@ a CPU study about four times faster), and ``<plans>_f<F>_bs<B>`` does both.
 
 The name says what a variant changes (:func:`parse_variant`), so the command the experiment grid
 runs after preprocessing needs only the names:
-``python -m nnunet_dicephi.cluster.variants FOLDER --plans nnUNetPlans nnUNetPlans_f16_bs4``.
+``python -m nnunet_dicephi.cluster.write_variants FOLDER --plans nnUNetPlans nnUNetPlans_f16_bs4``.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import re
@@ -84,23 +83,11 @@ def write_variants(folder: str | Path, plans: str, names: Sequence[str]) -> list
 
 def variants_command(preprocessed_folder: Path, plans: str, names: Sequence[str]) -> tuple[str, ...]:
     """The argv that writes the variants ``names`` (run by a preprocessing job of the grid)."""
-    return ("python", "-m", "nnunet_dicephi.cluster.variants", str(preprocessed_folder), "--plans", plans, *names)
+    module = "nnunet_dicephi.cluster.write_variants"
+    return ("python", "-m", module, str(preprocessed_folder), "--plans", plans, *names)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nnunet_dicephi.cluster.variants", description=__doc__)
-    parser.add_argument("folder", help="the dataset's folder in nnUNet_preprocessed")
-    parser.add_argument("--plans", default="nnUNetPlans", help="plans identifier to copy (default: nnUNetPlans)")
-    parser.add_argument("variants", nargs="+", metavar="NAME", help="variant names, e.g. nnUNetPlans_f16_bs4")
-    args = parser.parse_args(argv)
-    try:
-        for path in write_variants(args.folder, args.plans, args.variants):
-            print(f"wrote {path}")
-    except ValueError as error:
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+if __name__ == "__main__":  # the command of grids planned before write_variants existed
+    from nnunet_dicephi.cluster.write_variants import main
 
-
-if __name__ == "__main__":
     sys.exit(main())

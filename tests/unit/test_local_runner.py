@@ -9,6 +9,7 @@ The end-to-end layer runs the same verb with nnU-Net itself.
 import _thread
 import json
 import os
+import subprocess
 import sys
 import textwrap
 import threading
@@ -22,7 +23,7 @@ from nnunet_dicephi.cluster import status as status_module
 from nnunet_dicephi.cluster.experiment import smoke_variant
 from nnunet_dicephi.cluster.jobs import plan_jobs, resolve_datasets
 from nnunet_dicephi.cluster.spec import SpecError, parse_spec
-from nnunet_dicephi.cluster.variants import Variant, parse_variant, variant_name, write_variants
+from nnunet_dicephi.cluster.variants import Variant, parse_variant, variant_name, variants_command, write_variants
 
 FAKE = textwrap.dedent(
     """\
@@ -353,6 +354,20 @@ def test_a_narrower_network_is_a_variant_too_and_combines_with_batch_sizes(fake,
     assert both["batch_size"] == 2 and both["architecture"]["arch_kwargs"]["features_per_stage"][0] == 16
     with pytest.raises(ValueError, match="is not a variant of"):
         write_variants(folder, "nnUNetPlans", ["nnUNetPlans_wide"])
+
+
+def test_the_variants_command_runs_as_the_grid_runs_it(tmp_path):
+    folder = tmp_path / "Dataset901_Toy"
+    folder.mkdir()
+    plans = {"plans_name": "nnUNetPlans", "configurations": {"2d": {"batch_size": 3}}}
+    (folder / "nnUNetPlans.json").write_text(json.dumps(plans))
+    python, *argv = variants_command(folder, "nnUNetPlans", ["nnUNetPlans_bs2"])
+    assert python == "python" and argv[:2] == ["-m", "nnunet_dicephi.cluster.write_variants"]
+    run = subprocess.run([sys.executable, "-W", "error", *argv], capture_output=True, text=True)
+    assert run.returncode == 0 and run.stderr == ""  # no runpy warning about a module imported twice
+    assert json.loads((folder / "nnUNetPlans_bs2.json").read_text())["configurations"]["2d"]["batch_size"] == 2
+    bad = subprocess.run([sys.executable, *argv[:-1], "nnUNetPlans_wide"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "is not a variant of" in bad.stderr
 
 
 def test_smoke_shortens_every_training_and_writes_apart(tmp_path):
