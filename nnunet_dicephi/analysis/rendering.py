@@ -163,11 +163,42 @@ def _grid(n: int):
     return figure, axes
 
 
+def short_names(configurations: list[str]) -> tuple[dict[str, str], str]:
+    """Labels for a figure, and what every configuration shares (for its title).
+
+    A results folder ``<Trainer>_<options>__<plans>__<configuration>`` keeps its loss name and the
+    parts that differ between ``configurations``: ``TrainerDiceI_ep22_it40_seed0__nnUNetPlans__2d``
+    beside ``TrainerGDL_ep22_it40_seed0__nnUNetPlans__2d`` is ``TrainerDiceI``, and the title
+    gets ``ep22_it40_seed0, nnUNetPlans, 2d``. Other names stay as they are.
+    """
+    parts = [name.split("__") for name in configurations]
+    if not configurations or any(len(p) != len(parts[0]) for p in parts):
+        return {name: name for name in configurations}, ""
+    heads = [p[0].split("_") for p in parts]
+    options = [set(h[1:]) for h in heads]
+    shared_options = set.intersection(*options) if len(configurations) > 1 else set()
+    shared_rest = [i for i in range(1, len(parts[0])) if len({p[i] for p in parts}) == 1]
+    labels = {}
+    for name, head, p in zip(configurations, heads, parts):
+        kept = "_".join([head[0]] + [t for t in head[1:] if t not in shared_options])
+        labels[name] = "__".join([kept] + [p[i] for i in range(1, len(p)) if i not in shared_rest])
+    if len(set(labels.values())) < len(labels):  # never merge two configurations
+        return {name: name for name in configurations}, ""
+    common = [t for t in heads[0][1:] if t in shared_options]
+    shared = (["_".join(common)] if common else []) + [parts[0][i] for i in shared_rest]
+    return labels, ", ".join(shared)
+
+
+def _title(dataset: str, shared: str) -> str:
+    return f"{dataset}\nall: {shared}" if shared else dataset
+
+
 def distribution_figure(per_case: pd.DataFrame, dataset: str, metric: str, ylabel: str, path: Path) -> None:
     """One panel per class of ``dataset``: ``metric`` of its annotated cases per configuration (box and points)."""
     data = per_case[(per_case["dataset"] == dataset) & per_case["annotated"]]
     classes = list(dict.fromkeys(per_case.loc[per_case["dataset"] == dataset, "class"]))
     configurations = list(dict.fromkeys(per_case.loc[per_case["dataset"] == dataset, "configuration"]))
+    labels, shared = short_names(configurations)
     figure, axes = _grid(len(classes))
     jitter = np.random.default_rng(0)
     for ax, name in zip(axes, classes):
@@ -185,10 +216,10 @@ def distribution_figure(per_case: pd.DataFrame, dataset: str, metric: str, ylabe
             ax.text(0.5, 0.5, "no annotated cases", ha="center", va="center", transform=ax.transAxes)
         if metric == "delta_ml":
             ax.axhline(0, color="grey", linewidth=0.8, linestyle="--")
-        ax.set_xticks(range(len(configurations)), configurations, rotation=30, ha="right")
+        ax.set_xticks(range(len(configurations)), [labels[c] for c in configurations], rotation=30, ha="right")
         ax.set_title(name)
         ax.set_ylabel(ylabel)
-    figure.suptitle(dataset)
+    figure.suptitle(_title(dataset, shared))
     figure.savefig(path, dpi=120)
 
 
@@ -198,24 +229,25 @@ def _roc_figure(per_case: pd.DataFrame, summary: pd.DataFrame, dataset: str, pat
     data = per_case[(per_case["dataset"] == dataset) & per_case["annotated"]]
     rows = summary[summary["dataset"] == dataset]
     classes = list(dict.fromkeys(rows["class"]))
+    labels, shared = short_names(list(dict.fromkeys(rows["configuration"])))
     figure, axes = _grid(len(classes))
     for ax, name in zip(axes, classes):
         ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle="--")
         undefined = []
         for r in rows[rows["class"] == name].itertuples():
             if math.isnan(r.auc):
-                undefined.append(f"{r.configuration}: AUC {r.auc_note}")
+                undefined.append(f"{labels[r.configuration]}: AUC {r.auc_note}")
                 continue
             cases = data[(data["class"] == name) & (data["configuration"] == r.configuration)]
             fpr, tpr, _ = roc_curve(~cases["reference_empty"].to_numpy(bool), cases["predicted_ml"].to_numpy(float))
-            ax.plot(fpr, tpr, label=f"{r.configuration} (AUC {r.auc:.3f})")
+            ax.plot(fpr, tpr, label=f"{labels[r.configuration]} (AUC {r.auc:.3f})")
         if undefined:
             ax.text(0.5, 0.5, "\n".join(undefined), ha="center", va="center", fontsize=7, wrap=True)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="lower right", fontsize=8)
         ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="1 − specificity", ylabel="sensitivity")
         ax.set_title(f"{name}: detection by predicted volume")
-    figure.suptitle(dataset)
+    figure.suptitle(_title(dataset, shared))
     figure.savefig(path, dpi=120)
 
 

@@ -482,3 +482,28 @@ def test_jaccard_is_dsc_over_two_minus_dsc_and_one_for_two_empty_maps(toy, tmp_p
     assert per_case["jaccard"].to_numpy() == pytest.approx((per_case["dsc"] / (2 - per_case["dsc"])).to_numpy())
     a = row(result.summary, "TrainerA", "A")
     assert a["jaccard_mean"] == pytest.approx(np.mean([d / (2 - d) for d in DSC["TrainerA", "A"]]))
+
+
+def test_figures_label_configurations_by_what_differs():
+    from nnunet_dicephi.analysis.rendering import short_names
+
+    folders = [
+        "TrainerDiceI_ep22_it40_lr1e-2_seed0__nnUNetPlans_f16__2d",
+        "TrainerDiceI_bg_ep22_it40_lr1e-2_seed0__nnUNetPlans_f16__2d",
+        "TrainerCE_ep22_it40_seed0__nnUNetPlans_f16__2d",
+    ]
+    labels, shared = short_names(folders)
+    assert list(labels.values()) == ["TrainerDiceI_lr1e-2", "TrainerDiceI_bg_lr1e-2", "TrainerCE"]
+    assert shared == "ep22_it40_seed0, nnUNetPlans_f16, 2d"
+    labels, shared = short_names(["TrainerDiceBI__nnUNetPlans_bs2__2d", "TrainerDiceBI__nnUNetPlans_bs4__2d"])
+    assert list(labels.values()) == ["TrainerDiceBI__nnUNetPlans_bs2", "TrainerDiceBI__nnUNetPlans_bs4"]
+    assert shared == "2d"
+    assert short_names(["TrainerDiceI__nnUNetPlans__2d"]) == (
+        {"TrainerDiceI__nnUNetPlans__2d": "TrainerDiceI"},
+        "nnUNetPlans, 2d",
+    )
+    # names that are not results folders stay as they are
+    assert short_names(["demo_a", "TrainerDiceI__P__2d"]) == (
+        {"demo_a": "demo_a", "TrainerDiceI__P__2d": "TrainerDiceI__P__2d"},
+        "",
+    )
