@@ -161,7 +161,10 @@ def add_parser(verbs: Any) -> None:
         "--jobs",
         type=positive_int,
         metavar="N",
-        help=f"jobs at once on the CPU (default 1; {SMOKE_JOBS} with --smoke)",
+        help=(
+            "jobs at once on the CPU (default 1: nnU-Net trains on every core, so two trainings at once"
+            f" are slower than one after the other; {SMOKE_JOBS} with --smoke, whose jobs are mostly start-up)"
+        ),
     )
     slots.add_argument("--gpus", type=_gpus, metavar="IDS", help="one job at a time per listed GPU, e.g. 0,1")
     run.add_argument("--smoke", action="store_true", help="tiny trainings in <output>/smoke: checks the spec runs")
