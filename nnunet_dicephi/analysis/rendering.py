@@ -13,6 +13,8 @@ import numpy as np
 if TYPE_CHECKING:
     import pandas as pd
 
+from nnunet_dicephi._nnunet_names import SEPARATOR, parse_results_folder_name
+
 from .inputs import Configuration
 from .metrics import METRICS
 
@@ -171,21 +173,25 @@ def short_names(configurations: list[str]) -> tuple[dict[str, str], str]:
     beside ``TrainerGDL_ep22_it40_seed0__nnUNetPlans__2d`` is ``TrainerDiceI``, and the title
     gets ``ep22_it40_seed0, nnUNetPlans, 2d``. Other names stay as they are.
     """
-    parts = [name.split("__") for name in configurations]
-    if not configurations or any(len(p) != len(parts[0]) for p in parts):
-        return {name: name for name in configurations}, ""
-    heads = [p[0].split("_") for p in parts]
-    options = [set(h[1:]) for h in heads]
-    shared_options = set.intersection(*options) if len(configurations) > 1 else set()
-    shared_rest = [i for i in range(1, len(parts[0])) if len({p[i] for p in parts}) == 1]
+    unchanged = {name: name for name in configurations}, ""
+    try:
+        folders = [parse_results_folder_name(name) for name in configurations]
+    except ValueError:  # not results folders
+        return unchanged
+    if not folders:
+        return unchanged
+    words = [folder.trainer.split("_") for folder in folders]
+    shared_options = set.intersection(*(set(w[1:]) for w in words)) if len(folders) > 1 else set()
+    differing = [field for field in ("plans", "configuration") if len({getattr(f, field) for f in folders}) > 1]
     labels = {}
-    for name, head, p in zip(configurations, heads, parts):
-        kept = "_".join([head[0]] + [t for t in head[1:] if t not in shared_options])
-        labels[name] = "__".join([kept] + [p[i] for i in range(1, len(p)) if i not in shared_rest])
+    for name, folder, w in zip(configurations, folders, words):
+        trainer = "_".join([w[0], *(o for o in w[1:] if o not in shared_options)])
+        labels[name] = SEPARATOR.join([trainer, *(getattr(folder, field) for field in differing)])
     if len(set(labels.values())) < len(labels):  # never merge two configurations
-        return {name: name for name in configurations}, ""
-    common = [t for t in heads[0][1:] if t in shared_options]
-    shared = (["_".join(common)] if common else []) + [parts[0][i] for i in shared_rest]
+        return unchanged
+    common = "_".join(o for o in words[0][1:] if o in shared_options)
+    same = [getattr(folders[0], field) for field in ("plans", "configuration") if field not in differing]
+    shared = [common] * bool(common) + same
     return labels, ", ".join(shared)
 
 

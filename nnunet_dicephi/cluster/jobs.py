@@ -474,6 +474,7 @@ def plan_jobs(
             skipped.append((key, "stage not selected"))
 
         tasks, train_active = [], []
+        training: set[str] = set()  # trainer folders with a fold to train or still training
         for unit in grid(spec, names):
             if unit.dataset_id != dataset.id:
                 continue
@@ -484,6 +485,7 @@ def plan_jobs(
             elif unit.key in active:
                 skipped.append((unit.key, f"still queued or running as job {active[unit.key]}"))
                 train_active.append(unit.key)
+                training.add(unit.trainer_folder)
             elif "train" not in stages:
                 skipped.append((unit.key, f"stage not selected ({state.value})"))
             else:
@@ -493,6 +495,7 @@ def plan_jobs(
                 else:
                     note = "fresh"
                 tasks.append(Task(unit.key, (command,), fold_dir=fold_dir, note=note))
+                training.add(unit.trainer_folder)
         train_key = f"train/{name}"
         train_upstream = list(upstream)
         if tasks:
@@ -502,8 +505,6 @@ def plan_jobs(
         upstream = train_upstream + train_active
 
         key = f"predict/{name}"
-        # a prediction is redone after preprocessing, or when one of the models it reads trains
-        training = {k.split("/")[2] for k in [t.key for t in tasks] + train_active}
         tasks = predict_tasks(spec, dataset, name)
         if "predict" not in stages or not tasks:
             why = "stage not selected" if tasks else 'nothing to predict (folds = "all" and no test_images)'
@@ -514,6 +515,7 @@ def plan_jobs(
         else:
             todo = []
             for task in tasks:
+                # redone after preprocessing, or when one of the models it reads trains
                 fresh_upstream = preprocessing or not training.isdisjoint(task.reads)
                 if task.key in active and not fresh_upstream:
                     skipped.append((task.key, f"still queued or running as job {active[task.key]}"))
