@@ -1,4 +1,6 @@
+import contextlib
 import os
+import shutil
 
 import pytest
 import torch
@@ -27,6 +29,17 @@ def random_case(batch=3, classes=4, spatial=(5, 6), dtype=torch.float64, seed=0,
 CUDA_SKIP_REASON = "no CUDA device here; scripts/gpu_check.sh runs these tests on one"
 NO_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason=CUDA_SKIP_REASON)
 DEVICES = ["cpu", pytest.param("cuda", marks=NO_CUDA)]
+
+
+@contextlib.contextmanager
+def module_folder(tmp_path_factory, request, name: str):
+    """A module-scoped fixture's folder: removed when the module ends with no new failure, kept for a
+    look otherwise (what ``tmp_path_retention_policy = "failed"`` does for a test's own folder)."""
+    failed_before = request.session.testsfailed
+    folder = tmp_path_factory.mktemp(name)
+    yield folder
+    if request.session.testsfailed == failed_before:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(params=DEVICES)

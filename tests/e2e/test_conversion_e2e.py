@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import module_folder
 from tests.fixtures_conversion import make_acdc, make_brats2018, make_wmh2017
 
 pytestmark = pytest.mark.e2e
@@ -19,8 +20,12 @@ SHAPE = (3, 32, 32)
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("conversion_e2e")
+def env(tmp_path_factory, request):
+    with module_folder(tmp_path_factory, request, "conversion_e2e") as root:
+        yield _environment(root)
+
+
+def _environment(root):
     env = {k: v for k, v in os.environ.items() if k != "nnUNet_extTrainer"}  # the install's hook must find trainers
     env.update(
         nnUNet_raw=str(root / "raw"),

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import module_folder
 from tests.grid_specs import grid_spec, small_grid, write_grid_datasets
 
 pytestmark = pytest.mark.e2e
@@ -47,9 +48,9 @@ def tail(result) -> str:
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("local")
-    return write_grid_datasets(root)
+def root(tmp_path_factory, request):
+    with module_folder(tmp_path_factory, request, "local") as folder:
+        yield write_grid_datasets(folder)
 
 
 def test_a_grid_runs_to_its_report_and_running_again_runs_nothing(root):

@@ -9,14 +9,19 @@ from pathlib import Path
 import pytest
 
 from nnunet_dicephi.synthetic import write_dataset
+from tests.conftest import module_folder
 
 pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
-def nnunet_env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("nnunet")
+def nnunet_env(tmp_path_factory, request):
+    with module_folder(tmp_path_factory, request, "nnunet") as root:
+        yield _prepared(root)
+
+
+def _prepared(root):
     env = {k: v for k, v in os.environ.items() if k != "nnUNet_extTrainer"}  # registration must do it
     env.update(
         nnUNet_raw=str(root / "raw"),

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from nnunet_dicephi.cluster import add_parser
+from tests.conftest import module_folder
 from tests.grid_specs import grid_spec, small_grid, write_grid_datasets
 from tests.slurm_local import PARTITION, LocalSlurm, SlurmUnavailable
 
@@ -110,9 +111,9 @@ def cluster(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def root(cluster, tmp_path_factory):
-    root = tmp_path_factory.mktemp("grid")
-    return write_grid_datasets(root)
+def root(cluster, tmp_path_factory, request):
+    with module_folder(tmp_path_factory, request, "grid") as folder:
+        yield write_grid_datasets(folder)
 
 
 @pytest.fixture(scope="module")
