@@ -12,7 +12,7 @@ import numpy as np
 if TYPE_CHECKING:
     import pandas as pd
 
-from .metrics import METRICS
+from .metrics import METRICS, CaseMetrics
 
 CONFIDENCE_LEVEL = 0.95
 
@@ -122,6 +122,7 @@ SUMMARY_COLUMNS = (
     "dsc_std",
     "dsc_nonempty_reference_mean",
     "dsc_nnunet_mean",
+    "dsc_pooled",
     "jaccard_mean",
     "reference_ml_mean",
     "predicted_ml_mean",
@@ -167,6 +168,16 @@ def detection_auc(reference_empty: np.ndarray, predicted_ml: np.ndarray) -> tupl
     return float(roc_auc_score(present, np.asarray(predicted_ml, dtype=float))), ""
 
 
+def pooled_dsc(pairs: pd.DataFrame) -> float:
+    """The DSC of the voxel counts summed over (case, class) pairs: 2 Σ|Y ∩ Ŷ| / (Σ|Y| + Σ|Ŷ|).
+
+    Large structures weigh more than small ones and an empty image adds only its false positives, so
+    a both-empty pair counts for nothing (not as 1, as in the mean); 1 when every pair is empty.
+    """
+    total = pairs[["reference_voxels", "predicted_voxels", "overlap_voxels"]].sum()
+    return CaseMetrics(int(total.iloc[0]), int(total.iloc[1]), int(total.iloc[2]), math.nan).dsc
+
+
 def _groups(per_case: pd.DataFrame):
     """(dataset, class, configuration, rows) in the order of the inputs and of dataset.json's labels."""
     for dataset in dict.fromkeys(per_case["dataset"]):
@@ -202,6 +213,7 @@ def summarize(per_case: pd.DataFrame) -> pd.DataFrame:
                 "dsc_std": float(np.std(dsc, ddof=1)) if len(dsc) > 1 else math.nan,
                 "dsc_nonempty_reference_mean": _mean(dsc[~empty_reference]),
                 "dsc_nnunet_mean": _mean(dsc[~(empty_reference & empty_prediction)]),
+                "dsc_pooled": pooled_dsc(used) if len(used) else math.nan,
                 "jaccard_mean": _mean(used["jaccard"].to_numpy(float)),
                 "reference_ml_mean": _mean(used["reference_ml"].to_numpy(float)),
                 "predicted_ml_mean": _mean(used["predicted_ml"].to_numpy(float)),

@@ -47,7 +47,9 @@ CONVENTIONS = """\
   empty reference and non-empty prediction → 0; non-empty reference and empty prediction → 0.
   *DSC* is the mean over all annotated cases (± sample standard deviation), *DSC non-empty ref.* the mean over
   cases with a non-empty reference, *DSC nnU-Net* the mean over cases where nnU-Net's DSC is defined (not both
-  empty), which is the number in nnU-Net's `summary.json`. *Jaccard* (`per_case.csv`, `jaccard_mean` in `summary.csv`)
+  empty), which is the number in nnU-Net's `summary.json`; *DSC pooled* = 2 Σ|Y ∩ Ŷ| / (Σ|Y| + Σ|Ŷ|) over the voxel
+  counts of all annotated cases (a both-empty case adds nothing, a false positive on an empty image costs its
+  size). *Jaccard* (`per_case.csv`, `jaccard_mean` in `summary.csv`)
   = |Y ∩ Ŷ| / |Y ∪ Ŷ| = DSC / (2 − DSC) per case (1 when both are empty), averaged like the DSC.
 - **ΔV** = predicted − reference volume in ml, from the reference image's voxel spacing (2D images: 1 mm thick).
   Reference voxels with the ignore label are left out of the DSC and of both volumes, as in nnU-Net.
@@ -104,6 +106,7 @@ def markdown_report(
                     "DSC",
                     "DSC non-empty ref.",
                     "DSC nnU-Net",
+                    "DSC pooled",
                     "ΔV [ml]",
                     "|ΔV| [ml]",
                     "AUC",
@@ -117,6 +120,7 @@ def markdown_report(
                         f"{_number(r.dsc_mean)} ± {_number(r.dsc_std)}",
                         _number(r.dsc_nonempty_reference_mean),
                         _number(r.dsc_nnunet_mean),
+                        _number(r.dsc_pooled),
                         _number(r.delta_ml_mean, ".4g"),
                         _number(r.abs_delta_ml_mean, ".4g"),
                         _number(r.auc),

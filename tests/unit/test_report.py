@@ -214,10 +214,12 @@ def test_report_numbers_on_toy_results(toy, tmp_path):
     assert a["n_empty_reference"] == 2  # c3, c4
     assert a["dsc_nonempty_reference_mean"] == pytest.approx(0.75)  # c1, c2
     assert a["dsc_nnunet_mean"] == pytest.approx(0.5)  # c4 (empty/empty) left out, as nnU-Net's NaN
+    assert a["dsc_pooled"] == pytest.approx(50 / (30 + 34))  # overlaps 20, 5; references 20, 10; predicted 20, 10, 4
     assert a["reference_ml_mean"] == pytest.approx(30 * ML / 4)
     assert a["auc"] == 1.0  # predicted 20, 10 voxels where present; 4, 0 where empty
     b = row(summary, "TrainerB", "A")
     assert b["dsc_nnunet_mean"] == pytest.approx((0.5 + 0.0 + 0.0) / 3)  # c3: empty/empty left out
+    assert b["dsc_pooled"] == pytest.approx(2 * 10 / (30 + 30))  # c1 half overlapping, c4's 10 false positives
     assert b["auc"] == pytest.approx(0.625)  # (1 + 1 + ½ + 0) / 4
     assert row(summary, "TrainerA", "B")["auc"] == 1.0
 
@@ -238,9 +240,9 @@ def test_report_numbers_on_toy_results(toy, tmp_path):
     for text in (
         f"## {DATASET}",
         "### A (label 1)",
-        "| TrainerA | 4 | 0 | 2 | 0.625 ± 0.479 | 0.750 | 0.500 | 0.003 | 0.003 | 1.000 |",
+        "| TrainerA | 4 | 0 | 2 | 0.625 ± 0.479 | 0.750 | 0.500 | 0.781 | 0.003 | 0.003 | 1.000 |",
         "| ΔV [ml] | \\|ΔV\\| [ml] | AUC |",
-        "| TrainerB | 4 | 0 | 2 | 0.375 ± 0.479 | 0.250 | 0.167 | 0 | 0.015 | 0.625 |",
+        "| TrainerB | 4 | 0 | 2 | 0.375 ± 0.479 | 0.250 | 0.167 | 0.333 | 0 | 0.015 | 0.625 |",
         "Empty reference and empty prediction → DSC = 1",
         f"![DSC per class and configuration](dsc_{DATASET}.png)",
     ):
