@@ -175,7 +175,7 @@ def pooled_dsc(pairs: pd.DataFrame) -> float:
     a both-empty pair counts for nothing (not as 1, as in the mean); 1 when every pair is empty.
     """
     total = pairs[["reference_voxels", "predicted_voxels", "overlap_voxels"]].sum()
-    return CaseMetrics(int(total.iloc[0]), int(total.iloc[1]), int(total.iloc[2]), math.nan).dsc
+    return CaseMetrics(**{column: int(count) for column, count in total.items()}, voxel_ml=math.nan).dsc
 
 
 def _groups(per_case: pd.DataFrame):

@@ -195,7 +195,7 @@ def short_names(configurations: list[str]) -> tuple[dict[str, str], str]:
         return unchanged
     common = "_".join(o for o in words[0][1:] if o in shared_options)
     same = [getattr(folders[0], field) for field in ("plans", "configuration") if field not in differing]
-    shared = [common] * bool(common) + same
+    shared = ([common] if common else []) + same
     return labels, ", ".join(shared)
 
 
