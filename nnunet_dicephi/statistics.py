@@ -14,13 +14,19 @@ exactly, without Monte Carlo, from one read of each training case's preprocessed
 
 Augmentations other than the crop (rotation, scaling) are not modelled. Padding counts as
 background, as in nnU-Net's targets. Deep-supervision outputs get ε scaled by their voxel count.
+
+The statistics follow from the data only through :func:`data_fingerprint` (the preprocessed
+segmentations' bytes, the manifest, the labels, the plans' configuration and the fold's cases), so
+they are cached under that fingerprint, one file per key (:func:`cached`): re-preprocessing or
+editing the manifest is a cache miss, and concurrent folds never write the same file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -29,6 +35,8 @@ from nnunet_dicephi._files import write_text_atomically
 
 VERSION = 1
 """Bump when the computation changes, so that cached statistics are not reused across versions."""
+CACHE_FOLDER = "dicephi_statistics"
+"""Beside the preprocessed data (``nnUNet_preprocessed/DatasetX/``): one JSON file per cache key."""
 
 
 @dataclass(frozen=True)
@@ -436,18 +444,118 @@ def compute_statistics(cases, label_manager, model: SamplingModel) -> DatasetSta
     return DatasetStatistics(names, tuple(float(v) for v in volume), patch_voxels, len(prepared))
 
 
-def cached(path: str, key: str, compute) -> tuple[DatasetStatistics, bool]:
-    """Statistics from the JSON cache at ``path`` under ``key``, computing and storing them if absent.
+def _digest(value) -> str:
+    """SHA-256 of a JSON-serialisable value, written canonically."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
-    Returns the statistics and whether they came from the cache. Writes atomically.
+
+def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes, read a chunk at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def segmentation_files(folder: str | os.PathLike, case: str) -> list[str]:
+    """The files of one preprocessed case that the statistics read: its label map and its properties.
+
+    nnU-Net ≥ 2.6 writes ``<case>_seg.b2nd`` and ``<case>.pkl`` (the stored class locations). The
+    older numpy format keeps the label map in ``<case>.npz`` with the image; the ``<case>_seg.npy``
+    that training unpacks from it is a copy, so the ``.npz`` is read wherever it exists (a fingerprint
+    must not change because a training unpacked the data).
     """
-    store = {}
+    for names in ((f"{case}_seg.b2nd",), (f"{case}.npz",), (f"{case}_seg.npy",)):
+        paths = [os.path.join(folder, name) for name in (*names, f"{case}.pkl")]
+        if os.path.isfile(paths[0]):
+            return [path for path in paths if os.path.isfile(path)]
+    raise FileNotFoundError(
+        f"no preprocessed label map for case {case!r} in {folder}; run nnUNetv2_plan_and_preprocess again"
+    )
+
+
+def data_fingerprint(
+    folder: str | os.PathLike,
+    cases: Iterable[str],
+    *,
+    manifest,
+    labels: Mapping,
+    plans: Mapping,
+    fold,
+) -> dict[str, str]:
+    """What a run's statistics follow from, each part as a digest, and ``"fingerprint"`` over all parts.
+
+    Args:
+        folder: the configuration's preprocessed data folder.
+        cases: the fold's training cases; their label maps and properties are read byte for byte.
+        manifest: the dataset's partial-label manifest as ``dataset.json`` holds it (None without one).
+        labels: ``dataset.json``'s ``labels`` and ``regions_class_order``.
+        plans: the plans' name and the configuration's entry (patch size, batch size, spacing, ...).
+        fold: the fold.
+
+    The parts name what changed when two fingerprints differ (:func:`fingerprint_changes`).
+    """
+    cases = sorted(cases)
+    segmentations = {
+        case: [(os.path.basename(path), file_digest(path)) for path in segmentation_files(folder, case)]
+        for case in cases
+    }
+    parts = {
+        "segmentations": _digest(segmentations),
+        "cases": _digest(cases),
+        "manifest": _digest(manifest),
+        "labels": _digest(labels),
+        "plans": _digest(plans),
+        "fold": str(fold),
+    }
+    return {**parts, "fingerprint": _digest(parts)}
+
+
+def fingerprint_changes(recorded: Mapping[str, str], current: Mapping[str, str]) -> list[str]:
+    """The parts of two :func:`data_fingerprint` results that differ, in words."""
+    words = {
+        "segmentations": "the preprocessed label maps of the fold's training cases",
+        "cases": "the fold's training cases",
+        "manifest": "the partial-label manifest",
+        "labels": "the labels of dataset.json",
+        "plans": "the plans' configuration",
+        "fold": "the fold",
+    }
+    return [text for part, text in words.items() if recorded.get(part) != current.get(part)]
+
+
+def cache_path(folder: str | os.PathLike, name: str, key: Mapping) -> str:
+    """The cache file of ``key`` in ``folder``: a readable ``name`` and the key's digest."""
+    return os.path.join(folder, f"{name}_{_digest(key)[:20]}.json")
+
+
+def cached(
+    path: str | os.PathLike,
+    key: Mapping,
+    compute: Callable[[], DatasetStatistics],
+    log: Callable[[str], None] = print,
+) -> tuple[DatasetStatistics, bool]:
+    """Statistics from the cache file ``path`` written for ``key``, computing and storing them if absent.
+
+    One file per key (:func:`cache_path`), so that folds computed at once never overwrite each
+    other's entry; written under a unique temporary name and renamed into place. A file that cannot be
+    read, or holds another key, is a cache miss: ``log`` names it, and it is computed and written again.
+    Returns the statistics and whether they came from the cache.
+    """
+    path = os.fspath(path)
     if os.path.isfile(path):
-        with open(path, encoding="utf-8") as handle:
-            store = json.load(handle)
-        if key in store:
-            return DatasetStatistics(**{k: tuple(v) if isinstance(v, list) else v for k, v in store[key].items()}), True
+        try:
+            with open(path, encoding="utf-8") as handle:
+                stored = json.load(handle)
+            if stored["key"] != json.loads(json.dumps(key, default=str)):
+                raise ValueError("it was written for other data")
+            values = stored["statistics"]
+            return DatasetStatistics(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}), True
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            log(f"nnunet-dicephi: the statistics cache {path} is unreadable ({error}); computing the statistics again")
     stats = compute()
-    store[key] = stats.to_dict()
-    write_text_atomically(path, json.dumps(store, indent=2, sort_keys=True))
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    text = json.dumps({"key": key, "statistics": stats.to_dict()}, indent=2, sort_keys=True, default=str)
+    write_text_atomically(path, text)
     return stats, False

@@ -25,14 +25,13 @@ from nnunet_dicephi import losses as L
 from nnunet_dicephi import statistics
 from nnunet_dicephi._files import write_text_atomically
 from nnunet_dicephi.evaluation import VALIDATION_FILE, append_validation_record
-from nnunet_dicephi.loss_config import HEURISTIC, REGISTRY, SEMANTICS, LossConfig, loss_options
+from nnunet_dicephi.loss_config import HEURISTIC, REGISTRY, SEMANTICS, LossConfig, loss_options, trainer_name
 from nnunet_dicephi.losses._validation import labels_outside
-from nnunet_dicephi.partial_labels import AnnotationTable, load_manifest
+from nnunet_dicephi.partial_labels import MANIFEST_KEY, AnnotationTable, load_manifest
 
 from . import seeding
 
 CONFIG_FILE = "dicephi_loss.json"
-STATISTICS_FILE = "dicephi_statistics.json"
 CHECKPOINT_KEY = "dicephi"
 PARTIAL_SUFFIX = ".partial"
 
@@ -192,24 +191,39 @@ class DicePhiTrainer(nnUNetTrainer):
             ignore_label=self.label_manager.ignore_label,
         )
 
+    def data_fingerprint(self) -> dict[str, str]:
+        """What this run's statistics follow from, as digests (:func:`~nnunet_dicephi.statistics.data_fingerprint`).
+
+        The fold's training cases' preprocessed label maps and properties, the manifest, the labels,
+        the plans' configuration and the fold; computed once per process.
+        """
+        if "_dicephi_fingerprint" not in self.__dict__:
+            train_keys, _ = self.do_split()
+            self._dicephi_fingerprint = statistics.data_fingerprint(
+                self.preprocessed_dataset_folder,
+                train_keys,
+                manifest=self.dataset_json.get(MANIFEST_KEY),
+                labels={key: self.dataset_json.get(key) for key in ("labels", "regions_class_order")},
+                plans={
+                    "plans": self.plans_manager.plans_name,
+                    "configuration": self.configuration_manager.configuration,
+                },
+                fold=self.fold,
+            )
+        return self._dicephi_fingerprint
+
     def dataset_statistics(self) -> statistics.DatasetStatistics:
         """Expected labelled volume per output channel of one training patch.
 
-        Over this fold's training cases only; cached in the preprocessed dataset folder.
+        Over this fold's training cases only; cached beside the preprocessed data under the data's
+        fingerprint and the sampling model, so that changed data (re-preprocessed, a manifest edited)
+        is computed again.
         """
+        if "_dicephi_statistics" in self.__dict__:
+            return self._dicephi_statistics
         train_keys, _ = self.do_split()
         model = self._sampling_model()
-        key = json.dumps(
-            {
-                "version": statistics.VERSION,
-                "plans": self.plans_manager.plans_name,
-                "configuration": self.configuration_name,
-                "fold": self.fold,
-                "model": model.__dict__,
-                "cases": sorted(train_keys),
-            },
-            sort_keys=True,
-        )
+        key = {"version": statistics.VERSION, "data": self.data_fingerprint()["fingerprint"], "model": model.__dict__}
 
         def compute() -> statistics.DatasetStatistics:
             dataset = self.dataset_class(self.preprocessed_dataset_folder, train_keys)
@@ -221,20 +235,19 @@ class DicePhiTrainer(nnUNetTrainer):
 
             return statistics.compute_statistics(cases(), self.label_manager, model)
 
-        path = os.path.join(self.preprocessed_dataset_folder_base, STATISTICS_FILE)
-        stats, _ = statistics.cached(path, key, compute)
-        return stats
+        folder = os.path.join(self.preprocessed_dataset_folder_base, statistics.CACHE_FOLDER)
+        name = f"{self.plans_manager.plans_name}_{self.configuration_name}_fold{self.fold}"
+        path = statistics.cache_path(folder, name, key)
+        self._dicephi_statistics, _ = statistics.cached(path, key, compute, log=self.print_to_log_file)
+        return self._dicephi_statistics
 
     def _recorded(self) -> dict | None:
-        """What this run recorded: its checkpoint's record once one is loaded, else the output folder's."""
-        record = self.__dict__.get("_checkpoint_record")
-        if record is not None:
-            return record
-        path = os.path.join(self.output_folder, CONFIG_FILE)
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as handle:
-                return json.load(handle)
-        return None
+        """The record of the checkpoint this run continues (``--c``) or validates (``--val``); None on a fresh start.
+
+        A fresh start computes its own statistics: a ``dicephi_loss.json`` left in the folder by an
+        earlier run describes that run, not this one.
+        """
+        return self.__dict__.get("_checkpoint_record")
 
     def effective_loss(self) -> tuple[LossConfig, int]:
         """The loss configuration and semantics version (:data:`SEMANTICS`) this run trains with.
@@ -252,8 +265,11 @@ class DicePhiTrainer(nnUNetTrainer):
     def load_checkpoint(self, filename_or_checkpoint) -> None:
         """nnU-Net's, after taking the loss the checkpoint recorded (see :meth:`effective_loss`).
 
-        Refuses, before loading anything, a checkpoint whose record this installation cannot
-        reproduce (written by a newer version, or not a configuration of this package).
+        Refuses, before loading anything, a checkpoint without a record, one whose record this
+        installation cannot reproduce (written by a newer version, or not a configuration of this
+        package), and one that recorded another loss than this trainer's name says: continuing it
+        would train one loss into another's results folder. The one accepted difference is the
+        semantics version of the same name (a run started under an earlier version keeps its loss).
         """
         checkpoint = filename_or_checkpoint
         if isinstance(checkpoint, str):
@@ -262,29 +278,39 @@ class DicePhiTrainer(nnUNetTrainer):
             except RuntimeError:  # not a zip archive: no memory map, read it whole
                 checkpoint = torch.load(filename_or_checkpoint, map_location="cpu", weights_only=False)
         record = checkpoint.get(CHECKPOINT_KEY) if isinstance(checkpoint, dict) else None
+        name = type(self).__name__
+        if record is None:
+            written_by = checkpoint.get("trainer_name") if isinstance(checkpoint, dict) else None
+            raise RuntimeError(
+                f"cannot continue or validate {self.output_folder} with {name}: its checkpoint holds no nnunet-dicephi "
+                f"record of the loss it trained with (written by {written_by or 'an unknown trainer'}); "
+                "continue it with the trainer that wrote it, or train afresh without --c"
+            )
+        try:
+            recorded, semantics = LossConfig.from_record(record), int(record.get("semantics", 1))
+            loss_options(recorded, semantics)
+        except (TypeError, ValueError) as error:
+            raise RuntimeError(
+                f"cannot continue {self.output_folder}: its checkpoint recorded a loss this installation cannot "
+                f"reproduce ({error}); install the nnunet-dicephi version that started the run, or train afresh "
+                "without --c"
+            ) from None
+        same_name = record.get("trainer_name") == name
+        if recorded != self.loss_config and not (semantics < SEMANTICS and same_name):
+            theirs, ours = _differences(recorded, self.loss_config)
+            raise RuntimeError(
+                f"cannot continue or validate {self.output_folder} with {name}: its checkpoint recorded "
+                f"{record.get('trainer_name') or trainer_name(recorded)} ({theirs}), not {name} ({ours}); "
+                f"continue it with -tr {trainer_name(recorded)}, or train {name} afresh without --c"
+            )
         built = self.effective_loss() if self.was_initialized else None
-        if record is not None:
-            previous = self.__dict__.get("_checkpoint_record")
-            self._checkpoint_record = record
-            try:
-                config, semantics = self.effective_loss()
-                loss_options(config, semantics)
-            except (TypeError, ValueError) as error:
-                if previous is None:
-                    del self._checkpoint_record
-                else:
-                    self._checkpoint_record = previous
-                raise RuntimeError(
-                    f"cannot continue {self.output_folder}: its checkpoint recorded a loss this installation cannot "
-                    f"reproduce ({error}); install the nnunet-dicephi version that started the run, or train afresh "
-                    "without --c"
-                ) from None
-            if semantics != SEMANTICS or not config.same_loss(self.loss_config):
-                self.print_to_log_file(
-                    f"nnunet-dicephi: this run recorded loss semantics {semantics} "
-                    f"({json.dumps({name: record.get(name) for name in ('loss', 'phi', 'include_background')})}); "
-                    f"it continues with them (a fresh start trains semantics {SEMANTICS}, CHANGELOG.md)"
-                )
+        self._checkpoint_record = record
+        if semantics != SEMANTICS or recorded != self.loss_config:
+            self.print_to_log_file(
+                f"nnunet-dicephi: this run recorded loss semantics {semantics} "
+                f"({json.dumps({key: record.get(key) for key in ('loss', 'phi', 'include_background')})}); "
+                f"it continues with them (a fresh start trains semantics {SEMANTICS}, CHANGELOG.md)"
+            )
         super().load_checkpoint(filename_or_checkpoint)
         if built is not None and built != self.effective_loss():
             self.loss = self._build_loss()  # initialised before the record was known
@@ -292,8 +318,8 @@ class DicePhiTrainer(nnUNetTrainer):
     def resolved_eps(self) -> tuple:
         """Full-resolution ε_nr, ε_dr: numbers, or per-class lists for the heuristic.
 
-        A run that already recorded its ε (fresh start, then ``--c`` or ``--val``) reuses the
-        recorded values, so they never change under a trained model.
+        A run continued with ``--c`` or validated with ``--val`` reuses the values its checkpoint
+        recorded, so they never change under a trained model; a fresh start computes them.
         """
         config, _ = self.effective_loss()
         if not config.uses_heuristic_eps:
@@ -465,12 +491,20 @@ class DicePhiTrainer(nnUNetTrainer):
     # --- recording the configuration ----------------------------------------------------------
 
     def loss_record(self) -> dict:
-        """The resolved loss configuration: what trained this model, with every ε per level."""
+        """The resolved loss configuration: what trained this model, with every ε per level.
+
+        ``data_fingerprint`` is the fingerprint of the data the run started on (the checkpoint's, once
+        continued); ``package_version`` the version that wrote this record.
+        """
         eps_nr, eps_dr = self.resolved_eps()
         config, semantics = self.effective_loss()
         record = config.to_dict()
         record["semantics"] = semantics
         record["package_version"] = nnunet_dicephi.__version__
+        recorded = self._recorded()
+        record["data_fingerprint"] = (
+            recorded.get("data_fingerprint") if recorded is not None else self.data_fingerprint()
+        )
         record["eps_per"] = "map" if isinstance(eps_nr, list) or isinstance(eps_dr, list) else "subset"
         record["eps_per_class"] = eps_nr if isinstance(eps_nr, list) else (eps_dr if isinstance(eps_dr, list) else None)
         record["eps_per_level"] = [
@@ -511,7 +545,26 @@ class DicePhiTrainer(nnUNetTrainer):
         with seeding.ordered_augmenters(sys.modules[nnUNetTrainer.__module__], seed):
             return super().get_dataloaders()
 
+    def _check_data_unchanged(self) -> None:
+        """Refuse to continue (``--c``) a run on data other than it started on (its recorded fingerprint).
+
+        The recorded ε, Mime constants and class weights came from the data the run started on;
+        training on changed data under them would make the record describe neither.
+        """
+        recorded = (self._recorded() or {}).get("data_fingerprint")
+        if recorded is None:  # not a continued run, or a checkpoint written before fingerprints were recorded
+            return
+        current = self.data_fingerprint()
+        if recorded.get("fingerprint") != current["fingerprint"]:
+            changes = statistics.fingerprint_changes(recorded, current) or ["the data"]
+            raise RuntimeError(
+                f"cannot continue {self.output_folder}: {', '.join(changes)} changed since this run started "
+                f"(data fingerprint {recorded.get('fingerprint', '?')[:12]}, now {current['fingerprint'][:12]}); "
+                "restore the data it started on to continue, or train afresh without --c"
+            )
+
     def on_train_start(self) -> None:
+        self._check_data_unchanged()
         if self.current_epoch == 0 and self.local_rank == 0:
             # a fresh start replaces an earlier run's record; --c appends to it
             with contextlib.suppress(FileNotFoundError):
@@ -611,6 +664,16 @@ def check_batch_labels(target, label_manager) -> None:
             "fix the label maps or dataset.json's 'labels', then run nnUNetv2_plan_and_preprocess again "
             "(--verify_dataset_integrity names the cases)"
         )
+
+
+def _differences(config: LossConfig, other: LossConfig) -> tuple[str, str]:
+    """The fields in which two configurations differ, as ``phi=BI, eps_nr=1`` for each of them."""
+    fields = [
+        key
+        for key in config.to_dict()
+        if key != "trainer_name" and getattr(config, key, None) != getattr(other, key, None)
+    ]
+    return tuple(", ".join(f"{key}={getattr(c, key)}" for key in fields) for c in (config, other))  # type: ignore[return-value]
 
 
 def _no_plot(output_folder: str) -> None:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from tests.conftest import module_folder
 
 pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -130,17 +132,16 @@ def test_heuristic_eps_partial_manifest_kill_and_resume(partial_env):
     name = "TrainerDiceIEps_CE_ep4_it2"
     env_da = {**env, "nnUNet_n_proc_DA": "0"}
     fold = _fold(root, "Dataset902_PartialBlobs", name)
-    args = [str(BIN / "nnUNetv2_train"), "902", "2d", "0", "-tr", name, "-device", "cpu"]
-    process = subprocess.Popen(args, env=env_da, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and process.poll() is None:  # kill once epoch 0's checkpoint is written
-        logs = list(fold.glob("training_log_*.txt")) if fold.exists() else []
-        if logs and "Epoch 2" in logs[0].read_text():
-            process.send_signal(signal.SIGKILL)
-            break
+    marker = root / "halted_at_epoch_2"
+    # nnUNetv2_train halted at the start of epoch 2 (epoch 1's checkpoint written), then killed there
+    args = [sys.executable, "-m", "tests.e2e.train_until", "2", str(marker), "902", "2d", "0", "-tr", name]
+    process = subprocess.Popen([*args, "-device", "cpu"], env=env_da, cwd=REPO, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
+    assert marker.exists(), f"training never reached epoch 2 (exit status {process.poll()})"
+    process.send_signal(signal.SIGKILL)
     process.wait()
-    assert process.returncode == -signal.SIGKILL, "training ended before it could be interrupted"
     assert not (fold / "checkpoint_final.pth").exists()
     first_record = json.loads((fold / "dicephi_loss.json").read_text())
     assert first_record["eps_per_class"] == pytest.approx(stats["heuristic_eps"], rel=1e-6)
@@ -170,6 +171,20 @@ def test_heuristic_eps_partial_manifest_kill_and_resume(partial_env):
     summary = json.loads((fold / "validation" / "summary.json").read_text())
     assert summary["dicephi_partial_labels"].startswith("means over annotated")
     assert (fold / "validation" / "summary_all_pairs.json").is_file()
+
+    # its checkpoint under another trainer's name: --c refuses rather than train one loss as another
+    other = _fold(root, "Dataset902_PartialBlobs", "TrainerDiceBI_ep4_it2")
+    other.mkdir(parents=True)
+    shutil.copy(fold / "checkpoint_final.pth", other / "checkpoint_final.pth")
+    refused = subprocess.run(
+        [str(BIN / "nnUNetv2_train"), "902", "2d", "0", "-tr", "TrainerDiceBI_ep4_it2", "-device", "cpu", "--c"],
+        env=env_da,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert f"recorded {name} (" in refused.stderr and f"-tr {name}," in refused.stderr
 
 
 def test_mime_trainer_uses_dataset_constants(partial_env):
@@ -207,8 +222,12 @@ def test_weighted_ce_trainer_records_its_class_weights_and_validates_with_them(p
     fold = _fold(root, "Dataset902_PartialBlobs", name)
     record = json.loads((fold / "dicephi_loss.json").read_text())
     # the cached statistics of fold 0 (the heuristic ε's): expected class volumes of a training patch
-    cache = json.loads((root / "preprocessed" / "Dataset902_PartialBlobs" / "dicephi_statistics.json").read_text())
-    (volumes,) = [v["expected_volume"] for k, v in cache.items() if json.loads(k)["fold"] == 0]
+    cache = root / "preprocessed" / "Dataset902_PartialBlobs" / "dicephi_statistics"
+    (volumes,) = [json.loads(p.read_text())["statistics"]["expected_volume"] for p in cache.glob("*_2d_fold0_*.json")]
+    assert (
+        record["data_fingerprint"]["fingerprint"]
+        == json.loads(next(cache.glob("*_fold0_*")).read_text())["key"]["data"]
+    )
     assert record["class_weights"] == pytest.approx(inverse_frequency_weights(torch.tensor(volumes)).tolist())
     assert record["class_weights"][0] == min(record["class_weights"])  # background: the most frequent class
     assert record["initial_lr"] == 1e-2 and "Current learning rate: 0.01\n" in result.stdout
@@ -216,11 +235,11 @@ def test_weighted_ce_trainer_records_its_class_weights_and_validates_with_them(p
     assert checkpoint["dicephi"]["class_weights"] == record["class_weights"]
 
     # --val takes the recorded weights even when the cached statistics are gone
-    (root / "preprocessed" / "Dataset902_PartialBlobs" / "dicephi_statistics.json").unlink()
+    shutil.rmtree(cache)
     (fold / "validation" / "summary.json").unlink()
     run(env, *train, "--val")
     assert (fold / "validation" / "summary.json").is_file()
-    assert not (root / "preprocessed" / "Dataset902_PartialBlobs" / "dicephi_statistics.json").exists()
+    assert not cache.exists()
 
 
 def test_broken_manifest_is_refused_with_every_offender(nnunet_env):

@@ -13,6 +13,8 @@ from nnunet_dicephi.trainers import DeepSupervisedLoss, trainer_class
 from nnunet_dicephi.trainers.base import build_level_loss
 
 DATASET = {"labels": {"background": 0, "a": 1, "b": 2}, "dicephi_partial_labels": {"cases": {"c0": ["a"]}}}
+FINGERPRINT = {"fingerprint": "0" * 64}
+"""What the stub trainers say their data's fingerprint is (tests/unit/test_provenance.py computes real ones)."""
 
 
 class _FixedNetwork(torch.nn.Module):
@@ -247,6 +249,7 @@ def _resuming_trainer(name, tmp_path, monkeypatch, record):
     trainer.output_folder, trainer.was_initialized, trainer.is_ddp = str(tmp_path), False, False
     trainer.logged = []
     trainer.print_to_log_file = lambda *args, **kwargs: trainer.logged.append(" ".join(map(str, args)))
+    trainer._dicephi_fingerprint = FINGERPRINT
     monkeypatch.setattr(nnUNetTrainer, "load_checkpoint", lambda self, f: setattr(self, "loss", self._build_loss()))
     path = tmp_path / "checkpoint_latest.pth"
     torch.save({"dicephi": record} if record is not None else {}, path)
@@ -289,8 +292,8 @@ def test_a_lovasz_run_from_before_0_2_0_keeps_the_background_out(tmp_path, monke
 
 
 def test_a_fresh_start_and_a_current_checkpoint_train_this_versions_loss(tmp_path, monkeypatch):
-    trainer, path = _resuming_trainer("TrainerLeafDice", tmp_path, monkeypatch, None)
-    trainer.load_checkpoint(path)  # no record at all: nothing to keep
+    trainer, _ = _resuming_trainer("TrainerLeafDice", tmp_path, monkeypatch, None)
+    trainer.loss = trainer._build_loss()  # a fresh start: no checkpoint
     assert trainer.loss.levels[0].leaf_mean == "all" and trainer.loss_record()["semantics"] == 2
     current = {**parse_trainer_name("TrainerLeafDice").to_dict(), "semantics": 2}
     trainer, path = _resuming_trainer("TrainerLeafDice", tmp_path, monkeypatch, current)
@@ -330,6 +333,7 @@ def _cross_entropy_trainer(name, tmp_path, monkeypatch, volumes=(900.0, 90.0, 10
     trainer._dicephi_table = load_manifest(DATASET, ["c0", "c1"])
     trainer.output_folder, trainer.was_initialized, trainer.is_ddp = str(tmp_path), False, False
     trainer.print_to_log_file = lambda *args, **kwargs: None
+    trainer._dicephi_fingerprint = FINGERPRINT
     trainer.statistics_read = 0
 
     def statistics():
@@ -384,10 +388,12 @@ def test_wce_records_its_weights_and_a_resumed_run_reuses_them(tmp_path, monkeyp
         assert level.class_weights.tolist() == pytest.approx(expected)
     assert resumed.loss_record()["class_weights"] == record["class_weights"]
 
-    # before any checkpoint (a run killed in its first epoch): dicephi_loss.json's weights
+    # a fresh start (no checkpoint: also --c on a run killed in its first epoch) computes its own
+    # weights; an earlier run's dicephi_loss.json in the folder is not its record
     (tmp_path / "dicephi_loss.json").write_text(json.dumps(record))
-    early = _cross_entropy_trainer("TrainerWCE", tmp_path, monkeypatch, volumes=(500.0, 250.0, 250.0))
-    assert early._class_weights().tolist() == pytest.approx(expected) and early.statistics_read == 0
+    fresh = _cross_entropy_trainer("TrainerWCE", tmp_path, monkeypatch, volumes=(500.0, 250.0, 250.0))
+    own = L.inverse_frequency_weights(torch.tensor([500.0, 250.0, 250.0])).tolist()
+    assert fresh._class_weights().tolist() == pytest.approx(own) and fresh.statistics_read == 1
 
 
 def test_ce_trainer_builds_the_marginal_ce_and_records_no_weights(tmp_path, monkeypatch):
