@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import secrets
 import shutil
 import socket
 import tempfile
@@ -11,12 +13,37 @@ from pathlib import Path
 
 
 def write_text_atomically(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``.
+
+    The temporary name is unique across hosts and processes (:func:`_unique_name`), so writers on
+    several nodes of a shared file system never write into one file. The file gets the permissions a
+    newly created file gets (``0o666`` less the umask), and its data reaches the disk before the
+    rename, so that a crash leaves the old content or the new, never an empty file.
+    """
     path = os.fspath(path)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    tmp = _unique_name(f"{path}.tmp-")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with open(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def _unique_name(prefix: str) -> str:
+    """``<prefix><pid>@<host>.<random>``: no other process, here or on another host, draws it.
+
+    The pid and host say who left a file or folder behind; the random part keeps apart processes
+    with equal pids on one host name (containers, nodes of a shared file system). The caller creates
+    it exclusively (``O_EXCL``, ``os.mkdir``), with a mode of its own choosing under the umask, where
+    :mod:`tempfile` would make it private to its owner (0o600, 0o700).
+    """
+    return f"{prefix}{os.getpid()}@{socket.gethostname()}.{secrets.token_hex(8)}"
 
 
 def replace_folder(staging: str | os.PathLike, output: str | os.PathLike) -> None:
@@ -47,7 +74,9 @@ def replace_folder(staging: str | os.PathLike, output: str | os.PathLike) -> Non
 def staging_folder(target: str | os.PathLike) -> Path:
     """A new, empty, hidden folder beside ``target`` to build it in before renaming it into place.
 
-    Its name records the process that made it: ``.<name>.staging-<pid>@<host>.<random>``. Such a
+    Its name records the process that made it: ``.<name>.staging-<pid>@<host>.<random>``, and it has
+    the permissions of a folder made with ``mkdir`` (``0o777`` less the umask), which the published
+    folder keeps: not the private ``0o700`` of :func:`tempfile.mkdtemp`. Such a
     folder left behind by a killed run (same host, process gone) is removed here first, so that
     interrupted runs do not pile up hidden copies of a dataset; folders of running processes, of other
     hosts (a shared file system) or of any other name are left alone.
@@ -59,7 +88,9 @@ def staging_folder(target: str | os.PathLike) -> Path:
             owner = folder.name.startswith(prefix) and re.fullmatch(r"(\d+)@(.+)\.[^.]+", folder.name[len(prefix) :])
             if owner and owner[2] == host and not _running(int(owner[1])) and folder.is_dir():
                 shutil.rmtree(folder, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}@{host}.", dir=target.parent))
+    staging = Path(_unique_name(str(target.parent / prefix)))
+    staging.mkdir(0o777)
+    return staging
 
 
 def _running(pid: int) -> bool:

@@ -22,6 +22,9 @@ unannotated label"). Region-based datasets are refused: a region is a union of l
 
 from __future__ import annotations
 
+import difflib
+import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -76,17 +79,45 @@ def _label_values(dataset_json: dict) -> dict[str, int]:
     return values
 
 
-def load_manifest(dataset_json: dict, case_ids: Iterable[str] | None = None) -> AnnotationTable | None:
+def _lookalike_keys(dataset_json: dict) -> list[str]:
+    """Keys that look like :data:`MANIFEST_KEY` but are not it: a typo would turn partial labels off."""
+    found = []
+    for key in dataset_json:
+        if not isinstance(key, str) or key == MANIFEST_KEY:
+            continue
+        folded = key.lower()
+        close = difflib.SequenceMatcher(None, folded, MANIFEST_KEY).ratio() >= 0.75
+        if close or re.sub(r"[^a-z]", "", folded).startswith("dicephi"):
+            found.append(key)
+    return found
+
+
+def load_manifest(
+    dataset_json: dict, case_ids: Iterable[str] | None = None, source: str | os.PathLike | None = None
+) -> AnnotationTable | None:
     """Validate the manifest of a ``dataset.json`` (None if there is none).
 
     Args:
         dataset_json: the dataset.json contents (raw or preprocessed copy).
         case_ids: every case of the dataset; when given, unknown ids are errors and, for a complete
             manifest, missing ids too.
+        source: the file ``dataset_json`` was read from, named in errors.
 
     Raises:
-        ManifestError: listing every problem found, not only the first.
+        ManifestError: listing every problem found, not only the first; also for a key that looks
+            like ``"dicephi_partial_labels"`` but is not it (``"dicephi_partial_label"``,
+            ``"DicePhi_Partial_Labels"``, any ``"dicephi…"`` key), which would silently train without
+            partial labels.
     """
+    lookalikes = _lookalike_keys(dataset_json)
+    if lookalikes:
+        found = " and ".join(repr(key) for key in lookalikes)
+        raise ManifestError(
+            f"{source or 'dataset.json'} has {found} where the partial-label manifest key is {MANIFEST_KEY!r}, "
+            f"so partial labels would be off: rename the key to {MANIFEST_KEY!r} (or remove it) in the raw "
+            "dataset.json and in its copy in nnUNet_preprocessed/<Dataset>/ (nnUNetv2_plan_and_preprocess "
+            "copies it)"
+        )
     manifest = dataset_json.get(MANIFEST_KEY)
     if manifest is None:
         return None

@@ -476,8 +476,8 @@ def _settings(args: argparse.Namespace) -> _Settings:
     )
 
 
-def _prepare_output(path: str, force: bool) -> str:
-    """Check the output folder and return the temporary sibling to write into."""
+def _check_output(path: str, force: bool) -> None:
+    """Refuse an output folder this verb may not write (see ``output_folder_problem``)."""
     from nnunet_dicephi._files import output_folder_problem
 
     path = os.path.abspath(path)
@@ -486,7 +486,6 @@ def _prepare_output(path: str, force: bool) -> str:
     )
     if problem is not None:
         raise _InputError(problem)
-    return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp{os.getpid()}")
 
 
 def _publish(tmp: str, path: str) -> None:
@@ -505,11 +504,11 @@ def run_gradients(args: argparse.Namespace) -> int:
     maps are learned (Phi=BI, large epsilon) or ignored (Phi=I, tiny epsilon). --sweep adds trainer
     names and commands for the transition from small to large epsilon.
     """
-    from nnunet_dicephi._files import write_text_atomically
+    from nnunet_dicephi._files import staging_folder, write_text_atomically
 
     try:
         settings = _settings(args)
-        tmp = _prepare_output(args.output, args.force)
+        _check_output(args.output, args.force)
     except _InputError as error:
         return refuse("gradients", error)
     model = {"empty_fraction": settings.empty_fraction, "overlap": settings.overlap, "outside": settings.outside}
@@ -546,9 +545,7 @@ def run_gradients(args: argparse.Namespace) -> int:
                 epochs=args.epochs,
             )
 
-    if os.path.isdir(tmp):
-        shutil.rmtree(tmp)
-    os.makedirs(tmp)
+    tmp = str(staging_folder(os.path.abspath(args.output)))
     try:
         write_text_atomically(os.path.join(tmp, "gradients.csv"), _csv_text(rows))
         write_text_atomically(os.path.join(tmp, "table.txt"), table + "\n")

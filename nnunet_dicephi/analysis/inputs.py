@@ -124,6 +124,13 @@ def _configuration(
     notes: list[str],
 ) -> Configuration | None:
     """Read one trainer or prediction folder; None (with problems added) if it cannot be used."""
+    if kind == "trainer" and not any((fold_dir / "validation").is_dir() for fold_dir in _fold_dirs(folder)):
+        # e.g. a trainer that was built but never trained: nnU-Net creates fold_<n> and its log at once
+        problems.add(
+            f"nothing to report in {folder}: no fold has validation results (fold_*/validation); train it to the "
+            "end with nnUNetv2_train, or leave it out of the report"
+        )
+        return None
     dj_file = dataset_json_file or folder / "dataset.json"
     if dataset_json_file is None and not dj_file.is_file():
         how = "a trainer folder holds the dataset.json nnU-Net copied there" if kind == "trainer" else "pass it"

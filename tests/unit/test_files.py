@@ -1,12 +1,26 @@
-"""Staging folders: a run killed mid-way leaves one behind; the next run for the same target removes it."""
+"""Staging folders and atomic writes: unique names across processes and hosts, the usual permissions,
+and what a run killed mid-way leaves behind (the next run for the same target removes it)."""
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 
-from nnunet_dicephi._files import staging_folder
+import pytest
+
+from nnunet_dicephi import _files
+from nnunet_dicephi._files import replace_folder, staging_folder, write_text_atomically
 from nnunet_dicephi.synthetic import write_dataset
+
+
+@contextlib.contextmanager
+def umask(mask: int):
+    before = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(before)
 
 
 def _dead_pid() -> int:
@@ -62,3 +76,54 @@ def test_output_folder_rules(tmp_path):
     assert "holds no report.md, so it is not an earlier output of the report" in problem(other, force=True)
     (other / "report.md").write_text("# earlier")
     assert problem(other, force=True) is None
+
+
+@pytest.mark.parametrize(("mask", "mode"), [(0o022, 0o755), (0o027, 0o750)], ids=["umask022", "umask027"])
+def test_a_published_folder_has_the_mode_mkdir_gives_not_a_private_one(tmp_path, mask, mode):
+    target = tmp_path / "Dataset001_Toy"
+    with umask(mask):
+        staging = staging_folder(target)
+        (staging / "imagesTr").mkdir()
+        replace_folder(staging, target)
+    assert target.stat().st_mode & 0o777 == mode
+    assert (target / "imagesTr").stat().st_mode & 0o777 == mode
+
+
+@pytest.mark.parametrize(("mask", "mode"), [(0o022, 0o644), (0o077, 0o600)], ids=["umask022", "umask077"])
+def test_an_atomically_written_file_has_the_mode_open_gives(tmp_path, mask, mode):
+    with umask(mask):
+        write_text_atomically(tmp_path / "state.json", "{}")
+    assert (tmp_path / "state.json").stat().st_mode & 0o777 == mode
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+def test_writers_with_equal_pids_on_one_shared_file_system_do_not_collide(tmp_path, monkeypatch):
+    """Two nodes whose processes have the same pid: one writes while the other is between write and rename."""
+    path = tmp_path / "state.json"
+    monkeypatch.setattr(os, "getpid", lambda: 4242)
+    rename = os.replace
+    other_node_wrote = []
+
+    def replace_after_the_other_node(source, destination):
+        if not other_node_wrote:
+            other_node_wrote.append(True)
+            write_text_atomically(path, "the other node's state")
+        rename(source, destination)
+
+    monkeypatch.setattr(_files.os, "replace", replace_after_the_other_node)
+    write_text_atomically(path, "this node's state")
+    assert path.read_text() == "this node's state"  # renamed last
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "state.json"
+    path.write_text("old")
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_files.os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        write_text_atomically(path, "new")
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["state.json"]

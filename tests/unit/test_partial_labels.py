@@ -55,6 +55,25 @@ def test_malformed_manifest_shape():
         load_manifest(_with(["a"]))
 
 
+@pytest.mark.parametrize(
+    "key", ["dicephi_partial_label", "DicePhi_Partial_Labels", "dicephi-partial-labels", "partial_labels", "dicephi"]
+)
+def test_a_key_that_looks_like_the_manifest_key_is_refused_not_ignored(key):
+    manifest = {"cases": {"a": ["LV"]}}
+    with pytest.raises(ManifestError) as error:
+        load_manifest({**DATASET, key: manifest})
+    message = str(error.value)
+    assert message.startswith(f"dataset.json has {key!r} where the partial-label manifest key is")
+    assert "rename the key to 'dicephi_partial_labels'" in message and message.count("\n") == 0
+    with pytest.raises(ManifestError, match=rf"^/raw/Dataset027_ACDC/dataset.json has {key!r}"):
+        load_manifest({**_with(manifest), key: manifest}, source="/raw/Dataset027_ACDC/dataset.json")  # also beside
+
+
+def test_nnunets_own_keys_are_not_taken_for_a_misspelt_manifest_key():
+    nnunet_keys = ["channel_names", "numTraining", "file_ending", "regions_class_order", "description", "name"]
+    assert load_manifest({**DATASET, **dict.fromkeys(nnunet_keys, "x"), "reference": "", "licence": ""}) is None
+
+
 def test_regions_are_refused_and_ignore_label_works():
     regions = {"labels": {"background": 0, "whole": [1, 2], "core": 2}, "dicephi_partial_labels": {"cases": {}}}
     with pytest.raises(ManifestError, match="region"):
@@ -86,3 +105,33 @@ def test_summary_restricted_to_annotated_pairs(tmp_path):
     assert new["mean"]["2"]["Dice"] == pytest.approx(0.8)  # 'a' unannotated, 'c' NaN (both empty) skipped
     assert new["foreground_mean"]["Dice"] == pytest.approx(0.75)
     assert json.loads((tmp_path / "summary_all_pairs.json").read_text()) == json.loads(json.dumps(summary))
+    again = restrict_summary_to_annotated(str(path), table)  # restricting twice changes nothing
+    assert again == new and json.loads((tmp_path / "summary_all_pairs.json").read_text()) == json.loads(
+        json.dumps(summary)
+    )
+
+
+def test_a_second_validation_refreshes_both_summaries(tmp_path):
+    """nnUNetv2_train --val writes nnU-Net's summary.json anew; the all-pairs file must follow it."""
+
+    def nnunet_summary(dice_a, dice_b):
+        cases = [("a", dice_a), ("b", dice_b)]
+        return {
+            "metric_per_case": [
+                {"reference_file": f"/gt/{c}.nii.gz", "prediction_file": f"/{c}.nii.gz", "metrics": {"1": {"Dice": d}}}
+                for c, d in cases
+            ],
+            "mean": {"1": {"Dice": (dice_a + dice_b) / 2}},
+            "foreground_mean": {"Dice": (dice_a + dice_b) / 2},
+        }
+
+    path = tmp_path / "summary.json"
+    table = load_manifest({"labels": {"background": 0, "x": 1, "y": 2}, "dicephi_partial_labels": {"cases": {"a": []}}})
+    path.write_text(json.dumps(nnunet_summary(0.2, 0.6)))
+    restrict_summary_to_annotated(str(path), table)
+    second = nnunet_summary(0.4, 0.9)
+    path.write_text(json.dumps(second))  # the --val re-run
+    restricted = restrict_summary_to_annotated(str(path), table)
+    assert json.loads((tmp_path / "summary_all_pairs.json").read_text()) == second
+    assert restricted["mean"]["1"]["Dice"] == json.loads(path.read_text())["mean"]["1"]["Dice"] == pytest.approx(0.9)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json", "summary_all_pairs.json"]

@@ -395,6 +395,20 @@ def test_empty_and_nonexistent_folders(tmp_path):
     assert leftovers(tmp_path) == []
 
 
+def test_a_trainer_folder_without_validation_has_nothing_to_report(toy, tmp_path):
+    """A trainer built but never trained (nnU-Net makes fold_<n> and its log at once) holds no dataset.json."""
+    fold = toy / "TrainerDiceIEps__nnUNetPlans__2d" / "fold_0"
+    fold.mkdir(parents=True)
+    (fold / "training_log_2026_1_1_00_00_00.txt").write_text("nnU-Net's citation")
+    for given in (toy, fold.parent):
+        with pytest.raises(ReportError) as error:
+            build_report([given], tmp_path / "out", workers=1)
+        message = str(error.value)
+        assert f"nothing to report in {fold.parent}: no fold has validation results (fold_*/validation)" in message
+        assert "dataset.json" not in message
+    assert leftovers(tmp_path) == []
+
+
 def test_case_in_two_folds_needs_folds(toy, tmp_path):
     folder = toy / "TrainerA__nnUNetPlans__2d"
     write(folder / "fold_all" / "validation" / "c1.nii.gz", {1: (0, 20)})

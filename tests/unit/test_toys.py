@@ -1,6 +1,7 @@
 """The toy datasets of ``nnunet-dicephi toy``: each scenario's properties, seeding, the verb's refusals."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -216,6 +217,16 @@ def test_an_existing_folder_needs_force_and_force_replaces_only_a_toy(nnunet_fol
     err = _refused(capsys, ["toy", "imbalanced", "-d", "42", "--name", "Converted", "--force"])
     assert "holds no dicephi_toy.json, so it is not a toy dataset" in err
     assert [p.name for p in converted.iterdir()] == ["dataset.json"]
+
+
+def test_the_published_folder_is_readable_by_others_as_mkdir_would_make_it(nnunet_folders):
+    before = os.umask(0o022)
+    try:
+        folder = toys.write_toy("imbalanced", 61, train_cases=1, test_cases=1)
+    finally:
+        os.umask(before)
+    modes = {path.name: path.stat().st_mode & 0o777 for path in [folder, *folder.iterdir()]}
+    assert modes[folder.name] == modes["imagesTr"] == 0o755 and modes["dataset.json"] == 0o644, modes
 
 
 def test_an_id_taken_by_another_dataset_is_refused(nnunet_folders, capsys):
