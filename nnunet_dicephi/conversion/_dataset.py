@@ -43,7 +43,7 @@ from nnunet_dicephi.conversion._model import (
     View,
     fail,
 )
-from nnunet_dicephi.conversion._target import move_into_place, prepare_target, usual_permissions
+from nnunet_dicephi.conversion._target import move_into_place, prepare_target
 
 
 def write_dataset(
@@ -102,7 +102,6 @@ def write_dataset(
     root.mkdir(parents=True, exist_ok=True)
     staging = staging_folder(target)
     try:
-        usual_permissions(staging)
         tasks, removed = case_tasks(spec, cases, scheme, source, staging)
         outcomes = run_tasks(tasks, workers or default_workers(), progress, target.name)
         problems = [f"case {o.case_id}: {p}" for o in outcomes for p in o.problems]

@@ -83,15 +83,6 @@ def prepare_target(dataset_id: int, name: str, force: bool) -> Path:
     return target
 
 
-def usual_permissions(folder: Path) -> None:
-    # mkdtemp makes the folder private (0o700); the dataset should get what mkdir gives under the umask
-    probe = folder / "permissions"
-    probe.mkdir()
-    mode = probe.stat().st_mode & 0o777
-    probe.rmdir()
-    os.chmod(folder, mode)
-
-
 def move_into_place(staging: Path, target: Path, force: bool) -> None:
     from nnunet_dicephi._files import replace_folder
 

@@ -24,7 +24,7 @@ import nnunet_dicephi
 from nnunet_dicephi import losses as L
 from nnunet_dicephi import statistics
 from nnunet_dicephi._files import write_text_atomically
-from nnunet_dicephi.evaluation import VALIDATION_FILE, append_validation_record
+from nnunet_dicephi.evaluation import ALL_PAIRS_FILE, VALIDATION_FILE, append_validation_record
 from nnunet_dicephi.loss_config import HEURISTIC, REGISTRY, SEMANTICS, LossConfig, loss_options, trainer_name
 from nnunet_dicephi.losses._validation import labels_outside
 from nnunet_dicephi.partial_labels import MANIFEST_KEY, AnnotationTable, load_manifest
@@ -169,7 +169,8 @@ class DicePhiTrainer(nnUNetTrainer):
             if self.dataset_class is None:
                 self.do_split()
             cases = self.dataset_class.get_identifiers(self.preprocessed_dataset_folder)
-            self._dicephi_table = load_manifest(self.dataset_json, cases)
+            source = os.path.join(self.preprocessed_dataset_folder_base, "dataset.json")
+            self._dicephi_table = load_manifest(self.dataset_json, cases, source=source)
         return self._dicephi_table
 
     def _annotated_mask(self, keys) -> Tensor | None:
@@ -625,10 +626,15 @@ class DicePhiTrainer(nnUNetTrainer):
         super().perform_actual_validation(save_probabilities)
         table = self._annotation_table()
         summary = os.path.join(self.output_folder, "validation", "summary.json")
-        if table is not None and table.is_partial and self.local_rank == 0 and os.path.isfile(summary):
+        if self.local_rank != 0 or not os.path.isfile(summary):
+            return
+        if table is not None and table.is_partial:
             from nnunet_dicephi.evaluation import restrict_summary_to_annotated
 
             restrict_summary_to_annotated(summary, table, self.dataset_json["file_ending"])
+        else:  # every pair is annotated now: an earlier validation's all-pairs copy would be stale
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(self.output_folder, "validation", ALL_PAIRS_FILE))
 
 
 def remove_partial_checkpoints(folder: str) -> list[str]:

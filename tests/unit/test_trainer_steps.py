@@ -160,7 +160,8 @@ def test_validation_counts_equal_nnunets_and_are_recorded_per_case(tmp_path):
     append_validation_record(str(path), 1, {"c0": cases["c0"]})  # a resumed run repeats epoch 1: last wins
     with open(path, "a") as handle:
         handle.write('{"epoch": 2, "cases": {"c0": [[1, ')  # cut short by a kill
-    record = read_validation_record(path)
+    with pytest.warns(UserWarning, match="line 4: not a validation record"):
+        record = read_validation_record(path)
     assert sorted(record) == [0, 1]
     np.testing.assert_array_equal(record[0]["c1"], cases["c1"].T)
     np.testing.assert_array_equal(record[1]["c0"], cases["c0"].T)
