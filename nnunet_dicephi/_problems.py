@@ -1,9 +1,18 @@
-"""Collect every problem of an input, then raise them as one error that names each of them."""
+"""Collect every problem of an input, then raise them as one error that names each of them.
+
+:class:`InputError` marks a problem the user can fix (a spec, a file, an option, the state of an
+experiment folder): the verbs print it as a one-line refusal, while any other exception is a bug and
+keeps its traceback.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+
+class InputError(ValueError):
+    """Bad input, or an input in a state that forbids the verb: the message names it and how to fix it."""
 
 
 def one_message(what: str, problems: Sequence[str]) -> str:

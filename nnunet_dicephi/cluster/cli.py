@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from nnunet_dicephi._cli import add_verb, positive_int, refuse
+from nnunet_dicephi._problems import InputError
 
 from .experiment import STAGES, ExperimentSpec
 
@@ -22,7 +23,7 @@ def run_submit(args: argparse.Namespace) -> int:
     checkpoint. Exit status 2 when the spec is refused (nothing is submitted) or sbatch fails.
     """
     from . import slurm
-    from .spec import SpecError, load_spec
+    from .spec import load_spec
     from .submit import dry_run, submit
 
     try:
@@ -32,7 +33,7 @@ def run_submit(args: argparse.Namespace) -> int:
             dry_run(spec, stages)
         else:
             submit(spec, stages)
-    except (SpecError, slurm.SubmissionError, RuntimeError, ValueError, OSError) as error:
+    except (InputError, slurm.SubmissionError) as error:
         return refuse("submit", error)
     return 0
 
@@ -44,13 +45,13 @@ def run_status(args: argparse.Namespace) -> int:
     and the scheduler (squeue, scontrol; no slurmdbd needed). Exit status 1 when a job failed or can
     never run, 2 when the spec is refused.
     """
-    from .spec import SpecError, load_spec
+    from .spec import load_spec
     from .status import as_json, exit_status, status, table
 
     try:
         spec = load_spec(args.spec)
         rows, notes = status(spec)
-    except (SpecError, RuntimeError, ValueError, OSError) as error:
+    except InputError as error:
         return refuse("status", error)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
@@ -67,32 +68,23 @@ def run_run(args: argparse.Namespace) -> int:
 
     The grid, skip and resume decisions of submit, without a scheduler: finished folds and stages
     are skipped, a fold with a checkpoint resumes with --c, so a run stopped in any way continues
-    where it stopped. Training jobs run one after another; -j N runs N at once on the CPU, --gpus
-    0,1 one per listed GPU. One log per job under the experiment's output/logs. A failed job stops
-    its dependants and is shown with the end of its log. --smoke runs the grid with tiny trainings
-    (1 epoch of 2 iterations, two jobs at once) in output/smoke. Exit status 1 when a job failed, 2 when the spec is
-    refused, 130 when interrupted.
+    where it stopped. What SLURM still queues or runs for the experiment is left to it, and one run
+    or submit of an experiment runs at a time. Training jobs run one after another; -j N runs N at
+    once on the CPU, --gpus 0,1 one per listed GPU. One log per job under the experiment's
+    output/logs. A failed job stops its dependants and is shown with the end of its log. --smoke
+    runs the grid with tiny trainings (1 epoch of 2 iterations, two jobs at once) in output/smoke.
+    Exit status 1 when a job failed, 2 when the spec is refused, 130 when interrupted.
     """
     from .experiment import smoke_variant
-    from .local import LocalRunError, run_local
-    from .spec import SpecError, load_spec
+    from .local import dry_run, run_local
+    from .spec import load_spec
 
     try:
         spec = load_spec(args.spec)
         if args.smoke:
             spec = smoke_variant(spec)
         if args.dry_run:
-            from .jobs import find_dataset, plan_jobs, resolve_datasets, toy_folder_name
-
-            for dataset in spec.datasets:
-                if dataset.toy is not None and find_dataset(spec, dataset) is None:
-                    print(f"write {toy_folder_name(dataset)} (toy {dataset.toy}, seed {dataset.toy_seed})")
-            plan = plan_jobs(spec, resolve_datasets(spec, planned_toys=True), stages=args.stages or STAGES, active={})
-            for key, why in plan.skipped:
-                print(f"skip  {key} ({why})")
-            for group in plan.groups:
-                for task in group.tasks:
-                    print(f"run   {task.key}" + "".join(f"\n        $ {' '.join(c)}" for c in task.commands))
+            dry_run(spec, args.stages or STAGES)
             return 0
         result = run_local(
             spec,
@@ -102,7 +94,7 @@ def run_run(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             prepare=_toy_datasets,
         )
-    except (SpecError, LocalRunError, RuntimeError, ValueError, OSError) as error:
+    except InputError as error:
         return refuse("run", error)
     except KeyboardInterrupt:
         print("nnunet-dicephi run: interrupted; running jobs were stopped; run again to resume", file=sys.stderr)
@@ -122,7 +114,10 @@ def _toy_datasets(spec: ExperimentSpec) -> None:
     for dataset in toys:
         if find_dataset(spec, dataset) is None:
             os.environ.update(spec.environment.paths())  # write_toy checks ids across nnU-Net's folders
-            folder = write_toy(dataset.toy, dataset.id, seed=dataset.toy_seed)
+            try:
+                folder = write_toy(dataset.toy, dataset.id, seed=dataset.toy_seed)
+            except ValueError as error:  # the target it refuses (an id taken, a folder in the way)
+                raise InputError(f"cannot write the toy dataset {dataset.id} that the spec names: {error}") from None
             print(f"wrote toy dataset {folder}")
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nnunet_dicephi._problems import InputError
+
 from .variants import parse_variant, variant_name
 
 STAGES = ("preprocess", "train", "predict", "report")
@@ -21,7 +23,7 @@ FOLDS = (0, 1, 2, 3, 4)
 PATH_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 
 
-class SpecError(ValueError):
+class SpecError(InputError):
     """The spec cannot be used; ``problems`` lists ``(key path, message)`` for every problem found."""
 
     def __init__(self, problems: list[tuple[str, str]], source: str | os.PathLike | None = None) -> None:
@@ -223,7 +225,7 @@ def smoke_variant(
 
     Every trainer name gets ``_ep<epochs>_it<iterations>`` (its own results folders, so a real run's
     folds are never touched), and the experiment's output (state, logs, markers, report) moves to
-    ``<output>/smoke``. Trainer names outside the project's grammar cannot be shortened: ValueError.
+    ``<output>/smoke``. Trainer names outside the project's grammar cannot be shortened: InputError.
     """
     import dataclasses
 
@@ -233,7 +235,7 @@ def smoke_variant(
         try:
             config = parse_trainer_name(name)
         except TrainerNameError:
-            raise ValueError(
+            raise InputError(
                 f"--smoke shortens trainings through the trainer name; {name!r} is not a name of nnunet-dicephi's "
                 "grammar (its epochs cannot be set from the name)"
             ) from None

@@ -261,19 +261,36 @@ def preprocess_command(dataset: DatasetSpec, processes: int) -> tuple[str, ...]:
     )
 
 
-def train_command(unit: TrainUnit, device: str) -> tuple[str, ...]:
-    """``nnUNetv2_train`` for one fold, fresh (the job adds ``--c`` when it finds a checkpoint)."""
-    return (
-        "nnUNetv2_train",
-        str(unit.dataset_id),
-        unit.configuration,
-        str(unit.fold),
-        "-tr",
-        unit.trainer,
-        "-p",
-        unit.plans,
-        "-device",
-        device,
+RESUME = "--c"
+"""``nnUNetv2_train``'s option to continue from the fold's latest checkpoint."""
+
+
+def with_resume(argv: Sequence[str], *, resume: bool) -> tuple[str, ...]:
+    """An ``nnUNetv2_train`` command line with ``--c`` once when ``resume``, without it otherwise.
+
+    The one place that adds or removes ``--c``: the plan, the SLURM job and the local runner all
+    decide through it, so a command that already had ``--c`` never gets it twice.
+    """
+    fresh = tuple(arg for arg in argv if arg != RESUME)
+    return (*fresh, RESUME) if resume else fresh
+
+
+def train_command(unit: TrainUnit, device: str, *, resume: bool = False) -> tuple[str, ...]:
+    """``nnUNetv2_train`` for one fold, fresh or with ``--c`` (the job decides again when it starts)."""
+    return with_resume(
+        (
+            "nnUNetv2_train",
+            str(unit.dataset_id),
+            unit.configuration,
+            str(unit.fold),
+            "-tr",
+            unit.trainer,
+            "-p",
+            unit.plans,
+            "-device",
+            device,
+        ),
+        resume=resume,
     )
 
 
@@ -489,11 +506,9 @@ def plan_jobs(
             elif "train" not in stages:
                 skipped.append((unit.key, f"stage not selected ({state.value})"))
             else:
-                command = train_command(unit, env.device)
-                if state is FoldState.INTERRUPTED:
-                    command, note = (*command, "--c"), "resume from its checkpoint with --c"
-                else:
-                    note = "fresh"
+                resume = state is FoldState.INTERRUPTED
+                command = train_command(unit, env.device, resume=resume)
+                note = "resume from its checkpoint with --c" if resume else "fresh"
                 tasks.append(Task(unit.key, (command,), fold_dir=fold_dir, note=note))
                 training.add(unit.trainer_folder)
         train_key = f"train/{name}"

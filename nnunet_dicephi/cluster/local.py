@@ -13,6 +13,10 @@ fails blocks its dependants; the others go on. Each unit writes one log,
 ``<output>/logs/<key>.log``; the state of every unit is kept in ``<output>/local_state.json`` for
 ``nnunet-dicephi status``.
 
+A run holds the experiment's lock (:mod:`.lock`, the one ``submit`` takes) from start to end, and
+leaves alone what SLURM still queues or runs for the experiment (``cluster_state.json`` and
+``squeue``): those units are skipped, and the units that need them are blocked until a later run.
+
 Spec keys that only a SLURM job can use (``venv``, ``modules``, ``setup``, the resources but the
 preprocessing CPUs) are not applied here; the commands run in this Python environment.
 """
@@ -32,20 +36,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nnunet_dicephi._files import write_text_atomically
+from nnunet_dicephi._problems import InputError
 
+from . import slurm
 from .experiment import STAGES, ExperimentSpec
-from .jobs import Plan, Task, plan_jobs, resolve_datasets
+from .jobs import Plan, Task, find_dataset, plan_jobs, resolve_datasets, toy_folder_name
+from .lock import ExperimentBusy, experiment_lock
 from .runner import TrainJob, executable
+from .state import active_jobs, read_record
 
 STATE_FILE = "local_state.json"
 STATE_VERSION = 1
 STOP_GRACE_S = 30.0
 _POLL_S = 0.2
 LOG_TAIL_LINES = 25
-
-
-class LocalRunError(RuntimeError):
-    """The run cannot start (e.g. another run of the same experiment holds its lock)."""
 
 
 @dataclass
@@ -57,6 +61,8 @@ class _Unit:
     after: frozenset[str]
     """Keys of the units that must succeed first."""
     log: Path
+    slurm_jobs: tuple[str, ...] = ()
+    """SLURM jobs of an earlier ``submit``, still queued or running, that must succeed first."""
     status: str = "pending"
     commands: list[tuple[str, ...]] = field(default_factory=list)
     """What is still to run (decided when the unit starts)."""
@@ -93,14 +99,18 @@ def state_path(spec: ExperimentSpec) -> Path:
 
 
 def load_local_state(spec: ExperimentSpec) -> dict:
-    """The units recorded by the latest local run (``{}`` when there was none)."""
-    path = state_path(spec)
-    if not path.is_file():
-        return {}
-    state = json.loads(path.read_text(encoding="utf-8"))
-    if state.get("version") != STATE_VERSION:
-        raise ValueError(f"{path}: not a local-run state file of this version of nnunet-dicephi")
-    return state
+    """The units recorded by the latest local run (``{}`` when there was none).
+
+    Raises:
+        InputError: the file is unreadable (e.g. cut short) or of another version.
+    """
+    state = read_record(
+        state_path(spec),
+        STATE_VERSION,
+        "the record of the latest local run",
+        "remove it to start that record afresh (the results, logs and markers are kept)",
+    )
+    return state or {}
 
 
 def _alive(pid: object) -> bool:
@@ -150,7 +160,7 @@ def _units(spec: ExperimentSpec, plan: Plan) -> list[_Unit]:
     for group in plan.groups:
         after = frozenset(key for upstream in group.after for key in keys_of[upstream])
         for task in group.tasks:
-            units.append(_Unit(task, group.stage, after, _log_path(spec, task.key)))
+            units.append(_Unit(task, group.stage, after, _log_path(spec, task.key), group.after_jobs))
     return units
 
 
@@ -261,24 +271,25 @@ class _Run:
             write_text_atomically(unit.task.marker, "\n".join(shlex.join(c) for c in unit.task.commands) + "\n")
         self.free.append(unit.slot)
         self._log(unit, f"{status}{': ' + detail if detail else ''}")
-        if status == "failed":
-            self._block_dependants(unit.key)
         if self.bar is not None:
             self.bar.update(1)
         self.say(f"{status:>7}  {unit.key}{' (' + detail + ')' if detail else ''}")
+        if status == "failed":
+            self._block_dependants(unit.key, "failed")
         self.save()
 
-    def _block_dependants(self, failed: str) -> None:
-        todo = [failed]
-        while todo:
-            key = todo.pop()
-            for unit in self.units:
-                if unit.status == "pending" and key in unit.after:
-                    unit.status, unit.detail, unit.ended = "blocked", f"{key} failed", _now()
-                    if self.bar is not None:
-                        self.bar.update(1)
-                    self.say(f"blocked  {unit.key} ({key} failed)")
-                    todo.append(unit.key)
+    def _block(self, unit: _Unit, detail: str) -> None:
+        unit.status, unit.detail, unit.ended = "blocked", detail, _now()
+        if self.bar is not None:
+            self.bar.update(1)
+        self.say(f"blocked  {unit.key} ({detail})")
+        self._block_dependants(unit.key, "is blocked")
+
+    def _block_dependants(self, key: str, why: str) -> None:
+        """Block the pending units that need ``key``, which ``why`` (failed, is blocked), and theirs."""
+        for unit in self.units:
+            if unit.status == "pending" and key in unit.after:
+                self._block(unit, f"{key} {why}")
 
     def _poll(self, unit: _Unit) -> None:
         code = unit.process.poll() if unit.process is not None else None
@@ -296,6 +307,10 @@ class _Run:
         return unit.status == "pending" and all(self.by_key[k].status == "done" for k in unit.after if k in self.by_key)
 
     def run(self) -> None:
+        for unit in self.units:
+            if unit.slurm_jobs and unit.status == "pending":
+                jobs = ", ".join(unit.slurm_jobs)
+                self._block(unit, f"waits for SLURM job(s) {jobs} of an earlier submit; run again once they have ended")
         self.save()
         try:
             while any(unit.status in ("pending", "running") for unit in self.units):
@@ -349,22 +364,6 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 
 @contextlib.contextmanager
-def _locked(spec: ExperimentSpec):
-    import fcntl
-
-    spec.output.mkdir(parents=True, exist_ok=True)
-    with (spec.output / ".run.lock").open("w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LocalRunError(
-                f"another 'nnunet-dicephi run' of this experiment is running (it holds {spec.output / '.run.lock'}); "
-                "wait for it, or stop it"
-            ) from None
-        yield
-
-
-@contextlib.contextmanager
 def _terminate_as_exit():
     """SIGTERM (``kill``) unwinds like Ctrl-C, so that the running units are stopped and recorded."""
 
@@ -378,8 +377,12 @@ def _terminate_as_exit():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _refuse_orphans(spec: ExperimentSpec) -> None:
-    """A unit of an earlier run whose process still runs (its run was killed with SIGKILL) would share a fold."""
+def refuse_live_local_units(spec: ExperimentSpec, verb: str) -> None:
+    """Refuse ``verb`` while a unit of an earlier run still runs (its run was killed with SIGKILL).
+
+    Raises:
+        ExperimentBusy: naming each such unit and its pid.
+    """
     state = load_local_state(spec)
     alive = [
         (key, unit["pid"])
@@ -388,10 +391,49 @@ def _refuse_orphans(spec: ExperimentSpec) -> None:
     ]
     if alive:
         listed = ", ".join(f"{key} (pid {pid})" for key, pid in alive)
-        raise LocalRunError(
-            f"processes of an earlier run still run: {listed}; wait for them or stop them "
-            f"(kill -- -PID stops one with its workers), then run again"
+        raise ExperimentBusy(
+            f"processes of an earlier 'nnunet-dicephi run' still run: {listed}; wait for them or stop them "
+            f"(kill -- -PID stops one with its workers), then {verb} again"
         )
+
+
+def slurm_active(spec: ExperimentSpec, say: Callable[[str], None]) -> dict[str, str]:
+    """Key → job id of what SLURM still queues or runs for the experiment, for the plan to leave alone.
+
+    Without SLURM on this machine the jobs recorded by ``submit`` cannot run here: a note, and none.
+
+    Raises:
+        InputError: the scheduler is there but does not answer.
+    """
+    try:
+        return active_jobs(spec)
+    except slurm.NoScheduler as error:
+        say(f"note: the SLURM jobs recorded in {spec.state_file} were not checked ({error})")
+        return {}
+    except slurm.SubmissionError as error:
+        raise InputError(
+            f"cannot tell whether the SLURM jobs recorded in {spec.state_file} still run ({error}); "
+            "run again once squeue answers"
+        ) from None
+
+
+def dry_run(spec: ExperimentSpec, stages: Sequence[str] = STAGES, say: Callable[[str], None] = print) -> Plan:
+    """Print what :func:`run_local` would run now, each command as one shell line; runs nothing."""
+    for dataset in spec.datasets:
+        if dataset.toy is not None and find_dataset(spec, dataset) is None:
+            say(f"write {toy_folder_name(dataset)} (toy {dataset.toy}, seed {dataset.toy_seed})")
+    plan = plan_jobs(spec, resolve_datasets(spec, planned_toys=True), stages=stages, active=slurm_active(spec, say))
+    for key, why in plan.skipped:
+        say(f"skip  {key} ({why})")
+    waiting: set[str] = set()  # groups that wait for SLURM jobs, directly or through another group
+    for group in plan.groups:
+        held = [*group.after_jobs, *waiting.intersection(group.after)]
+        if held:
+            waiting.add(group.key)
+        verb, note = ("wait ", f" (after {', '.join(held)}: blocked in this run)") if held else ("run  ", "")
+        for task in group.tasks:
+            say(f"{verb} {task.key}{note}" + "".join(f"\n        $ {shlex.join(c)}" for c in task.commands))
+    return plan
 
 
 def run_local(
@@ -415,14 +457,18 @@ def run_local(
         say: where the summary lines go.
         prepare: called with the spec, under the run's lock, before the plan is made (e.g. to write
             toy datasets the spec names).
+
+    Raises:
+        ExperimentBusy: a ``run`` or ``submit`` of the experiment holds its lock, or processes of an
+            earlier run still train.
     """
     slots = _slots(jobs, gpus)
-    with _locked(spec), _terminate_as_exit():
-        _refuse_orphans(spec)
+    with experiment_lock(spec.output, "run"), _terminate_as_exit():
+        refuse_live_local_units(spec, "run")
         if prepare is not None:
             prepare(spec)
         names = resolve_datasets(spec)
-        plan = plan_jobs(spec, names, stages=stages, active={})
+        plan = plan_jobs(spec, names, stages=stages, active=slurm_active(spec, say))
         for key, why in plan.skipped:
             say(f"skipped  {key} ({why})")
         units = _units(spec, plan)

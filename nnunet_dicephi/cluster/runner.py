@@ -26,7 +26,7 @@ from pathlib import Path
 
 from nnunet_dicephi._files import write_text_atomically
 
-from .jobs import CHECKPOINTS, FoldState, fold_state
+from .jobs import CHECKPOINTS, FoldState, fold_state, with_resume
 
 STOP_GRACE_S = 60
 _POLL_S = 0.5
@@ -145,7 +145,10 @@ def usable_checkpoint(path: Path) -> bool:
 
 @dataclass(frozen=True)
 class TrainJob:
-    """One training fold: ``nnUNetv2_train`` fresh, with ``--c`` when the fold has a checkpoint, or nothing."""
+    """One training fold: ``nnUNetv2_train`` fresh, with ``--c`` when the fold has a checkpoint, or nothing.
+
+    ``argv`` may carry ``--c`` or not: :meth:`command` decides it from the fold folder.
+    """
 
     key: str
     argv: tuple[str, ...]
@@ -167,9 +170,9 @@ class TrainJob:
         if state is FoldState.INTERRUPTED:
             found = next(n for n in CHECKPOINTS if (fold_dir / n).is_file())
             say(f"{self.key}: resuming from {found} with --c")
-            return (*self.argv, "--c")
+            return with_resume(self.argv, resume=True)
         say(f"{self.key}: starting fresh")
-        return self.argv
+        return with_resume(self.argv, resume=False)
 
     def __call__(self) -> str:
         restarts = os.environ.get("SLURM_RESTART_COUNT")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .experiment import Environment, ExperimentSpec, Resources
-from .jobs import JobGroup, Task
+from .jobs import JobGroup, Task, with_resume
 
 ACTIVE_STATES = {
     "PENDING": "pending",
@@ -43,6 +43,10 @@ NEVER_RUNS = "DependencyNeverSatisfied"
 
 class SubmissionError(RuntimeError):
     """sbatch refused a job, or the scheduler cannot be reached."""
+
+
+class NoScheduler(SubmissionError):
+    """This machine has no SLURM commands (``squeue``, ``sbatch``, ...)."""
 
 
 # --- job scripts (pure) ---------------------------------------------------------------------------
@@ -161,8 +165,8 @@ def callables(spec: ExperimentSpec, group: JobGroup) -> list:
         out = []
         for task in group.tasks:
             (command,) = task.commands
-            base = command[:-1] if command[-1] == "--c" else command  # the job decides --c itself
-            out.append(TrainJob(task.key, tuple(base), str(task.fold_dir)))
+            # the job decides --c itself when it starts
+            out.append(TrainJob(task.key, with_resume(command, resume=False), str(task.fold_dir)))
         return out
     return [
         StageJob(task.key, task.commands, str(task.marker) if task.marker is not None else None) for task in group.tasks
@@ -215,7 +219,7 @@ def _run(args: list[str], timeout: float = 30) -> str:
     try:
         result = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
     except FileNotFoundError:
-        raise SubmissionError(f"{args[0]} not found: is this a SLURM login node?") from None
+        raise NoScheduler(f"{args[0]} not found: is this a SLURM login node?") from None
     except subprocess.TimeoutExpired:
         raise SubmissionError(f"{' '.join(args)} did not answer within {timeout:.0f} s") from None
     if result.returncode != 0:

@@ -2,21 +2,25 @@
 
 ``<experiment output>/cluster_state.json`` lists every submission (time, submitit folder, key →
 job id). The latest submission of a key wins. It is rewritten atomically after each job group is
-submitted, so an interrupted ``submit`` still records what it did submit; ``submit`` holds a lock
-file while it reads, submits and writes.
+submitted, so an interrupted ``submit`` still records what it did submit; ``submit`` holds the
+experiment's lock (:mod:`.lock`) while it reads, submits and writes.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nnunet_dicephi._files import write_text_atomically
+from nnunet_dicephi._problems import InputError
+
+if TYPE_CHECKING:
+    from .experiment import ExperimentSpec
 
 VERSION = 1
 
@@ -35,14 +39,43 @@ def empty_state(experiment: str) -> dict:
     return {"version": VERSION, "experiment": experiment, "submissions": []}
 
 
-def load_state(path: str | os.PathLike, experiment: str) -> dict:
-    """The state file's content, or an empty state when there is none yet."""
+def read_record(path: str | os.PathLike, version: int, what: str, remedy: str) -> dict | None:
+    """The content of the JSON record ``path`` (None when there is none), checked to be of ``version``.
+
+    Raises:
+        InputError: the file is unreadable (e.g. cut short by a full disk) or of another version;
+            the message names it, ``what`` it is and the ``remedy``.
+    """
     path = Path(path)
     if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise InputError(f"cannot read {what} {path} ({error}); {remedy}") from None
+    if not isinstance(record, dict) or record.get("version") != version:
+        raise InputError(f"{what} {path} is of another version of nnunet-dicephi; {remedy}")
+    return record
+
+
+_WHAT = "the record of the jobs submitted to SLURM"
+_REMEDY = (
+    "once no job of this experiment is queued or running (submit would submit those again), remove it to start "
+    "that record afresh"
+)
+
+
+def load_state(path: str | os.PathLike, experiment: str) -> dict:
+    """The state file's content, or an empty state when there is none yet.
+
+    Raises:
+        InputError: the file is unreadable, of another version, or holds no list of submissions.
+    """
+    state = read_record(path, VERSION, _WHAT, _REMEDY)
+    if state is None:
         return empty_state(experiment)
-    state = json.loads(path.read_text(encoding="utf-8"))
-    if state.get("version") != VERSION or not isinstance(state.get("submissions"), list):
-        raise ValueError(f"{path}: not a state file of this version of nnunet-dicephi")
+    if not isinstance(state.get("submissions"), list):
+        raise InputError(f"{_WHAT} {path} holds no list of submissions; {_REMEDY}")
     return state
 
 
@@ -72,18 +105,18 @@ def latest_jobs(state: dict) -> dict[str, JobRecord]:
     return out
 
 
-@contextlib.contextmanager
-def locked(folder: str | os.PathLike) -> Iterator[None]:
-    """Hold ``folder/.submit.lock`` (one ``submit`` at a time per experiment)."""
-    import fcntl
+def active_jobs(spec: ExperimentSpec, queue: Collection[str] | None = None) -> dict[str, str]:
+    """Key → job id of this experiment's recorded jobs that SLURM still queues or runs.
 
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    with open(Path(folder) / ".submit.lock", "w", encoding="utf-8") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RuntimeError(f"another submit of this experiment is running (lock {handle.name})") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    ``queue`` holds the ids that SLURM queues; without it ``squeue`` is asked, only when jobs were
+    recorded.
+
+    Raises:
+        slurm.SubmissionError: the scheduler cannot be asked.
+    """
+    records = latest_jobs(load_state(spec.state_file, spec.name))
+    if records and queue is None:
+        from . import slurm
+
+        queue = slurm.queued_jobs()
+    return {key: r.job_id for key, r in records.items() if r.job_id in (queue or ())}

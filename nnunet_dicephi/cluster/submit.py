@@ -10,7 +10,9 @@ from pathlib import Path
 from . import slurm
 from .experiment import STAGES, ExperimentSpec
 from .jobs import Plan, plan_jobs, resolve_datasets
-from .state import latest_jobs, load_state, locked, new_submission, save_state
+from .local import refuse_live_local_units
+from .lock import experiment_lock
+from .state import active_jobs, load_state, new_submission, save_state
 
 
 @dataclass(frozen=True)
@@ -42,16 +44,6 @@ def submission_folder(spec: ExperimentSpec) -> Path:
     return folder
 
 
-def active_jobs(spec: ExperimentSpec) -> dict[str, str]:
-    """Key → job id of this experiment's jobs that SLURM still queues or runs (state file + squeue)."""
-    state = load_state(spec.state_file, spec.name)
-    records = latest_jobs(state)
-    if not records:
-        return {}
-    queue = slurm.queued_jobs()
-    return {key: r.job_id for key, r in records.items() if r.job_id in queue}
-
-
 def dry_run(spec: ExperimentSpec, stages: Iterable[str] = STAGES, say: Callable[[str], None] = print) -> Plan:
     """Print the job scripts that ``submit`` would submit now; submits nothing."""
     names = resolve_datasets(spec)
@@ -78,15 +70,17 @@ def submit(spec: ExperimentSpec, stages: Iterable[str] = STAGES, say: Callable[[
 
     Raises:
         SpecError: a dataset, test folder or the virtual environment is missing.
+        ExperimentBusy: a ``run`` or ``submit`` of the experiment holds its lock, or processes of an
+            earlier ``run`` still train.
         SubmissionError: the scheduler cannot be reached or refused a job (the jobs submitted
             before that are recorded in the state file).
     """
     names = resolve_datasets(spec)
-    with locked(spec.output):
+    with experiment_lock(spec.output, "submit"):
+        refuse_live_local_units(spec, "submit")
+        queue = slurm.queued_jobs()  # asked even with no job recorded: no SLURM, nothing written
+        active = active_jobs(spec, queue)
         state = load_state(spec.state_file, spec.name)
-        records = latest_jobs(state)
-        queue = slurm.queued_jobs()
-        active = {key: r.job_id for key, r in records.items() if r.job_id in queue}
         plan = plan_jobs(spec, names, stages=stages, active=active)
         folder = submission_folder(spec)
         job_ids: dict[str, list[str]] = {}

@@ -74,10 +74,22 @@ def test_a_grid_runs_to_its_report_and_running_again_runs_nothing(root):
     assert "already preprocessed" in again.stdout
 
 
+def sigterm_pending(pid: int) -> bool:
+    """Whether SIGTERM waits to be delivered to the (stopped) process ``pid``, or it is gone (Linux's /proc)."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    pending = int(fields["ShdPnd"], 16) | int(fields["SigPnd"], 16)
+    return bool(pending & (1 << (signal.SIGTERM - 1)))
+
+
 def test_a_run_stopped_with_kill_resumes_the_fold_with_c(root):
-    trainer = "TrainerDiceIEps_ep12_it4"  # a checkpoint every 3 epochs: 9 epochs left to stop
+    trainer = "TrainerDiceIEps_ep12_it4"  # a checkpoint every 3 epochs: the first one at epoch 2 of 12
     spec = write_spec(root, "resume", f'id = 901\nconfigurations = ["2d"]\ntrainers = ["{trainer}"]\nfolds = [0]\n')
     fold = root / "results" / "Dataset901_Blobs" / f"{trainer}__nnUNetPlans__2d" / "fold_0"
+    key = f"train/Dataset901_Blobs/{trainer}__nnUNetPlans__2d/fold_0"
     process = subprocess.Popen(
         [*command(), "run", str(spec), "--stages", "preprocess,train", "--quiet"],
         stdout=subprocess.PIPE,
@@ -87,11 +99,20 @@ def test_a_run_stopped_with_kill_resumes_the_fold_with_c(root):
     deadline = time.monotonic() + WAIT_S
     while not (fold / "checkpoint_latest.pth").is_file() and time.monotonic() < deadline:
         assert process.poll() is None, process.stdout.read()
-        time.sleep(0.5)
+        time.sleep(0.05)
     assert (fold / "checkpoint_latest.pth").is_file(), "no checkpoint to resume from"
-    time.sleep(1)
+    # freeze the training (its process group: nnU-Net and its workers) where it stands, so that however
+    # fast the machine it cannot finish before the kill; checkpoints are renamed into place, so whole
+    training = json.loads((root / "resume" / "local_state.json").read_text())["units"][key]["pid"]
+    os.killpg(training, signal.SIGSTOP)
+    assert not (fold / "checkpoint_final.pth").is_file(), "the training ended before it could be stopped"
     record = json.loads((fold / "dicephi_loss.json").read_text())
     process.send_signal(signal.SIGTERM)  # what `kill` sends
+    # the run passes SIGTERM on to the training; once it waits there, the training may take it
+    deadline = time.monotonic() + 60
+    while not sigterm_pending(training) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(training, signal.SIGCONT)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGTERM, output
     assert not (fold / "checkpoint_final.pth").is_file()

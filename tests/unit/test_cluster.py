@@ -18,10 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from nnunet_dicephi._problems import InputError
 from nnunet_dicephi.cluster import jobs, runner, slurm, state
+from nnunet_dicephi.cluster import spec as spec_module
 from nnunet_dicephi.cluster import status as status_module
+from nnunet_dicephi.cluster import submit as submit_module
 from nnunet_dicephi.cluster.cli import add_parser
 from nnunet_dicephi.cluster.jobs import FoldState, fold_state, plan_jobs, resolve_datasets
+from nnunet_dicephi.cluster.lock import LOCK_FILE, ExperimentBusy, experiment_lock
 from nnunet_dicephi.cluster.spec import SpecError, format_time, load_spec, parse_spec, parse_time, tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -512,6 +516,19 @@ def test_a_training_job_runs_fresh_resumes_or_does_nothing(tmp_path, capsys):
     assert job.command() is None and job() == "train/x: already finished"
 
 
+def test_one_function_adds_or_removes_c_and_never_twice(tmp_path):
+    fresh = ("nnUNetv2_train", "1", "2d", "0")
+    for argv in (fresh, (*fresh, "--c"), (*fresh, "--c", "--c")):
+        assert jobs.with_resume(argv, resume=False) == fresh
+        assert jobs.with_resume(argv, resume=True) == (*fresh, "--c")
+    # the job decides from the fold, whatever the command it was given says
+    folder = tmp_path / "fold_0"
+    job = runner.TrainJob("train/x", (*fresh, "--c"), str(folder))
+    assert job.command() == fresh
+    good_checkpoint(folder / "checkpoint_latest.pth")
+    assert job.command() == (*fresh, "--c")
+
+
 def test_a_checkpoint_broken_by_a_kill_is_moved_aside(tmp_path, capsys):
     folder = tmp_path / "fold_0"
     good_checkpoint(folder / "checkpoint_best.pth")
@@ -546,14 +563,14 @@ def test_the_command_ignores_the_warning_signal_and_is_stopped_by_the_checkpoint
     deadline = time.monotonic() + 30
     while runner._CHILD is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    child = runner._CHILD
-    time.sleep(0.5)
+    child = runner._CHILD  # set once Popen returned, i.e. after the exec: SIGUSR2 is ignored by now
+    assert child is not None, "the command did not start within 30 s"
     os.kill(child.pid, signal.SIGUSR2)  # SLURM's warning reaches every process of the step
-    time.sleep(0.5)
-    assert child.poll() is None, "SIGUSR2 must not kill the command; submitit's handler decides"
     delayed = runner.TrainJob("train/x", ("nnUNetv2_train",), "/nowhere").checkpoint()
-    thread.join(timeout=30)
-    assert errors and "signal 15" in errors[0]
+    thread.join(timeout=60)
+    # an ignored signal is dropped when sent; had SIGUSR2 killed the command, it would have ended
+    # with signal 12 before the checkpoint's SIGTERM (15) could reach it
+    assert errors and "signal 15" in errors[0], "SIGUSR2 must not kill the command; submitit's handler decides"
     assert delayed.function == runner.TrainJob("train/x", ("nnUNetv2_train",), "/nowhere")
 
 
@@ -581,17 +598,68 @@ def test_the_state_file_is_written_atomically_and_the_latest_job_wins(tmp_path, 
     assert path.read_text() == before  # a crash mid-write leaves the old state whole
     monkeypatch.undo()
     path.write_text(json.dumps({"version": 99}))
-    with pytest.raises(ValueError, match="not a state file"):
+    with pytest.raises(InputError, match="cluster_state.json is of another version"):
         state.load_state(path, "toy")
 
 
-def test_one_submit_at_a_time(tmp_path):
-    with state.locked(tmp_path):
-        with pytest.raises(RuntimeError, match="another submit"):
-            with state.locked(tmp_path):
+HOLD_THE_LOCK = """\
+import sys, time
+from nnunet_dicephi.cluster.lock import experiment_lock
+with experiment_lock(sys.argv[1], "run"):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_run_and_submit_share_one_lock_that_a_killed_holder_leaves_free(tmp_path):
+    for holder, other in (("submit", "run"), ("run", "submit"), ("submit", "submit")):
+        with experiment_lock(tmp_path, holder):
+            with pytest.raises(ExperimentBusy, match=rf"another nnunet-dicephi {holder} \(pid {os.getpid()}\)"):
+                with experiment_lock(tmp_path, other):
+                    pass
+        assert not any(tmp_path.iterdir()), "the lock file is removed with the lock"
+    # a holder killed with SIGKILL leaves its file; its lock went with it
+    process = subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline() == "held\n"
+        with pytest.raises(ExperimentBusy, match=rf"run \(pid {process.pid}\)"):
+            with experiment_lock(tmp_path, "submit"):
                 pass
-    with state.locked(tmp_path):
-        pass
+    finally:
+        process.kill()
+        process.wait(timeout=60)
+    assert (tmp_path / LOCK_FILE).is_file()
+    with experiment_lock(tmp_path, "submit"):
+        assert "submit" in (tmp_path / LOCK_FILE).read_text()
+    assert not any(tmp_path.iterdir())
+
+
+def test_submit_refuses_while_processes_of_a_killed_run_still_train(grid_env, monkeypatch):
+    spec, _ = grid_env
+    key = "train/Dataset901_Toy/TrainerDiceI__nnUNetPlans__2d/fold_0"
+    spec.output.mkdir(parents=True)
+    training = {"status": "running", "pid": os.getpid(), "log": "x"}  # alive; its run (the pid below) is not
+    (spec.output / "local_state.json").write_text(
+        json.dumps({"version": 1, "pid": 999999999, "units": {key: training}})
+    )
+    monkeypatch.setattr(slurm, "queued_jobs", lambda user=None: {})
+
+    def submit_group(*args):
+        raise AssertionError("nothing may be submitted")
+
+    monkeypatch.setattr(slurm, "submit_group", submit_group)
+    with pytest.raises(ExperimentBusy, match=rf"still run: {key} \(pid {os.getpid()}\).* then submit again"):
+        submit_module.submit(spec, say=lambda _: None)
+    assert not (spec.output / LOCK_FILE).exists() and not spec.state_file.exists()
+
+
+def test_a_submit_without_slurm_is_refused_and_leaves_nothing_behind(tmp_path, monkeypatch):
+    (tmp_path / "raw" / "Dataset901_Toy").mkdir(parents=True)
+    spec = write_spec(tmp_path, minimal())
+    monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))
+    code, out, err = cli("submit", str(spec))
+    assert code == 2 and "squeue not found" in err, err
+    assert not any((tmp_path / "out").iterdir()), "no lock, state or submission folder left behind"
 
 
 # --- the scheduler's answers and the status -------------------------------------------------------
@@ -708,6 +776,51 @@ def test_submit_refuses_a_bad_spec_with_one_message_and_exit_status_2(tmp_path):
     assert code == 2 and "no such file" in err
     with pytest.raises(SystemExit):
         cli("submit", "--stages", "deploy", str(spec))
+
+
+@pytest.mark.parametrize("verb", ["submit", "run", "status"])
+def test_input_errors_are_refused_in_one_line_and_bugs_keep_their_traceback(verb, tmp_path, monkeypatch):
+    spec = write_spec(tmp_path, minimal())
+
+    def refused(path):
+        raise InputError("the spec names no such thing; name another")
+
+    monkeypatch.setattr(spec_module, "load_spec", refused)
+    code, out, err = cli(verb, str(spec))
+    assert (code, out, err) == (2, "", f"nnunet-dicephi {verb}: error: the spec names no such thing; name another\n")
+    for bug in (RuntimeError("a bug"), ValueError("a bug"), KeyError("a bug"), OSError("a bug")):
+
+        def broken(path, bug=bug):
+            raise bug
+
+        monkeypatch.setattr(spec_module, "load_spec", broken)
+        with pytest.raises(type(bug), match="a bug"):
+            cli(verb, str(spec))
+
+
+def test_run_dry_run_prints_each_command_as_the_shell_line_that_runs_it(tmp_path):
+    (tmp_path / "raw" / "Dataset901_Toy").mkdir(parents=True)
+    images = tmp_path / "test images; touch pwned"
+    images.mkdir()
+    spec_path = write_spec(tmp_path, minimal(**{"dataset.0.test_images": str(images)}))
+    code, out, err = cli("run", "--dry-run", str(spec_path))
+    assert code == 0, err
+    lines = [line.split("$ ", 1)[1] for line in out.splitlines() if line.lstrip().startswith("$ ")]
+    spec = load_spec(spec_path, environ={})
+    plan = plan_jobs(spec, resolve_datasets(spec))
+    assert [shlex.split(line) for line in lines] == [list(c) for g in plan.groups for t in g.tasks for c in t.commands]
+    # pasted into a shell, a line runs its command with these very arguments, and nothing else
+    predict = next(line for line in lines if line.startswith("nnUNetv2_predict "))
+    shell = subprocess.run(
+        ["bash", "-c", "printf '%s\\n' " + predict.removeprefix("nnUNetv2_predict ")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    arguments = shell.stdout.splitlines()
+    assert arguments[arguments.index("-i") + 1] == str(images)
+    assert not list(tmp_path.glob("pwned*"))
 
 
 def test_submit_dry_run_prints_the_scripts_and_submits_nothing(tmp_path):

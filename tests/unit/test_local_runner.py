@@ -18,10 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from nnunet_dicephi.cluster import local
+from nnunet_dicephi._problems import InputError
+from nnunet_dicephi.cluster import local, slurm, state
 from nnunet_dicephi.cluster import status as status_module
+from nnunet_dicephi.cluster import submit as submit_module
 from nnunet_dicephi.cluster.experiment import smoke_variant
 from nnunet_dicephi.cluster.jobs import plan_jobs, resolve_datasets
+from nnunet_dicephi.cluster.lock import ExperimentBusy, experiment_lock
 from nnunet_dicephi.cluster.spec import SpecError, parse_spec
 from nnunet_dicephi.cluster.variants import Variant, parse_variant, variant_name, variants_command, write_variants
 
@@ -186,20 +189,22 @@ def test_a_run_interrupted_mid_training_stops_its_jobs_and_resumes_with_c(fake, 
     spec = make_spec(**{"dataset.0.trainers": ["TrainerDiceI"]})
     fold = spec.environment.nnunet_results / "Dataset901_Toy" / "TrainerDiceI__nnUNetPlans__2d" / "fold_0"
 
+    key = "train/Dataset901_Toy/TrainerDiceI__nnUNetPlans__2d/fold_0"
+    log = spec.output / "logs" / f"{key}.log"
+
     def interrupt_when_training():
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (fold / "checkpoint_latest.pth").is_file():
+        # the stand-in prints this once its checkpoint is closed, then sleeps for 120 s
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (log.is_file() and "epoch 1 of many" in log.read_text()):
             time.sleep(0.05)
-        time.sleep(0.3)
         _thread.interrupt_main()
 
     threading.Thread(target=interrupt_when_training, daemon=True).start()
-    started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         run(spec)
-    assert time.monotonic() - started < 45  # the 120 s stand-in was stopped, not waited for
+    # the stand-in was stopped, not waited for: it never got to its final checkpoint
+    assert (fold / "checkpoint_latest.pth").is_file() and not (fold / "checkpoint_final.pth").exists()
     statuses = local.local_statuses(spec)
-    key = "train/Dataset901_Toy/TrainerDiceI__nnUNetPlans__2d/fold_0"
     assert statuses[key][0] == "interrupted"
     rows = status_module.collect(spec, resolve_datasets(spec), {}, {}, {}, statuses)
     assert {r.status for r in rows if r.stage == "train"} == {"interrupted"}
@@ -207,8 +212,9 @@ def test_a_run_interrupted_mid_training_stops_its_jobs_and_resumes_with_c(fake, 
     assert result.exit_status == 0 and result.statuses[key] == "done"
     train = [c for c in called() if c[0] == "nnUNetv2_train"]
     assert len(train) == 2 and "--c" not in train[0] and train[1][-1] == "--c"
-    log = (spec.output / "logs" / f"{key}.log").read_text()
-    assert "interrupted" in log and "resuming from checkpoint_latest.pth with --c" in log
+    assert train[1].count("--c") == 1  # the plan already said --c; the runner must not add another
+    text = log.read_text()
+    assert "interrupted" in text and "resuming from checkpoint_latest.pth with --c" in text
 
 
 def test_jobs_run_side_by_side_and_gpus_are_given_one_each(fake, monkeypatch):
@@ -231,11 +237,19 @@ def test_jobs_run_side_by_side_and_gpus_are_given_one_each(fake, monkeypatch):
         local.run_local(spec, jobs=0, progress=False, say=lambda _: None)
 
 
-def test_a_second_run_of_the_same_experiment_is_refused(fake):
-    make_spec, _ = fake
+def test_runs_and_submits_of_the_same_experiment_exclude_each_other(fake, monkeypatch):
+    make_spec, called = fake
     spec = make_spec()
-    with local._locked(spec), pytest.raises(local.LocalRunError, match="another 'nnunet-dicephi run'"):
-        run(spec)
+    for holder in ("run", "submit"):
+        with (
+            experiment_lock(spec.output, holder),
+            pytest.raises(ExperimentBusy, match=f"another nnunet-dicephi {holder}"),
+        ):
+            run(spec)
+    monkeypatch.setattr(slurm, "queued_jobs", lambda user=None: {})
+    with experiment_lock(spec.output, "run"), pytest.raises(ExperimentBusy, match="another nnunet-dicephi run"):
+        submit_module.submit(spec, say=lambda _: None)
+    assert called() == [] and not spec.state_file.exists()
 
 
 def test_processes_of_a_killed_run_are_not_joined_by_a_new_one(fake):
@@ -243,10 +257,65 @@ def test_processes_of_a_killed_run_are_not_joined_by_a_new_one(fake):
     spec = make_spec()
     spec.output.mkdir(parents=True)
     alive = {"status": "running", "pid": os.getpid(), "log": "x"}
-    state = {"version": local.STATE_VERSION, "pid": 999999999, "units": {"train/x/fold_0": alive}}
-    local.state_path(spec).write_text(json.dumps(state))
-    with pytest.raises(local.LocalRunError, match=r"still run: train/x/fold_0 \(pid"):
+    record = {"version": local.STATE_VERSION, "pid": 999999999, "units": {"train/x/fold_0": alive}}
+    local.state_path(spec).write_text(json.dumps(record))
+    with pytest.raises(ExperimentBusy, match=r"still run: train/x/fold_0 \(pid"):
         run(spec)
+
+
+def test_a_run_leaves_the_folds_that_slurm_still_runs_and_blocks_what_needs_them(fake, monkeypatch):
+    make_spec, called = fake
+    spec = make_spec()
+    key = "train/Dataset901_Toy/TrainerDiceBI__nnUNetPlans__2d/fold_0"
+    submitted = state.empty_state(spec.name)
+    state.new_submission(submitted, str(spec.output / "slurm" / "1"))["jobs"][key] = "78_1"
+    state.save_state(spec.state_file, submitted)
+
+    def squeue_fails(user=None):
+        raise slurm.SubmissionError("squeue -h failed: slurm_load_jobs error: Unable to contact slurm controller")
+
+    monkeypatch.setattr(slurm, "queued_jobs", squeue_fails)
+    with pytest.raises(InputError, match="cannot tell whether the SLURM jobs recorded in .*cluster_state.json still"):
+        run(spec)
+    assert called() == []
+
+    monkeypatch.setattr(slurm, "queued_jobs", lambda user=None: slurm.parse_squeue("78_1|RUNNING|None\n"))
+    result, text = run(spec)
+    trained = [c[c.index("-tr") + 1] for c in called() if c[0] == "nnUNetv2_train"]
+    assert trained == ["TrainerDiceI"] and key not in result.statuses
+    assert f"skipped  {key} (still queued or running as job 78_1)" in text
+    crossval = "predict/Dataset901_Toy/crossval"
+    assert result.statuses[crossval] == "blocked" and result.statuses["report"] == "blocked"
+    assert "waits for SLURM job(s) 78_1 of an earlier submit" in text
+    assert f"blocked  report ({crossval} is blocked)" in text
+    statuses = local.local_statuses(spec)
+    assert "waits for SLURM job(s) 78_1" in statuses[crossval][2]
+
+    def no_slurm(user=None):
+        raise slurm.NoScheduler("squeue not found: is this a SLURM login node?")
+
+    # without SLURM on this machine, its jobs cannot be running here
+    monkeypatch.setattr(slurm, "queued_jobs", no_slurm)
+    again, text = run(spec)
+    assert "were not checked (squeue not found" in text
+    assert again.exit_status == 0 and again.statuses[key] == "done"
+
+
+def test_a_truncated_local_state_is_named_with_what_to_do(fake):
+    make_spec, _ = fake
+    spec = make_spec()
+    spec.output.mkdir(parents=True)
+    path = local.state_path(spec)
+    path.write_text('{"version": 1, "units": {"train/x/fold_0": {"status": "runn')  # a full disk, say
+    for read in (local.local_statuses, status_module.status, run):
+        with pytest.raises(InputError) as info:
+            read(spec)
+        message = str(info.value)
+        assert str(path) in message and "remove it to start that record afresh" in message, message
+        assert "\n" not in message
+    path.unlink()
+    result, _ = run(spec)
+    assert result.exit_status == 0 and json.loads(path.read_text())["version"] == local.STATE_VERSION
 
 
 # --- sweeps and batch-size variants -----------------------------------------------------------------

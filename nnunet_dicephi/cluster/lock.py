@@ -1,0 +1,67 @@
+"""One lock per experiment folder, taken by ``run`` and by ``submit``: one of them at a time.
+
+The lock is an ``flock`` on ``<output>/.experiment.lock``. The kernel releases it when its holder
+ends in any way, ``kill -9`` included, so a file left by a killed holder locks nothing: the next
+verb takes it. The holder writes its verb and pid into the file, for the refusal of the next one,
+and removes the file when it lets go; a verb that locked a file removed meanwhile takes the new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from nnunet_dicephi._problems import InputError
+
+LOCK_FILE = ".experiment.lock"
+
+
+class ExperimentBusy(InputError):
+    """Another ``run`` or ``submit`` holds the experiment, or processes of an earlier run still train."""
+
+
+def lock_path(folder: str | os.PathLike) -> Path:
+    return Path(folder) / LOCK_FILE
+
+
+@contextlib.contextmanager
+def experiment_lock(folder: str | os.PathLike, verb: str) -> Iterator[None]:
+    """Hold the lock of the experiment whose output folder is ``folder``, as ``verb`` (``run``, ``submit``).
+
+    Raises:
+        ExperimentBusy: another process holds it.
+    """
+    import fcntl
+
+    path = lock_path(folder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        handle = open(path, "a+", encoding="utf-8")  # held open for as long as the lock
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "run or submit"
+            handle.close()
+            raise ExperimentBusy(
+                f"another nnunet-dicephi {holder} of this experiment holds {path}; wait for it to end or stop it, "
+                "then try again"
+            ) from None
+        try:
+            current = os.stat(path)
+        except FileNotFoundError:
+            current = None
+        if current is not None and os.path.samestat(current, os.fstat(handle.fileno())):
+            break
+        handle.close()  # its holder removed the file between our open and our lock: lock the new one
+    try:
+        handle.truncate(0)
+        handle.write(f"{verb} (pid {os.getpid()})\n")
+        handle.flush()
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # before the lock goes, so that no one locks a file about to vanish
+        handle.close()
