@@ -188,6 +188,15 @@ class LossConfig:
             value = getattr(self, name)
             if value != HEURISTIC and not (isinstance(value, (int, float)) and value >= 0):
                 raise ValueError(f"{name} must be a number of voxels >= 0 or {HEURISTIC!r}; got {value!r}")
+        positive_nr = self.eps_nr == HEURISTIC or (isinstance(self.eps_nr, (int, float)) and self.eps_nr > 0)
+        if REGISTRY[self.loss].takes_eps and self.eps_dr == 0 and positive_nr:
+            # the ratio (2I + ε_nr) / (U + ε_dr) grows without limit on an empty map predicted near 0;
+            # ε_nr > ε_dr > 0 is bounded (the ratio ≤ ε_nr / ε_dr) and accepted
+            raise ValueError(
+                f"eps_nr = {self.eps_nr!r} with eps_dr = 0 makes the {self.loss} loss unbounded below (on a map "
+                "with empty labels predicted near 0 the ratio's denominator goes to 0 while its numerator stays "
+                "eps_nr); use eps_dr > 0 (epsdr<N>, N > 0, or epsdrH), or eps_nr = 0"
+            )
         if (self.alpha, self.beta) != (0.3, 0.7) and self.loss != "Tversky":
             raise ValueError("alpha and beta apply to Tversky only")
         if self.loss in CROSS_ENTROPY_ONLY:
@@ -406,8 +415,12 @@ def known_names() -> list[str]:
 
 
 def _repaired(name: str) -> str | None:
-    """The canonical name after respelling decimal numbers (eps0.5 → eps5e-1) and reordering options."""
+    """The canonical name after respelling decimal numbers (eps0.5 → eps5e-1) and reordering options.
+
+    An unbounded ``epsnr<N>_epsdr0`` becomes ``eps<N>`` (ε_dr = ε_nr).
+    """
     respelled = re.sub(r"\d+\.\d*(e-?\d+)?", lambda m: format_number(float(m[0])), name)
+    respelled = re.sub(r"_epsnr(H|[^_]+)_epsdr0(?=_|$)", r"_eps\1", respelled)
     try:
         return trainer_name(_parse(respelled))
     except (ValueError, TypeError):

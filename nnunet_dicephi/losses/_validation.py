@@ -125,6 +125,40 @@ def check_eps(name: str, eps: object, num_classes: int) -> Epsilon:
     raise ValueError(f"{name} must be a non-negative number or a (C,) tensor; got {_describe(eps)}")
 
 
+UNBOUNDED_EPS = (
+    "makes the loss unbounded below (on a map with empty labels predicted near 0 the ratio's denominator "
+    "goes to 0 while its numerator stays eps_nr)"
+)
+
+
+def check_bounded_eps(eps_nr: Epsilon, eps_dr: Epsilon, *, include_background: bool = True) -> None:
+    """Refuse ``eps_dr = 0`` where ``eps_nr > 0`` (per class for a ``(C,)`` ε): that loss has no lower bound.
+
+    Per class, because ``annotated`` can leave a subset with the maps of one class only; without
+    the background, its channel's ε plays no role.
+
+    ``eps_nr > eps_dr > 0`` is accepted: the ratio is then at most ``eps_nr / eps_dr`` (the loss at
+    least ``1 − eps_nr / eps_dr``, below 0 on empty maps). A tensor's values are checked outside
+    ``torch.compile`` only (:func:`values_checkable`); modules check theirs once, at construction.
+    """
+    if not isinstance(eps_nr, Tensor) and not isinstance(eps_dr, Tensor):
+        if eps_dr == 0.0 and eps_nr > 0.0:
+            raise ValueError(f"eps_nr = {eps_nr!r} with eps_dr = 0 {UNBOUNDED_EPS}; use eps_dr > 0, or eps_nr = 0")
+        return
+    if not values_checkable():
+        return
+    nr, dr = (e.detach().cpu() if isinstance(e, Tensor) else torch.tensor(float(e)) for e in (eps_nr, eps_dr))
+    bad = (dr == 0) & (nr > 0)  # a number broadcasts to every class
+    if not include_background:
+        bad[0] = False
+    if bool(bad.any()):
+        classes = torch.nonzero(bad.reshape(-1)).flatten().tolist()
+        raise ValueError(
+            f"eps_nr > 0 with eps_dr = 0 for class index {classes} {UNBOUNDED_EPS}; "
+            "use eps_dr > 0, or eps_nr = 0, for every class"
+        )
+
+
 def check_annotated(annotated: object, batch: int, num_classes: int) -> Tensor | None:
     if annotated is None:
         return None

@@ -8,8 +8,10 @@
 * ``annotated`` is ``(B, C)`` bool over the network's output channels (background included for
   softmax), True where the class is annotated in the case of that batch element.
 
-Each module checks its options once at construction and calls the pure functions of this package;
-the math lives there. A training step synchronises nothing and compiles as one graph
+Each module checks its options once at construction (ε settings without a lower bound included) and
+calls the pure functions of this package; the math lives there. The activation and every sum run in
+float32 whatever the logits' dtype (fp16, bf16, under autocast or not), and the loss is float32;
+float64 logits stay float64. A training step synchronises nothing and compiles as one graph
 (``torch.compile(loss, fullgraph=True)``): the label values are checked on the first batch a module
 sees outside ``torch.compile``, and on every batch when the environment sets
 ``NNUNET_DICEPHI_CHECK_LABELS=1`` (a debugging switch: one host synchronisation per step).
@@ -27,6 +29,7 @@ from ._validation import (
     Epsilon,
     Phi,
     check_annotated,
+    check_bounded_eps,
     check_choice,
     check_eps,
     check_label_values,
@@ -53,7 +56,7 @@ from .overlap import (  # the functional API whose options the modules take
 )
 from .partial import exclusion_loss, marginal_cross_entropy, marginalize_probs, masked_binary_cross_entropy
 from .subsets import drop_background
-from .sums import MapSums, accumulation_dtype, map_sums
+from .sums import MapSums, accumulation_dtype, map_sums, no_autocast
 
 __all__ = [
     "Prepared",
@@ -132,7 +135,15 @@ class SegmentationLoss(nn.Module):
             self.labels_checked = True
 
     def prepare(self, logits: Tensor, target: Tensor) -> Prepared:
+        """Activation and targets in float32 (float64 stays float64); call under :func:`no_autocast`.
+
+        Half-precision logits are upcast first: on a map with empty labels predicted near 0 the Dice
+        gradient with respect to ỹ is about −1/ε (−10⁷ at the default ε), beyond fp16's range (65504),
+        and fp16 probabilities underflow to 0 where float32 ones do not. nnU-Net's CUDA autocast runs
+        its softmax in float32 for the same reason; CPU autocast and fp16 logits passed in would not.
+        """
         check_probs(logits, "logits")
+        logits = logits.to(accumulation_dtype(logits.dtype))
         if self.nonlinearity == "softmax":
             expected = (logits.shape[0], 1, *logits.shape[2:])
             if tuple(target.shape) != expected:
@@ -163,8 +174,9 @@ class SegmentationLoss(nn.Module):
         return Prepared(logits, probs, target.to(logits.dtype), voxel_mask)
 
     def forward(self, logits: Tensor, target: Tensor, annotated: Tensor | None = None) -> Tensor:
-        prepared = self.prepare(logits, target)
-        return self.loss_from_prepared(prepared, self._annotated(annotated, logits))
+        with no_autocast(logits.device):
+            prepared = self.prepare(logits, target)
+            return self.loss_from_prepared(prepared, self._annotated(annotated, logits))
 
     def loss_from_prepared(self, prepared: Prepared, annotated: Tensor | None) -> Tensor:
         raise NotImplementedError
@@ -205,6 +217,7 @@ class _OverlapLoss(SegmentationLoss):
         """Gather the map sums of all processes first (see :mod:`~nnunet_dicephi.losses.distributed`)."""
         self._store_eps("eps_nr", eps_nr)
         self._store_eps("eps_dr", eps_nr if eps_dr is None else eps_dr)
+        check_bounded_eps(self.eps_nr, self.eps_dr, include_background=self.include_background)
 
     def _store_eps(self, name: str, value: Epsilon) -> None:
         # A per-class ε is a buffer, so it follows .to(device); a scalar stays a Python float.
@@ -402,15 +415,19 @@ class TverskyLoss(_OverlapLoss):
 class MimeLoss(_OverlapLoss):
     """Mime loss (Kervadec & de Bruijne, 2023) with constants ``a``, ``b`` over output channels.
 
-    Φ and ε play no role: the loss is linear in ỹ, averaged over the kept maps.
+    Φ and ε play no role: the loss is linear in ỹ, averaged over the kept maps. ``a`` and ``b`` are
+    ``(C,)`` tensors over the output channels (background included for softmax) or numbers, which
+    apply to every class.
     """
 
     def __init__(self, *, a: Tensor | float, b: Tensor | float, **kwargs) -> None:
         super().__init__(**kwargs)
-        a_t, b_t = torch.as_tensor(a, dtype=torch.float32), torch.as_tensor(b, dtype=torch.float32)
-        classes = a_t.shape[0] if a_t.ndim else (b_t.shape[0] if b_t.ndim else 1)
-        self.register_buffer("a", _check_constant("a", a_t, classes).float())
-        self.register_buffer("b", _check_constant("b", b_t, classes).float())
+        given = {"a": torch.as_tensor(a, dtype=torch.float32), "b": torch.as_tensor(b, dtype=torch.float32)}
+        classes = next((t.shape[0] for t in given.values() if t.ndim == 1), 1)
+        for name, value in given.items():
+            checked = _check_constant(name, value, classes).float()
+            # a number stays 0-d: it broadcasts to every class, and dropping the background leaves it whole
+            self.register_buffer(name, checked if value.ndim else checked[0].clone())
 
     def _per_class_extras(self) -> tuple:
         return (self.a, self.b)
@@ -595,12 +612,13 @@ class DiceCELoss(nn.Module):
         self.weight_ce = check_probability("weight_ce", weight_ce)
 
     def forward(self, logits: Tensor, target: Tensor, annotated: Tensor | None = None) -> Tensor:
-        prepared = self.region_loss.prepare(logits, target)
-        annotated = SegmentationLoss._annotated(annotated, logits)
-        loss = self.weight_region * self.region_loss.loss_from_prepared(prepared, annotated)
-        if self.weight_ce:
-            loss = loss + self.weight_ce * self.ce.loss_from_prepared(prepared, annotated)
-        return loss
+        with no_autocast(logits.device):
+            prepared = self.region_loss.prepare(logits, target)
+            annotated = SegmentationLoss._annotated(annotated, logits)
+            loss = self.weight_region * self.region_loss.loss_from_prepared(prepared, annotated)
+            if self.weight_ce:
+                loss = loss + self.weight_ce * self.ce.loss_from_prepared(prepared, annotated)
+            return loss
 
     def extra_repr(self) -> str:
         return f"weight_region={self.weight_region}, weight_ce={self.weight_ce}"

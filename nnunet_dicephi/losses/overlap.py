@@ -20,6 +20,7 @@ from ._validation import (
     Epsilon,
     Phi,
     check_annotated,
+    check_bounded_eps,
     check_choice,
     check_class_weights,
     check_eps,
@@ -90,6 +91,7 @@ def prepare_overlap(
     eps_nr = check_eps("eps_nr", eps_nr, classes)
     eps_dr = check_eps("eps_dr", eps_dr, classes)
     annotated = check_annotated(annotated, batch, classes)
+    check_bounded_eps(eps_nr, eps_dr, include_background=include_background)
     class_weights = check_class_weights(class_weights, batch, classes)
     if not include_background:
         sums, annotated, eps_nr, eps_dr, class_weights = drop_background(sums, annotated, eps_nr, eps_dr, class_weights)
@@ -188,14 +190,20 @@ def soft_dice_loss(
     ``"BCI"``. Within a subset the gradient takes two values only, for y = 0 and y = 1 (Eq. 4).
 
     Args:
-        probs: ``(B, C, *spatial)`` probabilities (softmax or sigmoid outputs), any float dtype.
+        probs: ``(B, C, *spatial)`` probabilities (softmax or sigmoid outputs), any float dtype; the
+            sums are float32 (float64 for float64). Compute them in float32 from half-precision logits
+            (the modules do): ∂L/∂ỹ reaches about −1/ε on an empty map predicted empty, −10⁷ at the
+            default ε, which fp16 cannot hold (its largest value is 65504).
         target: dense ``(B, C, *spatial)`` one-hot or soft target, or integer label map
             ``(B, 1, *spatial)`` with values in ``[0, C)``.
         phi: ``"I"``, ``"CI"``, ``"BI"`` or ``"BCI"``.
         eps_nr: ε of the numerator: a number, or a ``(C,)`` tensor of per-class values. With
             ``eps_per="subset"`` it is added once to every subset (a per-class value once for each
             class the subset holds: ε_c for Φ = I and BI, Σ_c ε_c for CI and BCI).
-        eps_dr: ε of the denominator, same forms.
+        eps_dr: ε of the denominator, same forms. ``eps_dr = 0`` where ``eps_nr > 0`` (for a class,
+            with per-class values) is refused: on a map with empty labels predicted near 0 the ratio
+            grows without limit. ``eps_nr > eps_dr > 0`` is accepted: the loss is then bounded below by
+            ``1 − eps_nr / eps_dr`` (below 0 on empty maps).
         squared: V-Net relaxation, ``y² + ỹ²`` in the denominator (loses the two-value gradient).
         class_weights: ``(C,)`` or ``(B, C)`` weights. With ``weighting="term"`` each subset's term is
             multiplied by w_φ, the mean weight of its kept maps — for Φ = I and BI the class's weight,

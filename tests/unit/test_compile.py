@@ -27,6 +27,10 @@ def _softmax_modules():
         yield f"dicece-{phi}", lambda phi=phi, **kw: L.DiceCELoss(L.DiceLoss(phi=phi, eps_nr=1e-5, **kw))
     per_class = torch.tensor([0.0, 3.0, 0.5])  # the heuristic ε: one volume per class
     yield "dice-BI-per-class-eps", lambda **kw: L.DiceLoss(phi="BI", eps_nr=per_class, eps_dr=per_class, **kw)
+    yield (
+        "dice-I-per-map-eps",  # the trainers' heuristic ε; ε_nr > ε_dr is accepted (bounded)
+        lambda **kw: L.DiceLoss(phi="I", eps_nr=per_class * 2, eps_dr=per_class, eps_per="map", **kw),
+    )
     yield "dice-I-background", lambda **kw: L.DiceLoss(phi="I", include_background=True, **kw)
     yield "vnet", lambda **kw: L.VNetDiceLoss(phi="BI", **kw)
     yield "leaf", lambda **kw: L.LeafDiceLoss(phi="I", **kw)
@@ -34,6 +38,7 @@ def _softmax_modules():
     yield "jaccard", lambda **kw: L.JaccardLoss(phi="BI", **kw)
     yield "tversky", lambda **kw: L.TverskyLoss(phi="I", **kw)
     yield "mime", lambda **kw: L.MimeLoss(a=torch.tensor([0.0, 0.1, 0.3]), b=1e-3, **kw)
+    yield "mime-numbers", lambda **kw: L.MimeLoss(a=1.0, b=0.1, **kw)
     yield "marginal-dice", lambda **kw: L.MarginalDiceLoss(phi="I", **kw)
     yield "lovasz-per-image", lambda **kw: L.LovaszSoftmaxLoss(per_image=True, **kw)
     yield "lovasz-per-batch", lambda **kw: L.LovaszSoftmaxLoss(per_image=False, classes="all", **kw)
@@ -123,6 +128,27 @@ def test_one_graph_forward_and_backward_equal_to_eager(name, ignore, partial):
     traced = _value_and_grad(compiled, logits, target, annotated)
     torch.testing.assert_close(traced[0], eager[0], rtol=0, atol=1e-6)
     torch.testing.assert_close(traced[1], eager[1], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["dicece-I", "dice-I-per-map-eps", "marginal-dice", "sigmoid-dicece-I"])
+@pytest.mark.parametrize(("dtype", "autocast"), [(torch.float16, False), (torch.float16, True), (torch.bfloat16, True)])
+def test_half_precision_logits_compile_as_one_graph(name, dtype, autocast):
+    """The float32 upcast and the autocast switch-off inside the modules trace into the one graph."""
+    module = _build(name, False)
+    logits, target, annotated = _batch(name, False, True, "cpu")
+    logits = logits.to(dtype)
+    if name.startswith("sigmoid"):
+        target = target.to(dtype)
+
+    def run(fn):
+        with torch.autocast("cpu", dtype=dtype, enabled=autocast):
+            return _value_and_grad(fn, logits, target, annotated)
+
+    eager = run(module)
+    traced = run(torch.compile(module, fullgraph=True, backend="aot_eager"))
+    assert traced[0].dtype == torch.float32 and traced[1].dtype == dtype
+    torch.testing.assert_close(traced[0], eager[0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(traced[1], eager[1], rtol=0, atol=1e-3)
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ from nnunet_dicephi.loss_config import (
     HEURISTIC,
     LOSSES,
     PRESETS,
+    REGISTRY,
     LossConfig,
     TrainerNameError,
     format_number,
@@ -79,6 +80,8 @@ def configs(draw):
     alone = loss in CROSS_ENTROPY_ONLY  # no ε, CE term or background choice
     eps_nr = 1e-7 if alone else draw(number)
     eps_dr = 1e-7 if alone else draw(st.one_of(st.just(eps_nr), number))
+    if REGISTRY[loss].takes_eps and eps_dr == 0 and eps_nr != 0:
+        eps_dr = eps_nr  # ε_dr = 0 < ε_nr is refused (test_unbounded_eps_is_refused_with_the_reason)
     tversky = loss == "Tversky" and draw(st.booleans())
     return LossConfig(
         loss=loss,
@@ -131,6 +134,31 @@ def test_seed_option():
         parse_trainer_name("TrainerDiceBI_seed3_lr1e-2")
     with pytest.raises(ValueError, match="seed must be an integer >= 0"):
         LossConfig(seed=-1)
+
+
+@pytest.mark.parametrize(
+    ("name", "closest"),
+    [
+        ("TrainerDiceI_epsnr1_epsdr0", "TrainerDiceI_eps1"),
+        ("TrainerJaccardBI_epsnr1e-5_epsdr0_CE", "TrainerJaccardBI_eps1e-5_CE"),
+        ("TrainerDiceI_epsnrH_epsdr0", "TrainerDiceIEps"),  # the heuristic ε is > 0 for every labelled class
+    ],
+)
+def test_unbounded_eps_is_refused_with_the_reason(name, closest):
+    """ε_dr = 0 < ε_nr: on an empty map predicted near 0 the loss goes to −∞ (−2.9e28 at ỹ ≈ 1e-30)."""
+    with pytest.raises(TrainerNameError, match=r"with eps_dr = 0 makes the \w+ loss unbounded below") as error:
+        parse_trainer_name(name)
+    assert "use eps_dr > 0" in str(error.value) and f"Closest valid name: {closest}\n" in str(error.value)
+    with pytest.raises(ValueError, match="unbounded below"):
+        LossConfig(phi="BI", eps_nr=1.0, eps_dr=0.0)
+
+
+def test_bounded_eps_pairs_are_accepted():
+    """ε_nr > ε_dr > 0 is bounded (the loss ≥ 1 − ε_nr/ε_dr; docs/losses.md), ε_nr = 0 with ε_dr = 0 too."""
+    assert parse_trainer_name("TrainerDiceI_epsnr2_epsdr1").eps_nr == 2.0
+    assert parse_trainer_name("TrainerDiceI_epsnr0_epsdr1").eps_dr == 1.0
+    assert parse_trainer_name("TrainerDiceI_eps0").eps_nr == 0.0
+    assert parse_trainer_name("TrainerDiceI_epsnr1_epsdrH").eps_dr == HEURISTIC
 
 
 def test_format_number():
