@@ -1,5 +1,9 @@
 """The experiment spec of the end-to-end grids: nnU-Net's folders beside the spec, CPU, one process each."""
 
+import os
+import signal
+from pathlib import Path
+
 GRID_SPEC = """\
 [experiment]
 name = "{name}"
@@ -50,3 +54,30 @@ folds = [0]
 test_images = "{raw / "imagesTr"}"
 test_labels = "{raw / "labelsTr"}"
 """
+
+
+def sigterm_pending(pid: int) -> bool:
+    """Whether SIGTERM waits to be delivered to the (stopped) process ``pid``, or it is gone (Linux's /proc)."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    pending = int(fields["ShdPnd"], 16) | int(fields["SigPnd"], 16)
+    return bool(pending & (1 << (signal.SIGTERM - 1)))
+
+
+def training_group(trainer: str) -> int:
+    """The process group of the ``nnUNetv2_train … -tr trainer`` that leads its own group (Linux's /proc)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            pid = int(entry.name)
+            leads = os.getpgid(pid) == pid
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        if leads and trainer.encode() in argv and any(a.endswith(b"nnUNetv2_train") for a in argv):
+            return pid
+    raise LookupError(f"no running nnUNetv2_train of {trainer} leads a process group")

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import module_folder
-from tests.grid_specs import grid_spec, small_grid, write_grid_datasets
+from tests.grid_specs import grid_spec, sigterm_pending, small_grid, write_grid_datasets
 
 pytestmark = pytest.mark.e2e
 
@@ -72,17 +72,6 @@ def test_a_grid_runs_to_its_report_and_running_again_runs_nothing(root):
     again = run("run", str(spec), "--quiet")
     assert again.returncode == 0 and "nothing to run" in again.stdout, tail(again)
     assert "already preprocessed" in again.stdout
-
-
-def sigterm_pending(pid: int) -> bool:
-    """Whether SIGTERM waits to be delivered to the (stopped) process ``pid``, or it is gone (Linux's /proc)."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return True
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    pending = int(fields["ShdPnd"], 16) | int(fields["SigPnd"], 16)
-    return bool(pending & (1 << (signal.SIGTERM - 1)))
 
 
 def test_a_run_stopped_with_kill_resumes_the_fold_with_c(root):

@@ -15,6 +15,7 @@ import io
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ import pytest
 
 from nnunet_dicephi.cluster import add_parser
 from tests.conftest import module_folder
-from tests.grid_specs import grid_spec, small_grid, write_grid_datasets
+from tests.grid_specs import grid_spec, sigterm_pending, small_grid, training_group, write_grid_datasets
 from tests.slurm_local import PARTITION, LocalSlurm, SlurmUnavailable
 
 pytestmark = pytest.mark.e2e
@@ -79,12 +80,12 @@ def diagnose(out: Path, spec: Path) -> str:
     return table + "\n" + "\n".join(logs)
 
 
-def wait_until(condition, timeout_s: float, what: str, explain) -> None:
+def wait_until(condition, timeout_s: float, what: str, explain, poll_s: float = 1.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if condition():
             return
-        time.sleep(1)
+        time.sleep(poll_s)
     pytest.fail(f"{what}: not after {timeout_s:.0f} s\n{explain()}")
 
 
@@ -180,11 +181,20 @@ def test_an_interrupted_training_is_requeued_and_resumes_with_the_same_eps(root,
         WAIT_S,
         "no checkpoint to resume from",
         lambda: diagnose(out, spec),
+        poll_s=0.05,
     )
-    time.sleep(1)  # let nnU-Net finish writing the checkpoint it just started
+    # freeze the training (the runner starts it in a group of its own, workers included) where it
+    # stands, so that however fast the machine it cannot finish before the signal; checkpoints are
+    # renamed into place, so the one found is whole
+    training = training_group(trainer)
+    os.killpg(training, signal.SIGSTOP)
+    assert not (fold / "checkpoint_final.pth").is_file(), "the training ended before it could be stopped"
     record = json.loads((fold / "dicephi_loss.json").read_text())
     # what SLURM does before the time limit (#SBATCH --signal=USR2@...): signal every step of the job
     subprocess.run(["scancel", "--signal=USR2", job], check=True, timeout=30)
+    passed_on = lambda: sigterm_pending(training)  # noqa: E731 - the runner's SIGTERM, waiting in the stopped group
+    wait_until(passed_on, 60, "the signal never reached the training", lambda: diagnose(out, spec), poll_s=0.05)
+    os.killpg(training, signal.SIGCONT)
     wait_for_jobs(out, spec)
 
     log = next((out / "slurm").glob(f"*/{job}_0_log.out")).read_text()

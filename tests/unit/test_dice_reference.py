@@ -15,7 +15,7 @@ PER_CLASS = torch.tensor([3.0, 0.5, 12.0, 1e-3], dtype=torch.float64)
 EPS = {
     "tiny": (1e-7, 1e-7),
     "zero": (0.0, 0.0),
-    "nr_only": (2.5, 0.0),
+    "nr_above_dr": (2.5, 0.5),  # bounded: the loss lies in [1 - 2.5/0.5, 1]; eps_dr = 0 < eps_nr is refused
     "dr_only": (0.0, 40.0),
     "large": (30.0, 30.0),
     "per_class": (PER_CLASS, PER_CLASS),
