@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from collections.abc import Sequence
 
@@ -38,30 +37,12 @@ def _stats(args: argparse.Namespace) -> int:
     constants. Needs nnUNet_preprocessed; results are cached beside the preprocessed data.
     """
     import json
-    import os
-    import tempfile
-    from unittest import mock
 
     import numpy as np
-    import torch
 
-    from nnunet_dicephi.trainers import trainer_class
+    from nnunet_dicephi.trainers.reading import reading_trainer
 
-    fold = args.fold if args.fold == "all" else int(args.fold)
-    trainer_class(args.trainer)  # validates the name before nnU-Net's lookup prints its own message
-    from nnunetv2.run.run_training import get_trainer_from_args
-
-    # nnU-Net's trainer creates its fold folder and a training log when it is built: this one, built
-    # only to read its statistics, gets nnUNet_results in a scratch folder (nnU-Net reads the variable
-    # at each use), so that no trainer folder without a training appears there
-    with (
-        tempfile.TemporaryDirectory(prefix="dicephi-stats-") as scratch,
-        mock.patch.dict(os.environ, nnUNet_results=scratch),
-        contextlib.redirect_stdout(sys.stderr),  # nnU-Net reports on stdout; keep stdout for the JSON report
-    ):
-        trainer = get_trainer_from_args(
-            str(args.dataset), args.configuration, fold, args.trainer, args.plans, device=torch.device("cpu")
-        )
+    with reading_trainer(args.dataset, args.configuration, args.fold, args.trainer, args.plans) as trainer:
         stats = trainer.dataset_statistics()
     a, b = stats.mime_constants()
     scales = trainer._level_scales()

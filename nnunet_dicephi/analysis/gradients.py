@@ -55,7 +55,6 @@ full-resolution output. Only numpy is imported at module level.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import io
 import json
@@ -135,19 +134,9 @@ labelled BRATS (75 of 285 cases empty)."""
 
 def _load_dataset(args: argparse.Namespace) -> tuple[list[Scenario], int]:
     """Scenarios and nnU-Net's batch size from a dataset fold, via the trainer's statistics pass."""
-    import torch
+    from nnunet_dicephi.trainers.reading import reading_trainer
 
-    from nnunet_dicephi.trainers import trainer_class
-
-    trainer_class(args.trainer)  # validates the name before nnU-Net's lookup prints its own message
-    from nnunetv2.run.run_training import get_trainer_from_args
-
-    fold = args.fold if args.fold == "all" else int(args.fold)
-    # nnU-Net reports on stdout; keep stdout for the table
-    with contextlib.redirect_stdout(sys.stderr):
-        trainer = get_trainer_from_args(
-            str(args.dataset), args.configuration, fold, args.trainer, args.plans, device=torch.device("cpu")
-        )
+    with reading_trainer(args.dataset, args.configuration, args.fold, args.trainer, args.plans) as trainer:
         stats = trainer.dataset_statistics()
     scenarios = scenarios_from_statistics(
         stats.channels,

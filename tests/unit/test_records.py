@@ -40,7 +40,7 @@ def test_an_intact_record_reads_without_a_warning_and_the_last_line_of_an_epoch_
 
 
 @pytest.mark.slow
-def test_stats_writes_nothing_under_nnunet_results(tmp_path, monkeypatch, capsys):
+def test_stats_and_gradients_write_nothing_under_nnunet_results(tmp_path, monkeypatch, capsys):
     from nnunet_dicephi.cli import main
     from nnunet_dicephi.synthetic import write_dataset
 
@@ -59,4 +59,9 @@ def test_stats_writes_nothing_under_nnunet_results(tmp_path, monkeypatch, capsys
     assert main(["stats", "903", "2d", "0"]) == 0
     assert len(json.loads(capsys.readouterr().out)["heuristic_eps"]) == 3
     assert list(folders["nnUNet_results"].iterdir()) == []  # no trainer folder, no training log
+    assert os.environ["nnUNet_results"] == str(folders["nnUNet_results"])
+    # the gradient explorer reads the same statistics, the same way
+    args = ["gradients", "--dataset", "903", "--configuration", "2d", "--fold", "0", "-o", str(tmp_path / "g")]
+    assert main(args) == 0 and (tmp_path / "g" / "gradients.csv").is_file()
+    assert list(folders["nnUNet_results"].iterdir()) == []
     assert os.environ["nnUNet_results"] == str(folders["nnUNet_results"])

@@ -1,0 +1,41 @@
+"""A trainer built to read a fold's statistics (``stats``, ``gradients --dataset``), not to train."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+
+from .base import DicePhiTrainer
+
+
+@contextlib.contextmanager
+def reading_trainer(dataset: str, configuration: str, fold: str, trainer: str, plans: str) -> Iterator[DicePhiTrainer]:
+    """The trainer ``nnUNetv2_train DATASET CONFIGURATION FOLD -tr TRAINER -p PLANS`` would build, on the CPU.
+
+    nnU-Net's trainer creates its fold folder and a training log as it is built: this one sees
+    ``nnUNet_results`` in a scratch folder, removed afterwards, so that no trainer folder without a
+    training appears among the user's results (nnU-Net reads the variable at each use). What nnU-Net
+    reports goes to stderr, keeping stdout for the verb's own output.
+    """
+    import torch
+    from nnunetv2.run.run_training import get_trainer_from_args
+
+    from . import trainer_class
+
+    trainer_class(trainer)  # validates the name before nnU-Net's lookup prints its own message
+    fold_value = fold if fold == "all" else int(fold)
+    previous = os.environ.get("nnUNet_results")
+    with tempfile.TemporaryDirectory(prefix="dicephi-reading-") as scratch, contextlib.redirect_stdout(sys.stderr):
+        os.environ["nnUNet_results"] = scratch
+        try:
+            yield get_trainer_from_args(
+                str(dataset), configuration, fold_value, trainer, plans, device=torch.device("cpu")
+            )
+        finally:
+            if previous is None:
+                os.environ.pop("nnUNet_results", None)
+            else:
+                os.environ["nnUNet_results"] = previous
