@@ -125,8 +125,10 @@ def missing_vs_empty(rng: np.random.Generator, train_cases: int, test_cases: int
     This is the empty-label view: nothing tells a study that B's empty maps hide a lesion, so
     learning them (Φ=BI, the heuristic ε) leaves B out and ignoring them (Φ=I) segments it. The demo's
     validation images (``toy_val_*``) stay in imagesTr, and ``lesion_types.json`` says each case's type.
-    ``splits_final.json`` holds the demo's one split, training images against validation images (fold
-    0; nnU-Net's planner copies it into nnUNet_preprocessed), so fold 0 never trains on a labelled B.
+    ``splits_final.json`` holds the demo's split, training images against validation images, as each
+    of nnU-Net's five folds (nnU-Net's planner copies it into nnUNet_preprocessed): no fold trains on a
+    labelled B. With one fold only, folds 1–4 would fall back to nnU-Net's random split of imagesTr,
+    which trains on the validation images; here the folds are one split, trained again.
     """
     size = DemoSize()
     counts = {"train": train_cases, "val": size.validation_cases, "test": test_cases}
@@ -136,7 +138,7 @@ def missing_vs_empty(rng: np.random.Generator, train_cases: int, test_cases: int
         {split: [by_id[case] for case in ids] for split, ids in types.items()},
         {
             "lesion_types.json": json.dumps(types, indent=2),
-            "splits_final.json": json.dumps([{"train": sorted(types["train"]), "val": sorted(types["val"])}], indent=2),
+            "splits_final.json": json.dumps([{"train": sorted(types["train"]), "val": sorted(types["val"])}] * 5, indent=2),
         },
     )
 

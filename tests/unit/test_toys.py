@@ -126,9 +126,11 @@ def test_missing_vs_empty_is_the_demos_data(nnunet_folders, tmp_path):
     record = json.loads((folder / toys.RECORD_FILE).read_text())
     assert record["classes"]["lesion"]["train"]["present"] == 6 - 6 // demo.DemoSize().unlabelled_every
     assert record["classes"]["lesion"]["test"]["share"] == 1.0
-    (split,) = json.loads((folder / "splits_final.json").read_text())  # the demo's split: fold 0
+    splits = json.loads((folder / "splits_final.json").read_text())
     types = json.loads((folder / "lesion_types.json").read_text())
-    assert split == {"train": sorted(types["train"]), "val": sorted(types["val"])}
+    # the demo's split as each of nnU-Net's five folds: no fold falls back to a random split that
+    # would train on the (fully labelled) validation images
+    assert splits == [{"train": sorted(types["train"]), "val": sorted(types["val"])}] * 5
 
 
 def test_the_defaults_are_the_demos_sizes():
