@@ -443,11 +443,9 @@ def _count_marker(path: Path, marker: str) -> int:
 
 
 def default_device() -> str:
-    import torch
+    from nnunet_dicephi.cluster.experiment import this_machines_device
 
-    if torch.cuda.is_available():
-        return "cuda"
-    return "cpu"
+    return this_machines_device()
 
 
 def trainer_name(base: str, size: DemoSize, train_seed: int = DEFAULT_TRAIN_SEED) -> str:

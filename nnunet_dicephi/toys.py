@@ -138,7 +138,9 @@ def missing_vs_empty(rng: np.random.Generator, train_cases: int, test_cases: int
         {split: [by_id[case] for case in ids] for split, ids in types.items()},
         {
             "lesion_types.json": json.dumps(types, indent=2),
-            "splits_final.json": json.dumps([{"train": sorted(types["train"]), "val": sorted(types["val"])}] * 5, indent=2),
+            "splits_final.json": json.dumps(
+                [{"train": sorted(types["train"]), "val": sorted(types["val"])}] * 5, indent=2
+            ),
         },
     )
 

@@ -75,12 +75,12 @@ def run_run(args: argparse.Namespace) -> int:
     runs the grid with tiny trainings (1 epoch of 2 iterations, two jobs at once) in output/smoke.
     Exit status 1 when a job failed, 2 when the spec is refused, 130 when interrupted.
     """
-    from .experiment import smoke_variant
+    from .experiment import smoke_variant, this_machines_device
     from .local import dry_run, run_local
     from .spec import load_spec
 
     try:
-        spec = load_spec(args.spec)
+        spec = load_spec(args.spec, default_device=this_machines_device())
         if args.smoke:
             spec = smoke_variant(spec)
         if args.dry_run:

@@ -30,9 +30,16 @@ class SpecError(InputError):
         self.problems = list(problems)
         self.source = source
         where = f"{source}: " if source is not None else ""
-        lines = [f"{where}{len(self.problems)} problem(s) in the experiment spec; nothing was submitted:"]
+        lines = [f"{where}{len(self.problems)} problem(s) in the experiment spec; nothing was started:"]
         lines += [f"  {path}: {message}" if path else f"  {message}" for path, message in self.problems]
         super().__init__("\n".join(lines))
+
+
+def this_machines_device() -> str:
+    """``cuda`` where torch sees a GPU, else ``cpu`` (imports torch; ``mps`` is named explicitly)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 # --- the spec -------------------------------------------------------------------------------------

@@ -163,7 +163,9 @@ def _read_resources(reader: TableReader, data: Any) -> StageResources:
     return StageResources(**stages)
 
 
-def _read_environment(reader: TableReader, data: Any, environ: Mapping[str, str]) -> Environment | None:
+def _read_environment(
+    reader: TableReader, data: Any, environ: Mapping[str, str], default_device: str
+) -> Environment | None:
     allowed = (*PATH_VARIABLES, "device", "venv", "modules", "setup", "variables")
     table = reader.table(data, "environment", allowed)
     paths = {}
@@ -175,7 +177,7 @@ def _read_environment(reader: TableReader, data: Any, environ: Mapping[str, str]
         else:
             reader.add(f"environment.{key}", "missing: set it here or export it before submitting")
             paths[key] = None
-    device = reader.string(table, "environment", "device") or "cuda"
+    device = reader.string(table, "environment", "device") or default_device
     if device not in DEVICES:
         reader.add("environment.device", f"must be one of {', '.join(DEVICES)}; got {device!r}")
     venv = reader.path(table, "environment", "venv")
@@ -465,6 +467,7 @@ def parse_spec(
     *,
     environ: Mapping[str, str] | None = None,
     source: str | os.PathLike | None = None,
+    default_device: str = "cuda",
 ) -> ExperimentSpec:
     """Validate a spec already read from TOML; relative paths are resolved against ``base``.
 
@@ -474,6 +477,9 @@ def parse_spec(
         environ: where nnU-Net's folder variables come from when the spec does not set them
             (default: ``os.environ``).
         source: the spec file, for messages.
+        default_device: the device where ``[environment]`` names none: ``cuda`` for SLURM's GPU
+            nodes (``submit``), this machine's own for ``run``
+            (:func:`~nnunet_dicephi.cluster.experiment.this_machines_device`).
 
     Returns:
         The validated spec.
@@ -497,7 +503,7 @@ def parse_spec(
         what="a name (letters, digits, . _ -)",
     )
     output = reader.path(experiment, "experiment", "output", default=f"runs/{name or 'experiment'}")
-    environment = _read_environment(reader, top.get("environment", {}), environ)
+    environment = _read_environment(reader, top.get("environment", {}), environ, default_device)
     resources = _read_resources(reader, top.get("resources", {}))
     datasets = []
     raw = top.get("dataset", [])
@@ -541,8 +547,10 @@ def parse_spec(
     )
 
 
-def load_spec(path: str | os.PathLike, *, environ: Mapping[str, str] | None = None) -> ExperimentSpec:
-    """Read and validate a TOML spec file.
+def load_spec(
+    path: str | os.PathLike, *, environ: Mapping[str, str] | None = None, default_device: str = "cuda"
+) -> ExperimentSpec:
+    """Read and validate a TOML spec file (``default_device``: see :func:`parse_spec`).
 
     Raises:
         SpecError: the file is missing, is not TOML, or has problems (all of them are named).
@@ -555,4 +563,4 @@ def load_spec(path: str | os.PathLike, *, environ: Mapping[str, str] | None = No
         raise SpecError([("", f"no such file: {path}")], path) from None
     except tomllib.TOMLDecodeError as error:
         raise SpecError([("", f"not valid TOML: {error}")], path) from None
-    return parse_spec(data, path.resolve().parent, environ=environ, source=path)
+    return parse_spec(data, path.resolve().parent, environ=environ, source=path, default_device=default_device)

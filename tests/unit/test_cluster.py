@@ -221,6 +221,21 @@ def test_more_refusals():
     assert "appears twice" in twice["dataset[1].id"]
 
 
+def test_a_spec_without_a_device_gets_the_verbs_default_and_run_this_machines(tmp_path):
+    no_device = minimal(**{"environment.device": None})
+    # submit: SLURM's GPU nodes, so a spec that asks for no GPU is told to
+    assert "set gpus = 1" in problems(no_device)["resources.train.gpus"]
+    with_gpu = minimal(**{"environment.device": None, "resources.gpus": 1})
+    assert parse_spec(with_gpu, "/base", environ={}).environment.device == "cuda"
+    # run on a CPU machine: the CPU, and no advice to ask SLURM for a GPU
+    assert parse_spec(no_device, "/base", environ={}, default_device="cpu").environment.device == "cpu"
+    (tmp_path / "raw" / "Dataset901_Toy").mkdir(parents=True)
+    spec = write_spec(tmp_path, no_device)
+    code, out, err = cli("run", "--dry-run", str(spec))
+    assert code == 0, err
+    assert "-device cpu" in out and "-device cuda" not in out
+
+
 @pytest.mark.parametrize(
     "path",
     ["experiment.name", "resources.partition", "environment.nnUNet_raw", "environment.venv", "dataset.0.plans"],
@@ -768,7 +783,7 @@ def test_submit_refuses_a_bad_spec_with_one_message_and_exit_status_2(tmp_path):
     spec = write_spec(tmp_path, minimal(**{"resources.gpu": 1, "dataset.0.folds": [7]}))
     code, out, err = cli("submit", str(spec))
     assert code == 2 and out == ""
-    assert err.startswith("nnunet-dicephi submit: error: ") and "nothing was submitted" in err
+    assert err.startswith("nnunet-dicephi submit: error: ") and "nothing was started" in err
     assert "resources.gpu: unknown key; did you mean 'gpus'?" in err and "dataset[0].folds[0]" in err
     code, _, err = cli("status", str(spec))
     assert code == 2 and err.startswith("nnunet-dicephi status: error: ")
@@ -782,7 +797,7 @@ def test_submit_refuses_a_bad_spec_with_one_message_and_exit_status_2(tmp_path):
 def test_input_errors_are_refused_in_one_line_and_bugs_keep_their_traceback(verb, tmp_path, monkeypatch):
     spec = write_spec(tmp_path, minimal())
 
-    def refused(path):
+    def refused(path, **options):
         raise InputError("the spec names no such thing; name another")
 
     monkeypatch.setattr(spec_module, "load_spec", refused)
@@ -790,7 +805,7 @@ def test_input_errors_are_refused_in_one_line_and_bugs_keep_their_traceback(verb
     assert (code, out, err) == (2, "", f"nnunet-dicephi {verb}: error: the spec names no such thing; name another\n")
     for bug in (RuntimeError("a bug"), ValueError("a bug"), KeyError("a bug"), OSError("a bug")):
 
-        def broken(path, bug=bug):
+        def broken(path, bug=bug, **options):
             raise bug
 
         monkeypatch.setattr(spec_module, "load_spec", broken)
