@@ -271,6 +271,8 @@ def discover(
             others = [p.name for p in sorted(path.iterdir()) if p.is_dir() and p not in trainers]
             if others:
                 notes.append(f"{path}: skipped {', '.join(others)} (no fold_* folders: not trainer folders)")
+        elif problem := _nothing_to_report(path):
+            problems.add(problem)
         else:
             folders.append((path, "predictions"))
     configurations, seen = [], set()
@@ -294,6 +296,23 @@ def discover(
             configurations.append(configuration)
     _name_configurations(configurations)
     return configurations, problems.items, notes
+
+
+def _nothing_to_report(path: Path) -> str | None:
+    """Why a folder that holds no trainer folders cannot be a folder of predictions either; None if it may be."""
+    if any(p.is_file() for p in path.iterdir()):
+        return None
+    datasets = sorted(p.name for p in path.iterdir() if p.is_dir() and p.name.startswith("Dataset"))
+    if datasets:  # nnUNet_results itself, say
+        return (
+            f"nothing to report in {path}: it holds dataset folders ({', '.join(datasets)}), not trainer folders or "
+            f"predictions; pass the trainer folders inside, e.g. {path / datasets[0]}/*"
+        )
+    return (
+        f"nothing to report in {path}: no trainer folders (holding fold_*) and no prediction files; pass nnU-Net's "
+        "trainer folders (nnUNet_results/Dataset<ID>_<Name>/<trainer>__<plans>__<configuration>) or a folder of "
+        "predictions"
+    )
 
 
 def _trainer_of(folder_name: str) -> str:

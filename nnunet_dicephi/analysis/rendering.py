@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -251,8 +252,9 @@ def _roc_figure(per_case: pd.DataFrame, summary: pd.DataFrame, dataset: str, pat
             cases = data[(data["class"] == name) & (data["configuration"] == r.configuration)]
             fpr, tpr, _ = roc_curve(~cases["reference_empty"].to_numpy(bool), cases["predicted_ml"].to_numpy(float))
             ax.plot(fpr, tpr, label=f"{labels[r.configuration]} (AUC {r.auc:.3f})")
-        if undefined:
-            ax.text(0.5, 0.5, "\n".join(undefined), ha="center", va="center", fontsize=7, wrap=True)
+        if undefined:  # wrapped here: matplotlib wraps at the figure's edge, not the axes'
+            text = "\n".join(textwrap.fill(line, 44) for line in undefined)
+            ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=7, transform=ax.transAxes)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="lower right", fontsize=8)
         ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="1 − specificity", ylabel="sensitivity")
@@ -269,10 +271,12 @@ def write_figures(per_case: pd.DataFrame, summary: pd.DataFrame, folder: Path) -
         made = [
             ("DSC per class and configuration", f"dsc_{safe}.png"),
             ("ΔV per class and configuration", f"delta_volume_{safe}.png"),
-            ("ROC of the predicted volume for detecting each class", f"roc_{safe}.png"),
         ]
         distribution_figure(per_case, dataset, "dsc", "DSC", folder / made[0][1])
         distribution_figure(per_case, dataset, "delta_ml", "ΔV [ml]", folder / made[1][1])
-        _roc_figure(per_case, summary, dataset, folder / made[2][1])
+        # no ROC where no AUC is defined (no empty, or only empty, references): the table says why
+        if summary.loc[summary["dataset"] == dataset, "auc"].notna().any():
+            made.append(("ROC of the predicted volume for detecting each class", f"roc_{safe}.png"))
+            _roc_figure(per_case, summary, dataset, folder / made[2][1])
         figures[dataset] = made
     return figures

@@ -323,6 +323,8 @@ def test_undefined_auc_is_explained(toy, tmp_path):
     assert math.isnan(b["auc"]) and "every annotated reference is empty" in b["auc_note"]
     markdown = (tmp_path / "out" / "report.md").read_text()
     assert "AUC undefined: every annotated reference is empty." in markdown
+    # no AUC defined anywhere: no empty ROC figure, and the report does not link one
+    assert not list((tmp_path / "out").glob("roc_*.png")) and "roc_" not in markdown
     assert len(result.pairwise) == 0 and (tmp_path / "out" / "pairwise.csv").read_text().startswith("dataset,class")
 
 
@@ -387,11 +389,13 @@ def test_empty_and_nonexistent_folders(tmp_path):
     message = str(error.value)
     assert (
         "2 problems" in message
-        and "empty: no predictions (*.nii.gz)" in message
+        and "empty: no trainer folders (holding fold_*) and no prediction files" in message
         and "nowhere: no such folder" in message
     )
-    with pytest.raises(ReportError, match="no dataset.json"):
+    # the real problem first (the folder is empty), not the dataset.json a folder of predictions would need
+    with pytest.raises(ReportError, match="empty: no trainer folders") as error:
         build_report([tmp_path / "empty"], tmp_path / "out")
+    assert "dataset.json" not in str(error.value)
     assert leftovers(tmp_path) == []
 
 
@@ -406,6 +410,25 @@ def test_a_trainer_folder_without_validation_has_nothing_to_report(toy, tmp_path
         message = str(error.value)
         assert f"nothing to report in {fold.parent}: no fold has validation results (fold_*/validation)" in message
         assert "dataset.json" not in message
+    assert leftovers(tmp_path) == []
+
+
+def test_an_empty_folder_or_nnunet_results_itself_says_what_to_pass(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    results = tmp_path / "nnUNet_results"
+    (results / "Dataset901_Blobs" / "TrainerA__nnUNetPlans__2d" / "fold_0" / "validation").mkdir(parents=True)
+    for given, expected in (
+        (empty, f"nothing to report in {empty}: no trainer folders (holding fold_*) and no prediction files"),
+        (
+            results,
+            f"it holds dataset folders (Dataset901_Blobs), not trainer folders or predictions; pass the "
+            f"trainer folders inside, e.g. {results / 'Dataset901_Blobs'}/*",
+        ),
+    ):
+        with pytest.raises(ReportError) as error:
+            build_report([given], tmp_path / "out", workers=1)
+        assert expected in str(error.value) and "dataset.json" not in str(error.value)
     assert leftovers(tmp_path) == []
 
 
