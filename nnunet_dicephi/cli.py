@@ -3,30 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from nnunet_dicephi._cli import add_verb, non_negative_int
-
-
-def _info(_: argparse.Namespace) -> int:
-    """Print versions and the available losses."""
-    from importlib.metadata import version
-
-    import torch
-
-    import nnunet_dicephi
-    from nnunet_dicephi import losses
-
-    print(f"nnunet-dicephi {nnunet_dicephi.__version__}")
-    for package in ("torch", "nnunetv2"):
-        try:
-            print(f"{package} {version(package)}")
-        except Exception:  # report, don't crash, on a broken install
-            print(f"{package} not installed")
-    modules = [name for name in losses.__all__ if isinstance(getattr(losses, name), type)]
-    print("losses: " + ", ".join(name for name in modules if issubclass(getattr(losses, name), torch.nn.Module)))
-    return 0
 
 
 def _stats(args: argparse.Namespace) -> int:
@@ -91,27 +72,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--device", choices=("cpu", "cuda", "mps"), help="default: cuda when available, else cpu")
     demo.add_argument("--smoke", action="store_true", help="a tiny run that checks the pipeline, not the behaviours")
-    add_verb(verbs, "info", _info)
     stats = add_verb(verbs, "stats", _stats)
     stats.add_argument("dataset", help="dataset id or name, e.g. 901 or Dataset901_Blobs")
     stats.add_argument("configuration", help="nnU-Net configuration, e.g. 2d or 3d_fullres")
     stats.add_argument("fold", help="fold number or 'all'")
     stats.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
     stats.add_argument("-tr", "--trainer", default="TrainerDiceIEps", help="trainer whose sampling to model")
-    from nnunet_dicephi import cluster, conversion, toys
+    from nnunet_dicephi import cluster, conversion, doctor, toys
     from nnunet_dicephi.analysis import gradients, report
 
-    report.add_parser(verbs)
-    gradients.add_parser(verbs)
-    conversion.add_parser(verbs)
-    cluster.add_parser(verbs)
-    toys.add_parser(verbs)
+    for module in (report, gradients, conversion, cluster, toys, doctor):
+        module.add_parser(verbs)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    """Run one verb; returns its exit status (141 when the reader of stdout went away, as after ``| head``)."""
+    try:
+        try:
+            args = build_parser().parse_args(argv)
+            return args.func(args)
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here, not as an "Exception ignored" at exit
+    except BrokenPipeError:
+        # The Python docs' recipe (signal module, "Note on SIGPIPE"): nothing more reaches the reader,
+        # so point stdout at devnull for the interpreter's last flush and stop quietly, with the
+        # status of a command killed by SIGPIPE.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + 13
 
 
 if __name__ == "__main__":

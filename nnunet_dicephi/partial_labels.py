@@ -27,6 +27,7 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -62,20 +63,20 @@ class AnnotationTable:
         return True if row is None else bool(row[channel])
 
 
-def _label_values(dataset_json: dict) -> dict[str, int]:
+def _label_values(dataset_json: dict, where: str) -> dict[str, int]:
     labels = dataset_json.get("labels")
     if not isinstance(labels, dict):
-        raise ManifestError("dataset.json has no 'labels' mapping; it is not an nnU-Net dataset.json")
+        raise ManifestError(f"{where} has no 'labels' mapping; it is not an nnU-Net dataset.json")
     values = {}
-    for name, value in labels.items():
-        if name == "ignore":
+    for label, value in labels.items():
+        if label == "ignore":
             continue
         if isinstance(value, (list, tuple)) and len(value) != 1:
             raise ManifestError(
-                f"label {name!r} is a region {value}: partial-label manifests work with one label per class only; "
-                "remove 'dicephi_partial_labels' or convert the dataset to plain labels"
+                f"{where}: label {label!r} is a region {value}: partial-label manifests work with one label per class "
+                "only; remove 'dicephi_partial_labels' or convert the dataset to plain labels"
             )
-        values[name] = int(value[0] if isinstance(value, (list, tuple)) else value)
+        values[label] = int(value[0] if isinstance(value, (list, tuple)) else value)
     return values
 
 
@@ -101,7 +102,9 @@ def load_manifest(
         dataset_json: the dataset.json contents (raw or preprocessed copy).
         case_ids: every case of the dataset; when given, unknown ids are errors and, for a complete
             manifest, missing ids too.
-        source: the file ``dataset_json`` was read from, named in errors.
+        source: the file ``dataset_json`` was read from, named in errors, which then end with a line
+            saying where to fix it: for nnU-Net's preprocessed copy, in the raw dataset.json, then
+            copied over the preprocessed one.
 
     Raises:
         ManifestError: listing every problem found, not only the first; also for a key that looks
@@ -109,26 +112,65 @@ def load_manifest(
             ``"DicePhi_Partial_Labels"``, any ``"dicephi…"`` key), which would silently train without
             partial labels.
     """
+    try:
+        return _validated(dataset_json, case_ids, str(source) if source else "dataset.json", generic_fix=source is None)
+    except ManifestError as error:
+        if source is None:
+            raise
+        raise ManifestError(f"{error}\n{where_to_fix(source)}") from None
+
+
+def where_to_fix(source: str | os.PathLike) -> str:
+    """Where to correct a manifest read from ``source``, in one line.
+
+    The trainers read the copy in ``nnUNet_preprocessed`` that ``nnUNetv2_plan_and_preprocess`` made;
+    its original in ``nnUNet_raw`` is the one to edit, or the next preprocessing undoes the fix.
+    """
+    path = Path(source)
+    dataset = path.parent.name
+    preprocessed_root = os.environ.get("nnUNet_preprocessed")
+    if (path.parent / "dataset_fingerprint.json").is_file() or (
+        preprocessed_root and path.parent.parent.resolve() == Path(preprocessed_root).resolve()
+    ):
+        raw_root = os.environ.get("nnUNet_raw")
+        raw = Path(raw_root, dataset, path.name) if raw_root else f"nnUNet_raw/{dataset}/{path.name}"
+        return (
+            f"That file is nnU-Net's copy of the raw dataset.json: fix it in {raw}, then copy that file to {path} "
+            "(nnUNetv2_plan_and_preprocess made the copy; a new preprocessing would undo a fix made in the copy only)"
+        )
+    copy = Path(preprocessed_root, dataset, path.name) if preprocessed_root else None
+    if copy is not None and copy.is_file():
+        return f"Fix it in {path}, then copy that file to {copy} (nnU-Net's copy, which the trainers read)"
+    return f"Fix it in {path}"
+
+
+def _validated(
+    dataset_json: dict, case_ids: Iterable[str] | None, where: str, generic_fix: bool
+) -> AnnotationTable | None:
     lookalikes = _lookalike_keys(dataset_json)
     if lookalikes:
         found = " and ".join(repr(key) for key in lookalikes)
         raise ManifestError(
-            f"{source or 'dataset.json'} has {found} where the partial-label manifest key is {MANIFEST_KEY!r}, "
-            f"so partial labels would be off: rename the key to {MANIFEST_KEY!r} (or remove it) in the raw "
-            "dataset.json and in its copy in nnUNet_preprocessed/<Dataset>/ (nnUNetv2_plan_and_preprocess "
-            "copies it)"
+            f"{where} has {found} where the partial-label manifest key is {MANIFEST_KEY!r}, so partial labels "
+            f"would be off: rename the key to {MANIFEST_KEY!r} (or remove it)"
+            + (
+                " in the raw dataset.json and in its copy in nnUNet_preprocessed/<Dataset>/ "
+                "(nnUNetv2_plan_and_preprocess copies it)"
+                if generic_fix
+                else ""
+            )
         )
     manifest = dataset_json.get(MANIFEST_KEY)
     if manifest is None:
         return None
-    values = _label_values(dataset_json)
+    values = _label_values(dataset_json, where)
     by_value = sorted(values.items(), key=lambda item: item[1])
-    names = tuple(name for name, _ in by_value)
+    names = tuple(label for label, _ in by_value)
     if [v for _, v in by_value] != list(range(len(by_value))):
-        raise ManifestError(f"dataset.json labels must be consecutive from 0 (nnU-Net requires it); got {values}")
+        raise ManifestError(f"{where}: labels must be consecutive from 0 (nnU-Net requires it); got {values}")
     if not isinstance(manifest, dict) or not isinstance(manifest.get("cases"), dict):
         raise ManifestError(
-            f"'{MANIFEST_KEY}' must be an object with a 'cases' object mapping case ids to lists of annotated "
+            f"{where}: '{MANIFEST_KEY}' must be an object with a 'cases' object mapping case ids to lists of annotated "
             f'labels, e.g. {{"complete": false, "cases": {{"case_001": ["tumor"]}}}}; got {manifest!r}'
         )
     unknown_keys = sorted(set(manifest) - {"complete", "cases"})
@@ -167,5 +209,5 @@ def load_manifest(
             if missing:
                 problems.append(f"'complete' is true but these cases are not listed: {', '.join(missing)}")
     if problems:
-        raise ManifestError(one_message(f"invalid '{MANIFEST_KEY}' in dataset.json", problems))
+        raise ManifestError(one_message(f"invalid '{MANIFEST_KEY}' in {where}", problems))
     return AnnotationTable(names, rows)

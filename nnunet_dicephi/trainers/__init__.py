@@ -54,4 +54,37 @@ def __getattr__(name: str) -> type[DicePhiTrainer]:
     except TrainerNameError as error:
         if not name.startswith("__"):
             print(f"nnunet-dicephi: {error}", file=sys.stderr)
+            _repeat_after_nnunets_traceback(name, str(error))
         raise AttributeError(name) from None
+
+
+_NOT_FOUND = "Could not find requested nnunet trainer "
+"""How nnU-Net's RuntimeError for a trainer name its lookup did not find begins."""
+_EXPLAINED: dict[str, str] = {}
+"""Names explained on stderr in this process → the explanation without the grammar."""
+
+
+def _repeat_after_nnunets_traceback(name: str, explanation: str) -> None:
+    """Repeat the explanation of ``name`` if the process dies of nnU-Net not finding that trainer.
+
+    The explanation is printed while nnU-Net searches; then nnU-Net raises "Could not find requested
+    nnunet trainer … specify … nnUNet_extTrainer" — which is set, and right — and its traceback
+    buries the explanation. A ``sys.excepthook`` (chained to the one before) makes the problem and the
+    closest valid name the last lines a user reads. A caller that catches nnU-Net's error sees nothing.
+    """
+    if not _EXPLAINED:
+        previous = sys.excepthook
+
+        def repeat_after(kind, value, traceback):
+            previous(kind, value, traceback)
+            message = str(value)
+            missing = message[len(_NOT_FOUND) :].split(" ", 1)[0] if message.startswith(_NOT_FOUND) else None
+            if isinstance(value, RuntimeError) and missing in _EXPLAINED:
+                print(
+                    "\nnnunet-dicephi: nnU-Net's error above is about the name, not about nnUNet_extTrainer "
+                    "(the grammar of names is printed above the traceback):\n" + _EXPLAINED[missing],
+                    file=sys.stderr,
+                )
+
+        sys.excepthook = repeat_after
+    _EXPLAINED[name] = explanation.partition("\nGrammar:")[0]

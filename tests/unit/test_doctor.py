@@ -1,0 +1,386 @@
+"""``nnunet-dicephi doctor``: each finding and its fix, the exit status, a closed pipe; and the last
+lines of nnU-Net's stock commands when a trainer name or a manifest is wrong."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nnunet_dicephi import doctor
+from nnunet_dicephi._register import lookup_folder
+from nnunet_dicephi.doctor import Here, diagnose
+from tests.conftest import module_folder
+
+BIN = Path(sys.executable).parent
+FOLDER = lookup_folder()
+HEADER = "nnunet-dicephi doctor: can nnUNetv2_train use these trainers here?"
+FOUND = {name: {"found": f"nnunet_dicephi.trainers.{name}"} for name in doctor.LOOKUP_NAMES}
+
+
+def _probe(**changes):
+    """What the probe reports on a CPU machine where everything works."""
+    report = {
+        "python": sys.executable,
+        "prefix": sys.prefix,
+        "python_version": "3.11.7",
+        "hook": True,
+        "ext_trainer": FOLDER,
+        "dicephi_installed": True,
+        "nnunet": "2.8.1",
+        "nnunet_path": "/site/nnunetv2",
+        "external_lookup": True,
+        "lookups": FOUND,
+        "torch": "2.9.0",
+        "cuda_build": None,
+        "gpus": [],
+        "mps": False,
+        "triton": False,
+    }
+    return {**report, **changes}
+
+
+GPU = {"cuda_build": "12.8", "gpus": [["NVIDIA H100 80GB HBM3", 85 * 10**9]], "triton": True}
+
+
+@pytest.fixture
+def folders(tmp_path):
+    env = {}
+    for variable in doctor.PATHS:
+        (tmp_path / variable).mkdir()
+        env[variable] = str(tmp_path / variable)
+    return env
+
+
+def _here(command=str(BIN / "nnUNetv2_train")):
+    return Here("0.2.0", sys.executable, sys.prefix, command, FOLDER)
+
+
+def _by_topic(checks):
+    return {check.topic: check for check in checks}
+
+
+def test_a_cpu_machine_where_everything_is_found(folders):
+    checks = _by_topic(diagnose(_probe(), folders, _here()))
+    assert not [c for c in checks.values() if c.status == "problem"]
+    assert checks["trainer lookup"].detail == (
+        "nnU-Net's lookup finds TrainerDiceBI and TrainerDiceBI_eps1e-5 through nnUNet_extTrainer "
+        "(set by the start-up hook)"
+    )
+    assert checks["device"].status == "note" and checks["device"].fix.startswith("pass -device cpu")
+    assert checks["torch.compile"].detail.startswith("off: nnU-Net compiles on CUDA only")
+    assert checks["mixed precision"].detail.startswith("off: float32 on the CPU")
+    assert checks["versions"].detail == "nnunet-dicephi 0.2.0, nnU-Net 2.8.1, torch 2.9.0 (CPU build), Python 3.11.7"
+    exported = _by_topic(diagnose(_probe(), {**folders, "NNUNET_DICEPHI_NO_REGISTER": "1"}, _here()))
+    assert exported["trainer lookup"].detail.endswith("through nnUNet_extTrainer (as you set it)")
+
+
+@pytest.mark.parametrize(
+    ("setting", "compiled"), [(None, True), ("t", True), ("TRUE", True), ("1", True), ("f", False), ("0", False)]
+)
+def test_on_cuda_nnunet_compiles_unless_nnunet_compile_says_otherwise(folders, setting, compiled):
+    env = {**folders, **({} if setting is None else {"nnUNet_compile": setting})}
+    checks = _by_topic(diagnose(_probe(**GPU), env, _here()))
+    assert checks["device"].status == "ok"
+    assert checks["device"].detail == "CUDA: cuda:0 NVIDIA H100 80GB HBM3, 79.2 GiB"
+    assert checks["torch.compile"].detail.startswith("on (" if compiled else "off (")
+    assert checks["mixed precision"].detail.startswith("fp16 autocast with a GradScaler")
+
+
+def test_compiling_without_triton_blocks_training_on_cuda(folders):
+    check = _by_topic(diagnose(_probe(**{**GPU, "triton": False}), folders, _here()))["torch.compile"]
+    assert check.status == "problem" and check.fix == "pip install triton, or export nnUNet_compile=f"
+    off = _by_topic(diagnose(_probe(**{**GPU, "triton": False}), {**folders, "nnUNet_compile": "f"}, _here()))
+    assert off["torch.compile"].status == "ok"
+
+
+def test_a_gpu_that_torch_cannot_see_is_named_with_cuda_visible_devices(folders):
+    env = {**folders, "CUDA_VISIBLE_DEVICES": ""}
+    check = _by_topic(diagnose(_probe(cuda_build="12.8"), env, _here()))["device"]
+    assert check.detail.startswith(
+        "CPU only (torch's CUDA 12.8 build sees no GPU with CUDA_VISIBLE_DEVICES=''; no MPS)"
+    )
+
+
+def test_mps_is_named_with_its_device_option(folders):
+    checks = _by_topic(diagnose(_probe(mps=True), folders, _here()))
+    assert checks["device"].fix == "pass -device mps to nnUNetv2_train"
+    assert "not on MPS" in checks["torch.compile"].detail
+
+
+MISSING = {name: {"missing": f"RuntimeError: Could not find requested nnunet trainer {name} in …"} for name in FOUND}
+
+
+@pytest.mark.parametrize(
+    ("environ", "hook", "why"),
+    [
+        (
+            {"NNUNET_DICEPHI_NO_REGISTER": "1"},
+            False,
+            "the start-up hook is switched off (NNUNET_DICEPHI_NO_REGISTER=1)",
+        ),
+        ({}, False, "the start-up hook did not run (installed with pip --target, or Python started with -S?)"),
+    ],
+)
+def test_a_lookup_without_the_folder_says_why_and_what_to_export(folders, environ, hook, why):
+    probe = _probe(hook=hook, ext_trainer=None, lookups=MISSING)
+    check = _by_topic(diagnose(probe, {**folders, **environ}, _here()))["trainer lookup"]
+    assert check.status == "problem"
+    assert check.detail.startswith("nnU-Net does not find TrainerDiceBI and TrainerDiceBI_eps1e-5: nnUNet_extTrainer")
+    assert check.detail.endswith(why)
+    assert check.fix == f"export nnUNet_extTrainer={FOLDER}"
+    mine = _probe(hook=hook, ext_trainer="/my/trainers", lookups=MISSING)
+    keeping = _by_topic(diagnose(mine, {**folders, **environ}, _here()))["trainer lookup"]
+    assert keeping.fix == f'export nnUNet_extTrainer="$nnUNet_extTrainer{os.pathsep}{FOLDER}"'
+
+
+def test_nnunet_before_2_8_needs_register(folders):
+    probe = _probe(nnunet="2.6.2", external_lookup=False, lookups=MISSING)
+    check = _by_topic(diagnose(probe, folders, _here()))["trainer lookup"]
+    assert check.status == "problem" and "before 2.8 it searches its own trainer package only" in check.detail
+    assert check.fix.startswith("nnunet-dicephi register")
+    registered = _probe(nnunet="2.6.2", external_lookup=False, ext_trainer=None)
+    found = _by_topic(diagnose(registered, folders, _here()))["trainer lookup"]
+    assert found.status == "ok" and found.detail.endswith("in nnU-Net's own trainer package (nnunet-dicephi register)")
+
+
+def test_a_lookup_that_crashes_or_finds_another_class_is_a_problem(folders):
+    crashed = {name: {"error": "ImportError: attempted relative import with no known parent package"} for name in FOUND}
+    check = _by_topic(diagnose(_probe(lookups=crashed), folders, _here()))["trainer lookup"]
+    assert check.status == "problem" and check.detail.endswith("attempted relative import with no known parent package")
+    assert "traceback: nnUNetv2_train 1 2d 0 -tr TrainerDiceBI (" in check.fix
+    other = {**FOUND, "TrainerDiceBI": {"found": "my_trainers.TrainerDiceBI"}}
+    check = _by_topic(diagnose(_probe(lookups=other), folders, _here()))["trainer lookup"]
+    assert check.status == "problem" and check.detail.endswith(
+        "another class for TrainerDiceBI: my_trainers.TrainerDiceBI"
+    )
+
+
+def test_the_nnunetv2_train_on_path_and_its_python(folders):
+    missing = _by_topic(diagnose(_probe(), folders, _here(command=None)))["nnUNetv2_train"]
+    assert missing.status == "problem" and missing.fix.startswith("activate the environment")
+    elsewhere = _probe(python="/other/env/bin/python", prefix="/other/env", dicephi_installed=False, lookups=MISSING)
+    check = _by_topic(diagnose(elsewhere, folders, _here()))["nnUNetv2_train"]
+    assert check.status == "problem" and check.detail.endswith(
+        "runs /other/env/bin/python, where nnunet-dicephi is not installed"
+    )
+    assert check.fix.startswith(f"put {BIN} first on PATH")
+    installed = _probe(python="/other/env/bin/python", prefix="/other/env")
+    check = _by_topic(diagnose(installed, folders, _here()))["nnUNetv2_train"]
+    assert check.status == "note" and check.detail.endswith("the lines below describe that one")
+
+
+def test_a_probe_that_cannot_import_nnunet(folders):
+    checks = diagnose(
+        {"python": sys.executable, "error": "ModuleNotFoundError: No module named 'nnunetv2'"}, folders, _here()
+    )
+    problem = _by_topic(checks)["nnU-Net"]
+    assert problem.status == "problem" and problem.detail.endswith("No module named 'nnunetv2'")
+    assert [c.topic for c in checks][-3:] == list(doctor.PATHS)  # the folders are checked all the same
+
+
+def test_nnunet_folders_set_existing_and_writable(tmp_path, folders):
+    checks = _by_topic(diagnose(_probe(), {}, _here()))
+    assert [checks[v].status for v in doctor.PATHS] == ["note", "problem", "problem"]  # raw: not for training
+    assert checks["nnUNet_results"].fix == "export nnUNet_results=/path/to/nnUNet_results"
+
+    (tmp_path / "nnUNet_preprocessed" / "Dataset901_Blobs").mkdir()
+    later = {**folders, "nnUNet_results": str(tmp_path / "new" / "results")}
+    checks = _by_topic(diagnose(_probe(), later, _here()))
+    assert checks["nnUNet_results"].status == "ok" and "nnUNetv2_train creates it" in checks["nnUNet_results"].detail
+    assert checks["nnUNet_preprocessed"].detail.endswith("(1 dataset: Dataset901_Blobs)")
+
+    absent = {**folders, "nnUNet_preprocessed": str(tmp_path / "absent")}
+    check = _by_topic(diagnose(_probe(), absent, _here()))["nnUNet_preprocessed"]
+    assert check.status == "problem" and check.fix == f"mkdir -p {tmp_path / 'absent'}"
+    (tmp_path / "file").write_text("")
+    check = _by_topic(diagnose(_probe(), {**folders, "nnUNet_results": str(tmp_path / "file")}, _here()))
+    assert check["nnUNet_results"].status == "problem" and check["nnUNet_results"].detail.endswith("is not a folder")
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes anywhere")
+def test_a_read_only_folder_is_a_problem(tmp_path, folders):
+    os.chmod(folders["nnUNet_results"], 0o500)
+    try:
+        check = _by_topic(diagnose(_probe(), folders, _here()))["nnUNet_results"]
+    finally:
+        os.chmod(folders["nnUNet_results"], 0o700)
+    assert check.status == "problem" and check.detail.endswith("is not writable by this user")
+
+
+@pytest.mark.parametrize(
+    ("verb", "probe", "status", "last"),
+    [
+        ("doctor", _probe(), 0, "ready: nnUNetv2_train finds the trainers"),
+        (
+            "doctor",
+            _probe(lookups=MISSING, ext_trainer=None, hook=False),
+            1,
+            "1 problem to fix before training (see fix: above)",
+        ),
+        (
+            "info",
+            _probe(lookups=MISSING, ext_trainer=None, hook=False),
+            0,
+            "1 problem to fix before training (see fix: above)",
+        ),
+    ],
+)
+def test_exit_status_and_last_line(monkeypatch, capsys, folders, verb, probe, status, last):
+    from nnunet_dicephi.cli import main
+
+    for variable, value in folders.items():
+        monkeypatch.setenv(variable, value)
+    monkeypatch.setenv("PATH", os.pathsep.join([str(BIN), os.environ.get("PATH", "")]))
+    monkeypatch.setattr(doctor, "start_probe", lambda python, env: None)
+    monkeypatch.setattr(doctor, "finish_probe", lambda process: probe)
+    assert main([verb]) == status
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == HEADER and lines[-1] == last
+
+
+def test_each_line_says_ok_note_or_problem_and_the_fix_below():
+    check = doctor.Check("problem", "nnUNet_results", "not set", "export nnUNet_results=/path")
+    assert check.lines() == ["problem  nnUNet_results: not set", "         fix: export nnUNet_results=/path"]
+
+
+def test_the_python_of_a_console_script(tmp_path):
+    script = tmp_path / "nnUNetv2_train"
+    script.write_text(f"#!{sys.executable}\nimport sys\n")
+    assert doctor.trainer_command_python(str(script)) == sys.executable
+    script.write_text("#!/bin/sh\n'''exec' /very/long/path/python \"$0\" \"$@\"\n")
+    assert doctor.trainer_command_python(str(script)) is None
+    assert doctor.trainer_command_python(str(tmp_path / "absent")) is None
+    assert doctor.trainer_command_python(None) is None
+
+
+def test_another_python_gets_the_environment_without_this_processs_hook():
+    env = {"nnUNet_extTrainer": os.pathsep.join(["/mine", FOLDER]), "HOME": "/h"}
+    assert doctor.probe_environment(env, sys.executable, True, FOLDER) == env  # the same hook runs there
+    other = doctor.probe_environment(env, "/other/python", True, FOLDER)
+    assert other == {"nnUNet_extTrainer": "/mine", "HOME": "/h"}
+    assert "nnUNet_extTrainer" not in doctor.probe_environment({"nnUNet_extTrainer": FOLDER}, "/other/py", True, FOLDER)
+    assert doctor.probe_environment(env, "/other/python", False, FOLDER) == env  # the user exported it
+
+
+@pytest.mark.parametrize(("argv", "status"), [(["doctor"], 141), (["--help"], 0)])
+def test_a_closed_pipe_ends_quietly(argv, status):
+    """The reader is gone before the first write (as `| head` is after its line): no traceback.
+
+    The doctor's first line is flushed at once, so it stops there with the status of a command killed
+    by SIGPIPE; argparse's --help swallows the error itself and exits 0.
+    """
+    process = subprocess.Popen(
+        [str(BIN / "nnunet-dicephi"), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    process.stdout.close()
+    stderr = process.stderr.read()
+    assert process.wait() == status and stderr == ""
+
+
+# --- in subprocesses, as a user runs them --------------------------------------------------------
+
+
+def _clean_env(**changes):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_") and k != "NNUNET_DICEPHI_NO_REGISTER"}
+    env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])
+    return {**env, **changes}
+
+
+def _run(env, command, *args, cwd=None):
+    """A console script of this environment (or bash), as a user's shell runs it."""
+    program = command if command == "bash" else str(BIN / command)
+    return subprocess.run([program, *args], env=env, capture_output=True, text=True, cwd=cwd)
+
+
+def _last_lines(text, count):
+    return [line for line in text.splitlines() if line.strip()][-count:]
+
+
+@pytest.mark.slow
+def test_doctor_piped_into_head():
+    result = _run(_clean_env(), "bash", "-c", "set -o pipefail; nnunet-dicephi doctor | head -1")
+    assert result.stdout == HEADER + "\n"
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr
+    assert result.returncode == 141
+
+
+@pytest.mark.slow
+def test_doctor_names_the_folder_to_export_when_the_hook_is_off():
+    result = _run(_clean_env(NNUNET_DICEPHI_NO_REGISTER="1"), "nnunet-dicephi", "doctor")
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    lookup = lines.index(next(line for line in lines if line.startswith("problem  trainer lookup: ")))
+    assert "nnUNet_extTrainer=''" in lines[lookup] and "switched off" in lines[lookup]
+    assert lines[lookup + 1] == f"         fix: export nnUNet_extTrainer={FOLDER}"
+    assert result.stderr == ""
+
+
+@pytest.mark.e2e
+def test_a_wrong_trainer_name_ends_with_the_closest_valid_name(tmp_path):
+    """nnU-Net's lookup runs before it reads a dataset, so none is needed."""
+    result = _run(
+        _clean_env(), "nnUNetv2_train", "999", "2d", "0", "-tr", "TrainerDiceBX", "-device", "cpu", cwd=tmp_path
+    )
+    assert result.returncode != 0
+    last = _last_lines(result.stderr, 4)
+    assert last[0].startswith("RuntimeError: Could not find requested nnunet trainer TrainerDiceBX")  # nnU-Net's
+    assert last[1].startswith("nnunet-dicephi: nnU-Net's error above is about the name, not about nnUNet_extTrainer")
+    assert last[2].startswith("'TrainerDiceBX' is not a valid nnunet-dicephi trainer name")
+    assert last[3] == "Closest valid name: TrainerDiceBI"
+
+
+@pytest.fixture(scope="module")
+def bad_manifest(tmp_path_factory, request):
+    """A preprocessed dataset whose manifest names an unknown label and an unknown case."""
+    from nnunet_dicephi.synthetic import write_dataset
+
+    with module_folder(tmp_path_factory, request, "doctor") as root:
+        env = _clean_env(
+            nnUNet_raw=str(root / "raw"),
+            nnUNet_preprocessed=str(root / "preprocessed"),
+            nnUNet_results=str(root / "results"),
+            OMP_NUM_THREADS="1",
+            nnUNet_def_n_proc="1",
+        )
+        manifest = {"cases": {"case_000": ["bright", "glow"], "case_999": []}}
+        write_dataset(
+            root / "raw", 904, "Doctor", cases=5, shape=(1, 32, 32), extra_json={"dicephi_partial_labels": manifest}
+        )
+        planned = _run(env, "nnUNetv2_plan_and_preprocess", "-d", "904", "-c", "2d", "-np", "1")
+        assert planned.returncode == 0, planned.stderr[-3000:]
+        yield env, root
+
+
+@pytest.mark.e2e
+def test_a_bad_manifest_ends_with_the_file_and_the_fix(bad_manifest):
+    env, root = bad_manifest
+    result = _run(env, "nnUNetv2_train", "904", "2d", "0", "-tr", "TrainerDiceI_ep1_it2", "-device", "cpu")
+    assert result.returncode != 0
+    copy = root / "preprocessed" / "Dataset904_Doctor" / "dataset.json"
+    last = _last_lines(result.stderr, 4)
+    assert (
+        last[0]
+        == f"nnunet_dicephi.partial_labels.ManifestError: invalid 'dicephi_partial_labels' in {copy} (2 problems):"
+    )
+    assert "unknown label 'glow'" in last[1] and last[2] == "  - case ids not in the dataset: case_999"
+    raw = root / "raw" / "Dataset904_Doctor" / "dataset.json"
+    assert last[3].startswith(
+        f"That file is nnU-Net's copy of the raw dataset.json: fix it in {raw}, then copy that file to {copy} "
+    )
+
+
+@pytest.mark.e2e
+def test_doctor_is_content_after_its_fix_is_applied(bad_manifest):
+    """With the hook off and nnUNet_extTrainer exported as the doctor says, everything is ok."""
+    env, _ = bad_manifest
+    env = {**env, "NNUNET_DICEPHI_NO_REGISTER": "1", "nnUNet_extTrainer": FOLDER}
+    result = _run(env, "nnunet-dicephi", "doctor")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (
+        "ok       trainer lookup: nnU-Net's lookup finds TrainerDiceBI and TrainerDiceBI_eps1e-5 through "
+        "nnUNet_extTrainer (as you set it)" in result.stdout.splitlines()
+    )
+    assert "(1 dataset: Dataset904_Doctor)" in result.stdout
+    assert result.stdout.splitlines()[-1] == "ready: nnUNetv2_train finds the trainers"
