@@ -2,7 +2,9 @@
 
 Run at interpreter start by ``nnunet_dicephi_trainers.pth`` in site-packages. It only appends this
 project's trainer folder to ``nnUNet_extTrainer`` (keeping the user's own entries first) and imports
-nothing else. Set ``NNUNET_DICEPHI_NO_REGISTER=1`` to switch it off.
+nothing else. Set ``NNUNET_DICEPHI_NO_REGISTER=1`` to switch it off. nnU-Net reads the variable from
+2.8.0 on; for 2.6 and 2.7, ``nnunet-dicephi register`` places the trainers in nnU-Net's own trainer
+package instead (:mod:`nnunet_dicephi.registration`).
 """
 
 import os
