@@ -423,8 +423,9 @@ def _path_check(variable: str, value: str | None) -> Check:
         return Check(blocking, variable, f"{value} is not writable by this user", fix)
     datasets = sorted(p.name for p in path.iterdir() if p.name.startswith("Dataset") and p.is_dir())
     if not datasets and variable != "nnUNet_results":
-        writer = "nnunet-dicephi convert and toy" if variable == "nnUNet_raw" else "nnUNetv2_plan_and_preprocess"
-        return Check("ok", variable, f"{value} (no dataset yet; {writer} write them here)")
+        raw = variable == "nnUNet_raw"
+        writer = "nnunet-dicephi convert and toy write" if raw else "nnUNetv2_plan_and_preprocess writes"
+        return Check("ok", variable, f"{value} (no dataset yet; {writer} them here)")
     shown = ", ".join(datasets[:3]) + (", …" if len(datasets) > 3 else "")
     counted = f"{len(datasets)} dataset{'s' if len(datasets) > 1 else ''}"
     return Check("ok", variable, value + (f" ({counted}: {shown})" if datasets else ""))
