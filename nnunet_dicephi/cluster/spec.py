@@ -226,16 +226,9 @@ def check_trainer(name: str) -> str | None:
     if name.startswith("nnUNetTrainer"):
         if not re.fullmatch(r"nnUNetTrainer[A-Za-z0-9_]*", name):
             return f"{name!r} is not a class name"
-        try:
-            from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
-        except ImportError:  # pragma: no cover - nnU-Net is a dependency
-            return None
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net narrates its search on stdout
-                recursive_find_trainer_class_by_name(name)
-        except RuntimeError:
-            return f"nnU-Net has no trainer {name!r}"
-        return None
+        with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net narrates its search on stdout
+            found = _nnunet_finds(name)
+        return None if found else f"nnU-Net has no trainer {name!r}"
     try:
         loss_config.parse_trainer_name(name)
     except loss_config.TrainerNameError as error:
@@ -244,6 +237,23 @@ def check_trainer(name: str) -> str | None:
         first, closest = str(error).splitlines()[:2]
         return f"{first} {closest}"
     return None
+
+
+def _nnunet_finds(name: str) -> bool:
+    """Whether nnU-Net's lookup finds the trainer ``name``: its own function from 2.8, its search before."""
+    try:
+        from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+    except ImportError:  # before 2.8: nnU-Net's own trainer package only, searched as get_trainer_from_args does
+        import nnunetv2
+        from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+
+        folder = os.path.join(nnunetv2.__path__[0], "training", "nnUNetTrainer")
+        return recursive_find_python_class(folder, name, "nnunetv2.training.nnUNetTrainer") is not None
+    try:
+        recursive_find_trainer_class_by_name(name)
+    except RuntimeError:
+        return False
+    return True
 
 
 def _read_dataset(reader: TableReader, data: Any, path: str) -> DatasetSpec | None:

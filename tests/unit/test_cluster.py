@@ -221,6 +221,16 @@ def test_more_refusals():
     assert "appears twice" in twice["dataset[1].id"]
 
 
+def test_nnunets_own_trainer_names_are_checked_before_nnunet_2_8_too(monkeypatch):
+    from nnunet_dicephi.cluster.spec import check_trainer
+
+    assert check_trainer("nnUNetTrainer") is None
+    assert check_trainer("nnUNetTrainerNoSuchThing") == "nnU-Net has no trainer 'nnUNetTrainerNoSuchThing'"
+    monkeypatch.setitem(sys.modules, "nnunetv2.utilities.find_objects", None)  # 2.6, 2.7: no such module
+    assert check_trainer("nnUNetTrainer") is None
+    assert check_trainer("nnUNetTrainerNoSuchThing") == "nnU-Net has no trainer 'nnUNetTrainerNoSuchThing'"
+
+
 def test_a_spec_without_a_device_gets_the_verbs_default_and_run_this_machines(tmp_path):
     no_device = minimal(**{"environment.device": None})
     # submit: SLURM's GPU nodes, so a spec that asks for no GPU is told to
