@@ -10,7 +10,11 @@ exactly, without Monte Carlo, from one read of each training case's preprocessed
   (the initial, larger patch is centred there and the network's patch is its centre crop);
 * the labelled count of every window start is a separable box sum (cumulative sums per axis);
 * the share of forced patches is nnU-Net's: the last ``B − round(B·(1 − p))`` of each batch;
-* cases are drawn uniformly (nnU-Net draws keys with replacement).
+* cases are drawn uniformly (nnU-Net draws keys with replacement);
+* under a partial-label manifest, the expectation of class c runs over the cases that annotate c
+  only: the loss sees c's map of those cases alone (marginal, leaf and masked losses drop the
+  others), so an unannotated map is not counted as an empty one (statistics version 2; version 1
+  averaged over every case).
 
 Augmentations other than the crop (rotation, scaling) are not modelled. Padding counts as
 background, as in nnU-Net's targets. Deep-supervision outputs get ε scaled by their voxel count.
@@ -33,8 +37,11 @@ import numpy as np
 
 from nnunet_dicephi._files import write_text_atomically
 
-VERSION = 1
-"""Bump when the computation changes, so that cached statistics are not reused across versions."""
+VERSION = 2
+"""Bump when the computation changes, so that cached statistics are not reused across versions.
+
+Recorded with the loss (``statistics_version``): 1 averaged every class over all training cases,
+2 over the cases that annotate it (the same where there is no manifest)."""
 CACHE_FOLDER = "dicephi_statistics"
 """Beside the preprocessed data (``nnUNet_preprocessed/DatasetX/``): one JSON file per cache key."""
 
@@ -50,6 +57,9 @@ class SamplingModel:
     batch_size: int
     oversample_foreground_percent: float
     ignore_label: int | None = None
+    need_to_pad: tuple[int, ...] | None = None
+    """The loader's margin around the image per axis (``nnUNetDataLoader.need_to_pad``); None: the
+    initial patch's excess over the patch, as nnU-Net 2.7 and later pad (2.6's 2d loader pads none)."""
 
     @property
     def forced_share(self) -> float:
@@ -64,8 +74,11 @@ class DatasetStatistics:
 
     channels: tuple[str, ...]
     expected_volume: tuple[float, ...]
+    """Per channel: the mean over the cases that annotate it (every case without a manifest)."""
     patch_voxels: int
     cases: int
+    annotated_cases: tuple[int, ...] | None = None
+    """Per channel: the cases whose map of it the loss sees (None: every case, as before version 2)."""
 
     @property
     def heuristic_eps(self) -> np.ndarray:
@@ -104,7 +117,7 @@ def window_sums(indicator: np.ndarray, window: Sequence[int], starts: Sequence[t
 def _crop_geometry(shape: np.ndarray, model: SamplingModel):
     """nnU-Net's ``get_bbox`` bounds: lowest/highest initial-patch start, and the centre-crop offset."""
     patch, initial = np.array(model.patch_size), np.array(model.initial_patch_size)
-    need = np.maximum(initial - patch, 0)
+    need = np.maximum(initial - patch, 0) if model.need_to_pad is None else np.array(model.need_to_pad)
     need = np.where(need + shape < initial, initial - shape, need)
     lbs = -(need // 2)
     ubs = shape + need // 2 + need % 2 - initial
@@ -401,25 +414,35 @@ def _case_expected_volume_dense(seg: np.ndarray, channels: Sequence[Sequence[int
     return (1 - share) * random + share * forced
 
 
-def expected_volumes(cases, channels: Sequence[Sequence[int]], model: SamplingModel) -> np.ndarray:
+def expected_volumes(
+    cases, channels: Sequence[Sequence[int]], model: SamplingModel, annotated: np.ndarray | None = None
+) -> np.ndarray:
     """Mean over cases of the expected labelled voxels per channel; ``cases`` yields ``(seg, class_locations)``.
 
-    Each case contributes its labelled voxels (from nnU-Net's stored locations where they are
-    complete, otherwise from one read); its expectation is then a fixed number of array operations
-    per channel (one weighted box count over all forced starts), whatever the number of voxels and
-    stored locations. One case is held at a time; reading cases in threads measured slower on two
-    cores (33–47 ms against 22–24 ms for 8 cases of 2.4 M voxels).
+    ``annotated`` (``(cases, channels)`` bool) restricts each channel's mean to the cases that
+    annotate it; a channel no case annotates gets 0. Each case contributes its labelled voxels (from
+    nnU-Net's stored locations where they are complete, otherwise from one read); its expectation is
+    then a fixed number of array operations per channel (one weighted box count over all forced
+    starts), whatever the number of voxels and stored locations. One case is held at a time; reading
+    cases in threads measured slower on two cores (33–47 ms against 22–24 ms for 8 cases of 2.4 M voxels).
     """
+    per_case = case_volumes(cases, channels, model)
+    weights = np.ones_like(per_case) if annotated is None else np.asarray(annotated, dtype=np.float64)
+    if weights.shape != per_case.shape:
+        raise ValueError(f"annotated has shape {weights.shape}; expected (cases, channels) = {per_case.shape}")
+    counts = weights.sum(axis=0)
+    return np.where(counts > 0, (weights * per_case).sum(axis=0) / np.maximum(counts, 1), 0.0)
+
+
+def case_volumes(cases, channels: Sequence[Sequence[int]], model: SamplingModel) -> np.ndarray:
+    """``(cases, channels)``: each case's expected labelled voxels per channel in one patch drawn from it."""
     cases = list(cases)
     if not cases:
         raise ValueError("no training cases to compute dataset statistics from")
     if model.ignore_label is not None:
-        return np.mean([_case_expected_volume_dense(_read(seg), channels, model) for seg, _ in cases], axis=0)
+        return np.array([_case_expected_volume_dense(_read(seg), channels, model) for seg, _ in cases])
     labels_of = [np.atleast_1d(np.asarray(c)) for c in channels]
-    total = np.zeros(len(channels))
-    for seg, class_locations in cases:
-        total += _case_volumes(_case_points(seg, labels_of, class_locations), model)
-    return total / len(cases)
+    return np.array([_case_volumes(_case_points(seg, labels_of, locations), model) for seg, locations in cases])
 
 
 def output_channels(label_manager) -> tuple[tuple[str, ...], list[tuple[int, ...]], bool]:
@@ -431,17 +454,32 @@ def output_channels(label_manager) -> tuple[tuple[str, ...], list[tuple[int, ...
     return tuple(str(v) for v in labels), [(v,) for v in labels], True
 
 
-def compute_statistics(cases, label_manager, model: SamplingModel) -> DatasetStatistics:
-    """Statistics over cases given as ``(seg, class_locations or None)``; seg ``(1, *shape)`` or ``shape``."""
+def compute_statistics(cases, label_manager, model: SamplingModel, annotated=None) -> DatasetStatistics:
+    """Statistics over cases given as ``(seg, class_locations or None)``; seg ``(1, *shape)`` or ``shape``.
+
+    ``annotated``: ``(cases, output channels)`` bool, which maps the loss sees
+    (:meth:`~nnunet_dicephi.partial_labels.AnnotationTable.mask`); None when every map is annotated.
+    Each foreground channel's expectation runs over the cases that annotate it; background's, which
+    is annotated only where every label is, over those cases (over all when there are none).
+    """
     names, label_sets, has_background = output_channels(label_manager)
     patch_voxels = int(np.prod(model.patch_size))
     # lazy arrays stay lazy: a case is decompressed only if its stored locations do not suffice
     prepared = [(seg if hasattr(seg, "shape") else np.asarray(seg), locations) for seg, locations in cases]
     foreground = label_sets[1:] if has_background else label_sets
-    volume = expected_volumes(prepared, foreground, model)
+    per_case = case_volumes(prepared, foreground, model)
+    mask = np.ones((len(prepared), len(names)), bool) if annotated is None else np.asarray(annotated, bool)
+    if mask.shape != (len(prepared), len(names)):
+        raise ValueError(f"annotated has shape {mask.shape}; expected (cases, channels) = {(len(prepared), len(names))}")
     if has_background:
-        volume = np.concatenate(([patch_voxels - volume.sum()], volume))
-    return DatasetStatistics(names, tuple(float(v) for v in volume), patch_voxels, len(prepared))
+        per_case = np.concatenate((patch_voxels - per_case.sum(axis=1, keepdims=True), per_case), axis=1)
+    counts = mask.sum(axis=0)
+    volume = np.where(counts > 0, (mask * per_case).sum(axis=0) / np.maximum(counts, 1), 0.0)
+    if has_background and counts[0] == 0:  # every case partial: the background of the per-class means
+        volume[0] = patch_voxels - volume[1:].sum()
+    return DatasetStatistics(
+        names, tuple(float(v) for v in volume), patch_voxels, len(prepared), tuple(int(c) for c in counts)
+    )
 
 
 def _digest(value) -> str:

@@ -182,14 +182,18 @@ class DicePhiTrainer(nnUNetTrainer):
     def _sampling_model(self) -> statistics.SamplingModel:
         patch = tuple(int(p) for p in self.configuration_manager.patch_size)
         initial = tuple(int(p) for p in self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()[2])
+        need_to_pad = None
         if len(patch) == 2:  # nnU-Net samples 2D patches as (1, x, y) windows of the 3D case
             patch, initial = (1, *patch), (1, *initial)
+            if _pads_2d_patches_none():
+                need_to_pad = (0, 0, 0)
         return statistics.SamplingModel(
             patch_size=patch,
             initial_patch_size=initial,
             batch_size=int(self.configuration_manager.batch_size),
             oversample_foreground_percent=float(self._global_oversample_foreground_percent),
             ignore_label=self.label_manager.ignore_label,
+            need_to_pad=need_to_pad,
         )
 
     def data_fingerprint(self) -> dict[str, str]:
@@ -234,7 +238,9 @@ class DicePhiTrainer(nnUNetTrainer):
                     _, seg, _, properties = dataset.load_case(key)
                     yield seg, properties.get("class_locations")  # read lazily, only if needed
 
-            return statistics.compute_statistics(cases(), self.label_manager, model)
+            table = self._annotation_table()
+            annotated = None if table is None else table.mask(list(dataset.identifiers))
+            return statistics.compute_statistics(cases(), self.label_manager, model, annotated)
 
         folder = os.path.join(self.preprocessed_dataset_folder_base, statistics.CACHE_FOLDER)
         name = f"{self.plans_manager.plans_name}_{self.configuration_name}_fold{self.fold}"
@@ -506,6 +512,10 @@ class DicePhiTrainer(nnUNetTrainer):
         record["data_fingerprint"] = (
             recorded.get("data_fingerprint") if recorded is not None else self.data_fingerprint()
         )
+        # which rule computed the recorded statistics (statistics.VERSION): kept from the checkpoint
+        record["statistics_version"] = (
+            recorded.get("statistics_version", 1) if recorded is not None else statistics.VERSION
+        )
         record["eps_per"] = "map" if isinstance(eps_nr, list) or isinstance(eps_dr, list) else "subset"
         record["eps_per_class"] = eps_nr if isinstance(eps_nr, list) else (eps_dr if isinstance(eps_dr, list) else None)
         record["eps_per_level"] = [
@@ -690,3 +700,19 @@ def _scaled(eps, scale: float):
     if isinstance(eps, (list, tuple)):
         return [float(e) * scale for e in eps]
     return float(eps) * scale
+
+
+def _pads_2d_patches_none() -> bool:
+    """Whether the installed nnU-Net's loader crops 2d patches without a margin (``need_to_pad`` 0).
+
+    nnU-Net 2.6.0–2.6.4's ``nnUNetDataLoader`` sets the final patch of a 2d configuration to the
+    initial one (``final_patch_size = (1, *patch_size)``), so it pads no margin around the image; 2.7
+    and later pad the initial patch's excess, as 2.5's 2d loader did.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        release = version("nnunetv2").split(".")
+    except PackageNotFoundError:
+        return False
+    return release[:2] == ["2", "6"]

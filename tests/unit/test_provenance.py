@@ -155,9 +155,11 @@ def test_relabelled_data_is_computed_again_and_the_cache_serves_the_same_data(pr
     assert _trainer("TrainerDiceIEps", base, folder, tmp_path).resolved_eps()[0] == first and len(counted) == 1
     _write_case(folder, "c1", _segmentation(1, size=5))  # labels fixed, nnUNetv2_plan_and_preprocess again
     relabelled = _trainer("TrainerDiceIEps", base, folder, tmp_path).resolved_eps()[0]
-    assert len(counted) == 2 and relabelled[2] > first[2]  # class b grew by 3 voxels in one case of three
+    # the patch is the whole image, so each case contributes its count; b is annotated in c1 and c2 only
+    assert first[2] == pytest.approx((8 + 8) / 2)
+    assert len(counted) == 2 and relabelled[2] == pytest.approx((20 + 8) / 2)  # b grew by 12 voxels in c1
     edited = _trainer("TrainerDiceIEps", base, folder, tmp_path, manifest={"cases": {}}).resolved_eps()[0]
-    assert len(counted) == 3 and edited == relabelled  # the manifest is part of the key
+    assert len(counted) == 3 and edited[2] == pytest.approx((8 + 20 + 8) / 3)  # the manifest is part of the key
     assert len(list((base / "dicephi_statistics").iterdir())) == 3
 
 
@@ -225,3 +227,18 @@ def test_a_continued_run_keeps_its_statistics_and_refuses_changed_data(preproces
         RuntimeError, match=r"the preprocessed label maps .* changed since this run started.*without --c"
     ):
         changed._check_data_unchanged()  # --c refuses
+
+
+def test_a_run_started_under_statistics_version_1_keeps_its_eps(preprocessed, tmp_path, no_nnunet_load):
+    """Version 1 averaged b over every case, counting c0's unannotated map as empty; a run it started keeps that ε."""
+    base, folder = preprocessed
+    fresh = _trainer("TrainerDiceIEps", base, folder, tmp_path).loss_record()
+    assert fresh["statistics_version"] == statistics.VERSION == 2
+    assert fresh["eps_per_class"][2] == pytest.approx((8 + 8) / 2)  # b over c1 and c2, the cases annotating it
+    old = {key: value for key, value in fresh.items() if key != "statistics_version"}
+    old["eps_per_class"] = [240.0, 9.0, 8 * 2 / 3]  # what version 1 computed: b's mean over all three cases
+    resumed = _trainer("TrainerDiceIEps", base, folder, tmp_path)
+    resumed.load_checkpoint(_save(tmp_path, old))
+    record = resumed.loss_record()
+    assert record["eps_per_class"] == old["eps_per_class"] and record["statistics_version"] == 1
+    assert resumed.resolved_eps() == (old["eps_per_class"],) * 2

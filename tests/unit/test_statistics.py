@@ -14,7 +14,8 @@ def _nnunet_sampler(model: SamplingModel):
     loader = object.__new__(nnUNetDataLoader)
     loader.patch_size = model.initial_patch_size
     loader.final_patch_size = model.patch_size
-    loader.need_to_pad = (np.array(model.initial_patch_size) - np.array(model.patch_size)).astype(int)
+    excess = np.array(model.initial_patch_size) - np.array(model.patch_size)
+    loader.need_to_pad = (excess if model.need_to_pad is None else np.array(model.need_to_pad)).astype(int)
     loader.has_ignore = model.ignore_label is not None
     loader.batch_size = model.batch_size
     loader.oversample_foreground_percent = model.oversample_foreground_percent
@@ -47,6 +48,8 @@ def _simulate(seg, labels, model, draws, seed):
         SamplingModel((1, 12, 14), (1, 12, 14), batch_size=4, oversample_foreground_percent=0.5),
         SamplingModel((6, 8, 8), (8, 10, 12), batch_size=3, oversample_foreground_percent=0.33),
         SamplingModel((1, 40, 40), (1, 48, 48), batch_size=2, oversample_foreground_percent=0.33),  # patch > case
+        # nnU-Net 2.6's 2d loader: no margin around the image
+        SamplingModel((1, 12, 14), (1, 18, 20), batch_size=2, oversample_foreground_percent=0.33, need_to_pad=(0, 0, 0)),
     ],
 )
 def test_matches_nnunet_sampling(model):
@@ -148,3 +151,49 @@ def test_box_counts_equal_brute_force(shape, patch, seed, k):
     merged, merged_weights = _merge_repeated(starts, weights)
     assert merged.shape[1] <= starts.shape[1] and np.isclose(merged_weights.sum(), weights.sum())
     assert np.isclose(_box_counts(as_map, merged, merged_weights, patch), expected)
+
+
+def test_no_margin_leaves_the_border_out_of_random_patches():
+    """nnU-Net 2.6's 2d crop (no margin): a random patch never reaches a voxel closer to the border than
+    half the initial patch's excess; 2.7's does."""
+    seg = np.zeros((1, 24, 24), np.int16)
+    seg[0, 0, 0] = 1
+    margin = SamplingModel((1, 8, 8), (1, 12, 12), batch_size=2, oversample_foreground_percent=0.0)
+    none = SamplingModel((1, 8, 8), (1, 12, 12), batch_size=2, oversample_foreground_percent=0.0, need_to_pad=(0, 0, 0))
+    assert case_expected_volume(seg, [(1,)], margin)[0] > 0
+    assert case_expected_volume(seg, [(1,)], none)[0] == 0
+
+
+class _Labels:  # the part of nnU-Net's LabelManager that the statistics read
+    has_regions = False
+    all_labels = [0, 1, 2]
+
+
+def test_each_class_is_averaged_over_the_cases_that_annotate_it():
+    """Hand-worked: random patches only, each the whole 4×4 image, so each case contributes its voxel count."""
+    from nnunet_dicephi.statistics import compute_statistics
+
+    def case(a, b):
+        seg = np.zeros((1, 4, 4), np.int16)
+        seg.reshape(-1)[:a] = 1
+        seg.reshape(-1)[a : a + b] = 2
+        return seg, None
+
+    cases = [case(2, 0), case(4, 6), case(6, 2)]  # case 0 holds b, unannotated: its empty map is not "empty"
+    model = SamplingModel((1, 4, 4), (1, 4, 4), batch_size=2, oversample_foreground_percent=0.0)
+    every = compute_statistics(cases, _Labels(), model)
+    assert every.expected_volume == pytest.approx((16 - 20 / 3, 12 / 3, 8 / 3))
+    assert every.annotated_cases == (3, 3, 3)
+    annotated = np.array([[False, True, False], [True, True, True], [True, True, True]])
+    seen = compute_statistics(cases, _Labels(), model, annotated)
+    # b over cases 1 and 2 only; background where every label is annotated (cases 1 and 2)
+    assert seen.expected_volume == pytest.approx(((6 + 8) / 2, 12 / 3, (6 + 2) / 2))
+    assert seen.annotated_cases == (2, 3, 2)
+    nobody = np.array([[False, True, False], [False, True, True], [False, False, True]])
+    partial = compute_statistics(cases, _Labels(), model, nobody)
+    # no case is fully annotated: background is what the per-class means leave
+    assert partial.expected_volume == pytest.approx((16 - 3 - 4, (2 + 4) / 2, (6 + 2) / 2))
+    never = compute_statistics(cases, _Labels(), model, np.array([[True, True, False]] * 3))
+    assert never.expected_volume[2] == 0 and never.annotated_cases[2] == 0  # no map of b is seen: no ε needed
+    with pytest.raises(ValueError, match="expected .cases, channels."):
+        compute_statistics(cases, _Labels(), model, annotated[:, :2])
