@@ -468,9 +468,10 @@ def compute_statistics(cases, label_manager, model: SamplingModel, annotated=Non
     prepared = [(seg if hasattr(seg, "shape") else np.asarray(seg), locations) for seg, locations in cases]
     foreground = label_sets[1:] if has_background else label_sets
     per_case = case_volumes(prepared, foreground, model)
-    mask = np.ones((len(prepared), len(names)), bool) if annotated is None else np.asarray(annotated, bool)
-    if mask.shape != (len(prepared), len(names)):
-        raise ValueError(f"annotated has shape {mask.shape}; expected (cases, channels) = {(len(prepared), len(names))}")
+    shape = (len(prepared), len(names))
+    mask = np.ones(shape, bool) if annotated is None else np.asarray(annotated, bool)
+    if mask.shape != shape:
+        raise ValueError(f"annotated has shape {mask.shape}; expected (cases, channels) = {shape}")
     if has_background:
         per_case = np.concatenate((patch_voxels - per_case.sum(axis=1, keepdims=True), per_case), axis=1)
     counts = mask.sum(axis=0)

@@ -49,7 +49,7 @@ def _simulate(seg, labels, model, draws, seed):
         SamplingModel((6, 8, 8), (8, 10, 12), batch_size=3, oversample_foreground_percent=0.33),
         SamplingModel((1, 40, 40), (1, 48, 48), batch_size=2, oversample_foreground_percent=0.33),  # patch > case
         # nnU-Net 2.6's 2d loader: no margin around the image
-        SamplingModel((1, 12, 14), (1, 18, 20), batch_size=2, oversample_foreground_percent=0.33, need_to_pad=(0, 0, 0)),
+        SamplingModel((1, 12, 14), (1, 18, 20), 2, oversample_foreground_percent=0.33, need_to_pad=(0, 0, 0)),
     ],
 )
 def test_matches_nnunet_sampling(model):
