@@ -30,6 +30,8 @@ def _stats(args: argparse.Namespace) -> int:
     report = {
         "channels": list(stats.channels),
         "training_cases": stats.cases,
+        # per class, the training cases whose map of it the loss sees (all of them without a manifest)
+        "annotated_cases": list(stats.annotated_cases or [stats.cases] * len(stats.channels)),
         "patch_voxels": stats.patch_voxels,
         "heuristic_eps": [round(v, 3) for v in stats.expected_volume],
         "heuristic_eps_per_level": [[round(v * s, 3) for v in stats.expected_volume] for s in scales],
