@@ -1,10 +1,11 @@
 """Tiny synthetic datasets in nnU-Net's raw format, for tests, demonstrations and studies.
 
 :func:`write_raw_dataset` writes any list of :class:`ToyCase` atomically (the dataset folder
-appears only once complete). Two generators feed it: :func:`write_dataset`, small 3D volumes with
+appears only once complete). Three generators feed it: :func:`write_dataset`, small 3D volumes with
 one image channel holding up to two kinds of blobs (type 1 bright, type 2 dark; labels 0
-background, 1 and 2 the blob types), used by the tests; and :func:`lesion_case`, the demo's 2D
-images with one round lesion of type A (uniform) or B (striped).
+background, 1 and 2 the blob types), used by the tests; :func:`lesion_case`, the demo's 2D
+images with one round lesion of type A (uniform) or B (striped); and :func:`organ_case`, cubic 3D
+volumes holding one each of the :data:`ORGANS`, five structures of distinct shapes and textures.
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ def write_raw_dataset(
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = staging_folder(target)
     try:
+        # an nnU-Net raw dataset always has imagesTr, even one that only brings a test set
+        for folder in ("imagesTr", "labelsTr"):
+            (staging / folder).mkdir()
         training = 0
         for case in cases:
             split = "Ts" if case.test else "Tr"
@@ -215,3 +219,134 @@ def lesion_cases(
             types[split][case] = kind
             cases.append(ToyCase(case, picture, label, test=split == "test"))
     return cases, types
+
+
+# --- organs: 3D structures of distinct shapes and textures ------------------------------------------
+
+ORGAN_IMAGE = 40
+"""Side of the organs' cubic volumes in voxels: nnU-Net's 3d_fullres plans a 40³ patch for them."""
+ORGAN_NOISE = 0.35
+ORGAN_GAP = 2.0
+"""Least distance in voxels between two structures, so that no two voxels of different ones are neighbours."""
+PLACEMENT_TRIES = 200
+"""Draws of a structure's place before placing it is given up as impossible."""
+
+
+@dataclass(frozen=True)
+class Organ:
+    """One structure of :func:`organ_case`: its shape (named by ``name``), nominal size and appearance."""
+
+    name: str
+    """``ellipsoid``, ``torus``, ``tube``, ``sphere`` or ``box``: the shape too."""
+    size: tuple[float, ...]
+    """In voxels. Ellipsoid: semi-axes; torus: ring radius and tube radius; tube: radius and half-length;
+    sphere: radius; box: half-sides. Each drawn within ±10 %; ellipsoid and box axes in random order,
+    the torus's and tube's axis along a random one of the three."""
+    intensity: float
+    """Added to the background's zero-mean noise."""
+    texture: str
+    """``uniform``; ``shaded`` (+1 at the centre, falling linearly to +0 at the surface); ``checkered``
+    (2-voxel cubes ±0.5); ``rings`` (2-voxel bands across the axis, ±0.5)."""
+
+
+ORGANS = (
+    Organ("ellipsoid", (9.0, 7.0, 6.0), 1.0, "uniform"),
+    Organ("torus", (6.0, 2.0), 3.0, "uniform"),
+    Organ("tube", (2.0, 8.0), -2.2, "rings"),
+    Organ("sphere", (5.0,), 1.6, "shaded"),
+    Organ("box", (5.0, 4.0, 3.0), -1.0, "checkered"),
+)
+"""The structures in label order (1–5), largest first, which is also the order they are placed in."""
+
+
+@dataclass(frozen=True)
+class _Placed:
+    organ: Organ
+    size: np.ndarray
+    axis: int
+    """The axis of a torus or tube (0, 1, 2 = z, y, x); unused by the others."""
+
+    def half_extent(self) -> np.ndarray:
+        """How far the structure reaches from its centre along z, y and x."""
+        name, size = self.organ.name, self.size
+        if name in ("ellipsoid", "sphere", "box"):
+            return size
+        ring, thickness = (size[0] + size[1], size[1]) if name == "torus" else (size[0], size[1])
+        extent = np.full(3, ring)
+        extent[self.axis] = thickness
+        return extent
+
+    def mask(self, offset: np.ndarray, margin: float = 0.0) -> np.ndarray:
+        """Voxels inside, ``offset`` being ``(3, z, y, x)`` coordinates less the centre; grown by ``margin``.
+
+        Growing every size by ``margin`` holds every point within ``margin`` of the shape (for the
+        ellipsoid by Minkowski's inequality on its support function), so a grown mask that misses
+        another structure keeps both at least ``margin`` apart.
+        """
+        name, size = self.organ.name, self.size + margin
+        if name in ("ellipsoid", "sphere"):
+            return sum((o / s) ** 2 for o, s in zip(offset, size)) <= 1.0
+        if name == "box":
+            return np.all(np.abs(offset) <= size[:, None, None, None], axis=0)
+        along = offset[self.axis]
+        across2 = sum(o**2 for i, o in enumerate(offset) if i != self.axis)
+        if name == "torus":
+            return (np.sqrt(across2) - self.size[0]) ** 2 + along**2 <= size[1] ** 2
+        return (across2 <= size[0] ** 2) & (np.abs(along) <= size[1])  # tube
+
+    def appearance(self, offset: np.ndarray) -> np.ndarray:
+        """The intensity added at every voxel (used inside the mask only)."""
+        organ = self.organ
+        if organ.texture == "shaded":
+            radial = np.sqrt(sum((o / s) ** 2 for o, s in zip(offset, self.size)))
+            return organ.intensity + np.clip(1.0 - radial, 0.0, 1.0)
+        if organ.texture == "checkered":
+            cells = sum(np.floor(o / 2.0) for o in offset)
+            return organ.intensity + np.where(cells % 2 == 0, 0.5, -0.5)
+        if organ.texture == "rings":
+            return organ.intensity + np.where(np.floor(offset[self.axis] / 2.0) % 2 == 0, 0.5, -0.5)
+        return np.full(offset.shape[1:], organ.intensity)
+
+
+def _drawn(organ: Organ, rng: np.random.Generator) -> _Placed:
+    size = np.asarray(organ.size) * rng.uniform(0.9, 1.1, len(organ.size))
+    if organ.name == "sphere":
+        size = np.repeat(size, 3)
+    elif organ.name in ("ellipsoid", "box"):
+        size = rng.permutation(size)
+    return _Placed(organ, size, int(rng.integers(3)))
+
+
+def organ_case(
+    rng: np.random.Generator, size: int = ORGAN_IMAGE, organs: tuple[Organ, ...] = ORGANS
+) -> tuple[np.ndarray, np.ndarray]:
+    """A ``(size, size, size)`` float32 volume and its uint8 labels holding one of each of ``organs``.
+
+    Label ``k`` is ``organs[k - 1]``. Seeded rejection sampling in the given order: each structure
+    gets :data:`PLACEMENT_TRIES` draws of its centre, inside the volume with a voxel of background to
+    spare and, grown by :data:`ORGAN_GAP`, touching no structure placed before. One that finds no
+    place is a ``ValueError`` rather than an endless loop or an overlapping label.
+    """
+    shape = (size,) * 3
+    grid = np.indices(shape, dtype=np.float32)
+    image = rng.normal(0.0, ORGAN_NOISE, shape).astype(np.float32)
+    label = np.zeros(shape, dtype=np.uint8)
+    for value, organ in enumerate(organs, start=1):
+        placed = _drawn(organ, rng)
+        extent = placed.half_extent()
+        if np.any(2 * extent + 2 >= size):
+            raise ValueError(f"the {organ.name} of half-extent {np.round(extent, 1).tolist()} does not fit in {size}³")
+        for _ in range(PLACEMENT_TRIES):
+            centre = rng.uniform(extent + 1, size - extent - 1)
+            offset = grid - centre[:, None, None, None].astype(np.float32)
+            if not (placed.mask(offset, ORGAN_GAP) & (label > 0)).any():
+                break
+        else:
+            raise ValueError(
+                f"could not place the {organ.name} beside {value - 1} other structures in a {size}³ volume in "
+                f"{PLACEMENT_TRIES} tries; use larger volumes or fewer structures"
+            )
+        inside = placed.mask(offset)
+        label[inside] = value
+        image[inside] += placed.appearance(offset)[inside].astype(np.float32)
+    return image, label
