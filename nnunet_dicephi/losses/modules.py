@@ -12,9 +12,10 @@ Each module checks its options once at construction (ε settings without a lower
 calls the pure functions of this package; the math lives there. The activation and every sum run in
 float32 whatever the logits' dtype (fp16, bf16, under autocast or not), and the loss is float32;
 float64 logits stay float64. A training step synchronises nothing and compiles as one graph
-(``torch.compile(loss, fullgraph=True)``): the label values are checked on the first batch a module
-sees outside ``torch.compile``, and on every batch when the environment sets
-``NNUNET_DICEPHI_CHECK_LABELS=1`` (a debugging switch: one host synchronisation per step).
+(``torch.compile(loss, fullgraph=True)``), under DDP too, where ``distributed=True`` costs one
+all-reduce per call: the label values are checked on the first batch a module sees outside
+``torch.compile``, and on every batch when the environment sets ``NNUNET_DICEPHI_CHECK_LABELS=1``
+(a debugging switch: one host synchronisation per step).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from ._validation import (
     check_probs,
     values_checkable,
 )
-from .distributed import gather_annotated, gather_map_sums
+from .distributed import global_loss, is_distributed
 from .lovasz import lovasz_softmax_loss
 from .mime import _check_constant, mime_from_sums
 from .overlap import (  # the functional API whose options the modules take
@@ -214,7 +215,8 @@ class _OverlapLoss(SegmentationLoss):
         self.eps_per = check_choice("eps_per", eps_per, EPS_PER)
         """A per-class ε once per subset of Φ (``"subset"``, Eq. 3) or once per kept map (``"map"``)."""
         self.distributed = bool(distributed)
-        """Gather the map sums of all processes first (see :mod:`~nnunet_dicephi.losses.distributed`)."""
+        """Φ over the global batch of all processes: one all-reduce per call, in a process group of more
+        than one (see :mod:`~nnunet_dicephi.losses.distributed`)."""
         self._store_eps("eps_nr", eps_nr)
         self._store_eps("eps_dr", eps_nr if eps_dr is None else eps_dr)
         check_bounded_eps(self.eps_nr, self.eps_dr, include_background=self.include_background)
@@ -236,12 +238,6 @@ class _OverlapLoss(SegmentationLoss):
             voxel_mask=prepared.voxel_mask,
             validate=False,
         )
-        if self.distributed:
-            if annotated is None:
-                batch, classes = sums.intersection.shape
-                annotated = torch.ones((batch, classes), dtype=torch.bool, device=sums.intersection.device)
-            sums = gather_map_sums(sums)
-            annotated = gather_annotated(annotated)
         return self.loss_from_sums(sums, annotated)
 
     def loss_from_sums(self, sums: MapSums, annotated: Tensor | None) -> Tensor:
@@ -255,6 +251,8 @@ class _OverlapLoss(SegmentationLoss):
         extra = self._per_class_extras()
         if not self.include_background:
             sums, annotated, eps_nr, eps_dr, *extra = drop_background(sums, annotated, eps_nr, eps_dr, *extra)
+        if self.distributed and is_distributed():
+            return global_loss(self, sums, annotated, eps_nr, eps_dr, *extra)
         return self._from_sums(sums, annotated, eps_nr, eps_dr, *extra)
 
     def _per_class_extras(self) -> tuple:
