@@ -3,15 +3,26 @@
 What matters is what a fresh ``nnUNetv2_train`` sees, not what this process sees: the start-up hook
 may not run there (``pip install --target``, ``python -S``), and the ``nnUNetv2_train`` on ``PATH``
 may belong to another Python. So one child process, started with the interpreter of the
-``nnUNetv2_train`` on ``PATH``, runs nnU-Net's own trainer lookup and reads the device
-(:func:`_probe`); everything it reports is judged here, by a pure function (:func:`diagnose`).
-This process imports neither torch nor nnU-Net; the child's import of nnU-Net's trainer module (and
-with it torch), which every ``nnUNetv2_train`` pays too, is nearly all of the doctor's time.
+``nnUNetv2_train`` on ``PATH``, answers for it (:func:`_probe`); everything it reports is judged
+here, by a pure function (:func:`diagnose`). This process imports neither torch nor nnU-Net.
+
+Whether nnU-Net's lookup finds a trainer is read from the sources (:func:`_static_lookup`). The
+lookup imports each module of nnU-Net's trainer package, then (2.8 and later) of each folder on
+``nnUNet_extTrainer``, in ``pkgutil`` order, and returns the first answer to ``hasattr(module,
+name)``; the statements a module runs at import say the same without running them. Importing
+them is most of what the lookup costs (nnU-Net's trainer module pulls in torch's compiler, timm,
+matplotlib: 5 s of CPU), so the child runs nnU-Net's lookup itself only with ``--thorough``, or
+where the sources cannot tell (someone else's module-level ``__getattr__``, a name bound under an
+``if``, compiled modules). The sources show a syntax error, a relative import in a top-level module
+and an import of a module that is not installed, as nnU-Net's lookup would meet them; not a module
+that raises anything else while it runs (``--thorough`` does). The child still imports torch: only
+torch can say which GPUs it sees.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import json
 import os
@@ -33,6 +44,9 @@ HOOK_MODULE = "nnunet_dicephi._register"
 LOOKUP_NAMES = ("TrainerDiceBI", "TrainerDiceBI_eps1e-5")
 """A preset and a parametric name (built on demand by the module's ``__getattr__``)."""
 PROBE_TIMEOUT_S = 300
+LookupBy = Literal["sources", "import"]
+"""How the child answers the lookup: read from the sources (the default), or nnU-Net's own lookup run
+(``--thorough``)."""
 
 Status = Literal["ok", "note", "problem"]
 
@@ -45,20 +59,347 @@ class Check:
     topic: str
     detail: str
     fix: str = ""
+    how: str = ""
+    """How the finding was made, where that is not obvious (the trainer lookup)."""
 
     def lines(self) -> list[str]:
         head = f"{self.status:<8} {self.topic}: {self.detail}"
-        return [head, f"{'':9}fix: {self.fix}"] if self.fix else [head]
+        return [head] + [f"{'':9}{label}: {text}" for label, text in (("fix", self.fix), ("how", self.how)) if text]
 
 
 # --- what a fresh nnUNetv2_train sees --------------------------------------------------------
+#
+# The functions from here to _probe run in the child as source text (see probe_source), so they
+# import only the standard library, inside the function, and refer to no constant of this module.
+
+
+def _module_outcome(path, name, module, is_package, importable, ours, trees=None):
+    """What ``import_module(module)`` and then ``hasattr(module, name)`` give, read from the source at ``path``.
+
+    Only the statements that run at import count, not function or class bodies. ``name`` None asks
+    only whether the import fails (a package's ``__init__``). ``importable(top)`` says whether a
+    top-level module can be found; ``ours`` holds which names ``from nnunet_dicephi.trainers import
+    *`` (``star``) and that module's ``__getattr__`` (``getattr``) provide, None when unknown.
+    Returns ``(kind, detail)``: ``("found", "module.Class")``, ``("absent", "")``, ``("error",
+    "Type: message")`` as the import would raise it, or ``("undecided", why)``. ``trees`` keeps the
+    parsed files for the next name.
+    """
+    import ast
+
+    ours_module = "nnunet_dicephi.trainers"
+    if not path or not path.endswith(".py"):
+        return "undecided", f"{path or module} is not Python source"
+    trees = {} if trees is None else trees
+    if path not in trees:
+        try:
+            with open(path, "rb") as handle:
+                trees[path] = ast.parse(handle.read(), path)
+        except SyntaxError as error:
+            trees[path] = ("error", f"{type(error).__name__}: {error}")
+        except (OSError, ValueError) as error:
+            trees[path] = ("undecided", f"{path} cannot be read ({error})")
+    tree = trees[path]
+    if isinstance(tree, tuple):
+        return tree
+    package = module if is_package else module.rpartition(".")[0]
+    found = {"sure": None, "maybe": False, "star": [], "getattr": [], "dynamic": False, "fails": None}
+
+    class Fails(Exception):
+        pass
+
+    def bind(bound, how, conditional):
+        if bound == name:
+            if conditional:
+                found["maybe"] = True
+            else:
+                found["sure"] = how
+
+    def failure(node):
+        """Why the import statement ``node`` raises, or None."""
+        if isinstance(node, ast.ImportFrom) and node.level:
+            parts = package.split(".") if package else []
+            if not parts:
+                return "ImportError: attempted relative import with no known parent package"
+            if node.level > len(parts):
+                return "ImportError: attempted relative import beyond top-level package"
+            return None  # within the package being searched, which exists
+        targets = [node.module] if isinstance(node, ast.ImportFrom) else [alias.name for alias in node.names]
+        for target in targets:
+            top = target.split(".")[0]
+            if not importable(top):
+                return f"ModuleNotFoundError: No module named '{top}'"
+        return None
+
+    def source_of(node):
+        if not node.level:
+            return node.module
+        parts = package.split(".")
+        return ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
+
+    def catches(handler):
+        """Whether ``except ...:`` catches an ImportError."""
+        caught = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+        bases = ("ImportError", "ModuleNotFoundError", "Exception", "BaseException")
+        return handler.type is None or any(isinstance(kind, ast.Name) and kind.id in bases for kind in caught)
+
+    def visit(statements, conditional, guarded):
+        """Record what ``statements`` bind; False when a caught import error ended the block early."""
+        for node in statements:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                why = failure(node)
+                if why is not None:
+                    if guarded:  # inside try: ... except ImportError: the handler catches it
+                        return False
+                    if conditional:
+                        found["fails"] = found["fails"] or f"{path} may fail to import ({why}) on some paths"
+                        continue
+                    raise Fails(why)
+                for alias in node.names:
+                    if isinstance(node, ast.Import):
+                        bind(alias.asname or alias.name.split(".")[0], ("other", None), conditional)
+                    elif alias.name == "*":
+                        found["star"].append((source_of(node), conditional))
+                    else:
+                        if alias.name == "__getattr__" and alias.asname in (None, "__getattr__"):
+                            found["getattr"].append((source_of(node), conditional))
+                        bind(alias.asname or alias.name, ("from", source_of(node)), conditional)
+            elif isinstance(node, ast.ClassDef):
+                bind(node.name, ("class", None), conditional)
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                bind(node.name, ("other", None), conditional)
+                if node.name == "__getattr__":
+                    found["getattr"].append((None, conditional))
+            elif isinstance(node, (ast.Try, getattr(ast, "TryStar", ast.Try))):
+                completed = visit(node.body, conditional, guarded or any(map(catches, node.handlers)))
+                for handler in node.handlers:
+                    visit(handler.body, True, guarded)
+                if completed:
+                    visit(node.orelse, conditional, guarded)
+                visit(node.finalbody, conditional, guarded)
+            elif isinstance(node, (ast.With, ast.AsyncWith)):
+                visit(node.body, conditional, guarded)
+            elif isinstance(node, (ast.If, ast.For, ast.AsyncFor, ast.While)):
+                visit(node.body, True, guarded)
+                visit(node.orelse, True, guarded)
+            elif type(node).__name__ == "Match":
+                for case in node.cases:
+                    visit(case.body, True, guarded)
+            else:
+                expressions(node, conditional)
+                continue
+            headers = [getattr(node, field, None) for field in ("test", "target", "iter", "items", "subject")]
+            for header in headers:  # a loop's target, a with's "as", a walrus: bound, though maybe not for good
+                for part in header if isinstance(header, list) else [header]:
+                    if part is not None:
+                        expressions(part, True)
+        return True
+
+    def expressions(node, conditional):
+        for part in ast.walk(node):
+            if isinstance(part, ast.Name) and isinstance(part.ctx, ast.Store):
+                bind(part.id, ("other", None), conditional)
+            elif isinstance(part, ast.Call) and isinstance(part.func, ast.Name):
+                if part.func.id in ("globals", "locals", "vars", "setattr", "exec"):
+                    found["dynamic"] = True
+
+    try:
+        visit(tree.body, False, False)
+    except Fails as error:
+        return "error", str(error)
+    if found["fails"]:
+        return "undecided", found["fails"]
+    if name is None:
+        return "absent", ""
+    where = f"{ours_module}.{name}"
+    if found["sure"] is not None:
+        how, source = found["sure"]
+        if how == "class":
+            return "found", f"{module}.{name}"
+        if how == "from" and source == ours_module and ours is not None and name in ours["getattr"]:
+            return "found", where
+        return "undecided", f"{path} binds {name} otherwise than by a class statement"
+    if found["maybe"]:
+        return "undecided", f"{path} binds {name} on some paths only"
+    for source, conditional in found["star"]:
+        if source != ours_module or ours is None:
+            return "undecided", f"{path} runs from {source} import *"
+        if name in ours["star"]:
+            return ("undecided", f"{path} imports * on some paths only") if conditional else ("found", where)
+    for source, conditional in found["getattr"]:
+        if source != ours_module or ours is None:
+            return "undecided", f"{path} has a module-level __getattr__" + (f" from {source}" if source else "")
+        if name in ours["getattr"]:
+            return ("undecided", f"{path} imports __getattr__ on some paths only") if conditional else ("found", where)
+    if found["dynamic"]:
+        return "undecided", f"{path} sets names at import through globals(), setattr() or exec()"
+    return "absent", ""
+
+
+def _search_folder(folder, prefix, name, importable, ours, trees, pending=()):
+    """nnU-Net's ``_recursive_find_python_class(folder, name, prefix)``, read from the sources.
+
+    The modules of ``folder`` in ``pkgutil`` order, then each sub-package the same way; the first
+    module that has ``name`` (or fails to import) ends the search. Importing a module first runs the
+    ``__init__`` of every package above it that is not imported yet (``pending``). Returns
+    ``(kind, detail)`` as :func:`_module_outcome`.
+    """
+    import importlib.util
+    import os
+    import pkgutil
+
+    def shadowed(name):
+        """Where else a top-level ``name`` is found; one already imported would answer instead (None: nowhere)."""
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            return None
+        if spec is None:
+            return None
+        places = [spec.origin, *(spec.submodule_search_locations or [])]
+        if any(place and os.path.dirname(os.path.abspath(place)) == os.path.abspath(folder) for place in places):
+            return None  # this very folder is on sys.path too
+        return spec.origin or "a namespace package"
+
+    modules = list(pkgutil.iter_modules([folder]))
+    for info in modules:
+        if info.ispkg:
+            continue
+        for init, package in pending:
+            kind, detail = _module_outcome(init, None, package, True, importable, ours, trees)
+            if kind != "absent":
+                return kind, detail
+        pending = ()
+        module = info.name if prefix is None else f"{prefix}.{info.name}"
+        spec = info.module_finder.find_spec(info.name)
+        if prefix is None and shadowed(info.name):  # a top-level name: a module imported before would answer
+            return "undecided", f"{module} in {folder} is also the name of {shadowed(info.name)}"
+        kind, detail = _module_outcome(spec.origin if spec else None, name, module, False, importable, ours, trees)
+        if kind != "absent":
+            return kind, detail
+    for info in modules:
+        if info.ispkg:
+            package = info.name if prefix is None else f"{prefix}.{info.name}"
+            if prefix is None and shadowed(info.name):
+                return "undecided", f"{package} in {folder} is also the name of {shadowed(info.name)}"
+            inside = os.path.join(folder, info.name)
+            spec = info.module_finder.find_spec(info.name)
+            kind, detail = _search_folder(
+                inside, package, name, importable, ours, trees, (*pending, (spec.origin if spec else None, package))
+            )
+            if kind != "absent":
+                return kind, detail
+    return "absent", ""
+
+
+def _static_lookup(names, package, external, ext_trainer, ours):
+    """What nnU-Net's trainer lookup returns for each of ``names``, read from the sources.
+
+    ``package`` is the ``nnunetv2`` folder; ``external`` whether its lookup also searches the folders
+    on ``nnUNet_extTrainer`` (2.8 and later: only when its own trainer package has no such name,
+    each existing folder in turn, as top-level modules with the folder first on ``sys.path``), and
+    ``ext_trainer`` that variable's value. Each result is ``{"found": "module.Class"}``,
+    ``{"missing": ...}``, ``{"error": "Type: message"}`` or ``{"undecided": why}``.
+    """
+    import importlib.util
+    import os
+    import sys
+
+    def importable_from(base):
+        known = {}
+
+        def importable(top):
+            if top not in known:
+                if base is not None:
+                    sys.path.insert(0, os.path.abspath(base))
+                try:
+                    known[top] = importlib.util.find_spec(top) is not None
+                except (ImportError, ValueError):
+                    known[top] = False
+                finally:
+                    if base is not None:
+                        sys.path.remove(os.path.abspath(base))
+            return known[top]
+
+        return importable
+
+    searches = [(os.path.join(package, "training", "nnUNetTrainer"), "nnunetv2.training.nnUNetTrainer", None)]
+    if external and ext_trainer is not None:
+        folders = [path for path in ext_trainer.split(os.pathsep) if path.strip() and os.path.exists(path)]
+        searches += [(path, None, path) for path in folders]
+    checkers = [importable_from(base) for _, _, base in searches]
+    trees = {}
+    results = {}
+    for name in names:
+        kind, detail = "absent", ""
+        for (folder, prefix, _), importable in zip(searches, checkers):
+            kind, detail = _search_folder(folder, prefix, name, importable, ours, trees)
+            if kind != "absent":
+                break
+        where = "nnU-Net's trainer package" + (" nor on nnUNet_extTrainer" if len(searches) > 1 else "")
+        results[name] = {"missing": f"{name} is not in {where}"} if kind == "absent" else {kind: detail}
+    return results
+
+
+def _ours(names):
+    """Which of ``names`` ``nnunet_dicephi.trainers`` gives to ``import *`` (the presets) and builds in ``__getattr__``.
+
+    Read from this Python's nnunet-dicephi without importing its trainers (nor torch); None when it
+    has no such grammar module (not installed, or another version).
+    """
+    try:
+        from nnunet_dicephi.loss_config import PRESETS, TrainerNameError, parse_trainer_name
+    except ImportError:
+        return None
+    built = []
+    for name in names:
+        try:
+            if name.startswith("Trainer") and (PRESETS.get(name) or parse_trainer_name(name)):
+                built.append(name)
+        except TrainerNameError:
+            pass
+    return {"star": [name for name in names if name in PRESETS], "getattr": built}
+
+
+def _real_lookup(names):
+    """nnU-Net's own trainer lookup on each of ``names``, as ``nnUNetv2_train`` runs it (imports its trainers)."""
+    import os
+
+    import nnunetv2
+
+    try:
+        from nnunetv2.utilities import find_objects
+    except ImportError:  # before 2.8 the lookup searched nnU-Net's own trainer package only
+        find_objects = None
+    if find_objects is not None:
+        find = find_objects.recursive_find_trainer_class_by_name
+    else:
+
+        def find(name):  # get_trainer_from_args of nnU-Net 2.5 to 2.7, without the dataset
+            from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+
+            folder = os.path.join(nnunetv2.__path__[0], "training", "nnUNetTrainer")
+            found = recursive_find_python_class(folder, name, "nnunetv2.training.nnUNetTrainer")
+            if found is None:
+                raise RuntimeError(f"Could not find requested nnunet trainer {name}")
+            return found
+
+    results = {}
+    for name in names:
+        try:
+            found = find(name)
+            results[name] = {"found": f"{found.__module__}.{found.__qualname__}"}
+        except Exception as error:  # a name not found, or a module on the search path that fails
+            kind = "missing" if "Could not find requested nnunet trainer" in str(error) else "error"
+            results[name] = {kind: f"{type(error).__name__}: {error}"}
+    return results
 
 
 def _probe() -> None:
     """Print, as one JSON line, what a fresh interpreter finds: nnU-Net's lookup, torch, the device.
 
     Runs in the child process as source text (``python -c``), so it needs nothing of this package:
-    it also reports on an interpreter where nnunet-dicephi is not installed.
+    it also reports on an interpreter where nnunet-dicephi is not installed. Its arguments: how to
+    answer the lookup (:data:`LookupBy`), then the trainer names.
     """
     import contextlib
     import importlib.metadata
@@ -68,7 +409,7 @@ def _probe() -> None:
     import os
     import sys
 
-    names = sys.argv[1:]
+    by, names = sys.argv[1], sys.argv[2:]
     if sys.path and sys.path[0] == "":  # `python -c` searches the working folder first; nnUNetv2_train does not
         del sys.path[0]
     report = {
@@ -86,32 +427,25 @@ def _probe() -> None:
             import nnunetv2
 
             report["nnunet"] = importlib.metadata.version("nnunetv2")
-            report["nnunet_path"] = nnunetv2.__path__[0]
-            try:
-                from nnunetv2.utilities import find_objects
-            except ImportError:  # before 2.8 the lookup searched nnU-Net's own trainer package only
-                find_objects = None
-            report["external_lookup"] = find_objects is not None and hasattr(find_objects, "nnUNet_extTrainer")
-            if find_objects is not None:
-                find = find_objects.recursive_find_trainer_class_by_name
-            else:
-
-                def find(name):  # get_trainer_from_args of nnU-Net 2.5 to 2.7, without the dataset
-                    from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
-
-                    folder = os.path.join(nnunetv2.__path__[0], "training", "nnUNetTrainer")
-                    found = recursive_find_python_class(folder, name, "nnunetv2.training.nnUNetTrainer")
-                    if found is None:
-                        raise RuntimeError(f"Could not find requested nnunet trainer {name}")
-                    return found
-
-            for name in names:
+            package = report["nnunet_path"] = nnunetv2.__path__[0]
+            try:  # 2.8 and later also search nnUNet_extTrainer; read from its source, as registration does
+                with open(os.path.join(package, "utilities", "find_objects.py"), encoding="utf-8") as handle:
+                    report["external_lookup"] = "nnUNet_extTrainer" in handle.read()
+            except OSError:  # no find_objects.py: the lookup before 2.8.0
+                report["external_lookup"] = False
+            if by == "sources":
+                ext = os.environ.get("nnUNet_extTrainer")
                 try:
-                    found = find(name)
-                    report["lookups"][name] = {"found": f"{found.__module__}.{found.__qualname__}"}
-                except Exception as error:  # a name not found, or a module on the search path that fails
-                    kind = "missing" if "Could not find requested nnunet trainer" in str(error) else "error"
-                    report["lookups"][name] = {kind: f"{type(error).__name__}: {error}"}
+                    found = _static_lookup(names, package, report["external_lookup"], ext, _ours(names))
+                except Exception as error:  # a folder that cannot be listed, say: nnU-Net's lookup will tell
+                    found = {"": {"undecided": f"reading them failed: {type(error).__name__}: {error}"}}
+                undecided = [result["undecided"] for result in found.values() if "undecided" in result]
+                if undecided:  # nnU-Net's own lookup answers, and the report says why
+                    report["lookup_why"] = undecided[0]
+                else:
+                    report["lookup_by"], report["lookups"] = "sources", found
+            if "lookup_by" not in report:
+                report["lookup_by"], report["lookups"] = "import", _real_lookup(names)
             import torch
 
             report["torch"] = torch.__version__
@@ -126,6 +460,15 @@ def _probe() -> None:
         except Exception as error:
             report["error"] = f"{type(error).__name__}: {error}"
     print(json.dumps(report))
+
+
+_PROBE_FUNCTIONS = (_module_outcome, _search_folder, _static_lookup, _ours, _real_lookup, _probe)
+
+
+def probe_source() -> str:
+    """The child's program: the probe's functions as source text, then the call."""
+    parts = [textwrap.dedent(inspect.getsource(function)) for function in _PROBE_FUNCTIONS]
+    return "\n\n".join(["from __future__ import annotations", *parts, "_probe()\n"])
 
 
 def trainer_command_python(command: str | None) -> str | None:
@@ -161,10 +504,10 @@ def probe_environment(environ: Mapping[str, str], python: str, hook_ran_here: bo
     return env
 
 
-def start_probe(python: str, env: Mapping[str, str]) -> subprocess.Popen:
-    source = textwrap.dedent(inspect.getsource(_probe)) + "\n_probe()\n"
+def start_probe(python: str, env: Mapping[str, str], by: LookupBy = "sources") -> subprocess.Popen:
+    """Start the probe in ``python`` with the environment ``env``; :func:`finish_probe` reads its report."""
     return subprocess.Popen(
-        [python, "-c", source, *LOOKUP_NAMES],
+        [python, "-c", probe_source(), by, *LOOKUP_NAMES],
         env=dict(env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -289,6 +632,24 @@ def _device(probe: Mapping[str, Any], environ: Mapping[str, str]) -> Check:
 
 
 def _lookup(probe: Mapping[str, Any], environ: Mapping[str, str], here: Here) -> Check:
+    """The lookup's finding, with how it was made: read from the sources, or nnU-Net's lookup run."""
+    check = _lookup_finding(probe, environ, here)
+    by, why = probe.get("lookup_by"), probe.get("lookup_why")
+    if by == "sources":
+        then = f", then the folders on {EXT_TRAINER}" if probe.get("external_lookup") else ""
+        how = (
+            f"read from the sources by nnU-Net {probe.get('nnunet', '')}'s rules (its trainer package{then}), "
+            "not imported; --thorough runs nnU-Net's lookup itself"
+        )
+    elif by == "import":
+        run = "nnU-Net's own lookup, run as nnUNetv2_train runs it"
+        how = f"{run}: the sources could not tell ({why})" if why else f"{run} (--thorough)"
+    else:
+        how = ""
+    return dataclasses.replace(check, how=how)
+
+
+def _lookup_finding(probe: Mapping[str, Any], environ: Mapping[str, str], here: Here) -> Check:
     lookups: Mapping[str, Mapping[str, str]] = probe.get("lookups", {})
     names = " and ".join(lookups) or "no name"
     found = {name: result["found"] for name, result in lookups.items() if "found" in result}
@@ -458,11 +819,12 @@ def run_doctor(args: argparse.Namespace) -> int:
 
     Versions of nnunet-dicephi, nnU-Net, torch and Python; the nnUNetv2_train on PATH and its Python;
     the device (CUDA with each GPU's name and memory, MPS or CPU); whether nnU-Net's own trainer lookup,
-    run in a fresh process as nnUNetv2_train runs it, finds a preset (TrainerDiceBI) and a parametric
-    name (TrainerDiceBI_eps1e-5), and if not why; torch.compile and mixed precision as nnU-Net will
-    choose them; nnUNet_raw, nnUNet_preprocessed and nnUNet_results (set, existing, writable). Each line
-    says ok, note or problem, with the fix. Exit status 1 when a problem blocks training. Takes a few
-    seconds: the lookup imports torch and nnU-Net.
+    in a fresh process with the Python of nnUNetv2_train, finds a preset (TrainerDiceBI) and a
+    parametric name (TrainerDiceBI_eps1e-5), and if not why; torch.compile and mixed precision as
+    nnU-Net will choose them; nnUNet_raw, nnUNet_preprocessed and nnUNet_results (set, existing,
+    writable). Each line says ok, note or problem, with the fix. Exit status 1 when a problem blocks
+    training. Takes a few seconds (the check imports torch): the lookup is read from the modules'
+    sources by nnU-Net's rules, and run only where they cannot tell or with --thorough.
     """
     print("nnunet-dicephi doctor: can nnUNetv2_train use these trainers here?", flush=True)
     import nnunet_dicephi
@@ -471,7 +833,8 @@ def run_doctor(args: argparse.Namespace) -> int:
     command = shutil.which("nnUNetv2_train")
     python = trainer_command_python(command) or sys.executable
     folder = _lookup_folder()
-    process = start_probe(python, probe_environment(os.environ, python, hook_ran_here, folder))
+    env = probe_environment(os.environ, python, hook_ran_here, folder)
+    process = start_probe(python, env, "import" if getattr(args, "thorough", False) else "sources")
     here = Here(nnunet_dicephi.__version__, sys.executable, sys.prefix, command, folder)
     checks = diagnose(finish_probe(process), os.environ, here)
     for check in checks:
@@ -495,7 +858,13 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+THOROUGH_HELP = (
+    "run nnU-Net's trainer lookup itself, importing its trainer package as nnUNetv2_train does (about 5 s "
+    "of CPU more), instead of reading the modules' sources by its rules; catches a module that fails at import"
+)
+
+
 def add_parser(verbs: Any) -> None:
     """Add the ``doctor`` and ``info`` verbs to the subparsers of the ``nnunet-dicephi`` command."""
-    add_verb(verbs, "doctor", run_doctor)
-    add_verb(verbs, "info", run_info)
+    for name, run in (("doctor", run_doctor), ("info", run_info)):
+        add_verb(verbs, name, run).add_argument("--thorough", action="store_true", help=THOROUGH_HELP)

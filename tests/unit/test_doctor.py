@@ -1,6 +1,9 @@
 """``nnunet-dicephi doctor``: each finding and its fix, the exit status, a closed pipe; and the last
 lines of nnU-Net's stock commands when a trainer name or a manifest is wrong."""
 
+import ast
+import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -233,7 +236,7 @@ def test_exit_status_and_last_line(monkeypatch, capsys, folders, verb, probe, st
     for variable, value in folders.items():
         monkeypatch.setenv(variable, value)
     monkeypatch.setenv("PATH", os.pathsep.join([str(BIN), os.environ.get("PATH", "")]))
-    monkeypatch.setattr(doctor, "start_probe", lambda python, env: None)
+    monkeypatch.setattr(doctor, "start_probe", lambda python, env, by="sources": None)
     monkeypatch.setattr(doctor, "finish_probe", lambda process: probe)
     assert main([verb]) == status
     lines = capsys.readouterr().out.splitlines()
@@ -262,6 +265,340 @@ def test_another_python_gets_the_environment_without_this_processs_hook():
     assert other == {"nnUNet_extTrainer": "/mine", "HOME": "/h"}
     assert "nnUNet_extTrainer" not in doctor.probe_environment({"nnUNet_extTrainer": FOLDER}, "/other/py", True, FOLDER)
     assert doctor.probe_environment(env, "/other/python", False, FOLDER) == env  # the user exported it
+
+
+def test_the_lookup_line_says_how_it_was_made(folders):
+    read = _by_topic(diagnose(_probe(lookup_by="sources"), folders, _here()))["trainer lookup"]
+    assert read.detail == (
+        "nnU-Net's lookup finds TrainerDiceBI and TrainerDiceBI_eps1e-5 through nnUNet_extTrainer "
+        "(set by the start-up hook)"
+    )
+    assert read.lines()[1] == (
+        "         how: read from the sources by nnU-Net 2.8.1's rules (its trainer package, then the folders on "
+        "nnUNet_extTrainer), not imported; --thorough runs nnU-Net's lookup itself"
+    )
+    old = _probe(nnunet="2.6.2", external_lookup=False, lookups=MISSING, lookup_by="sources")
+    check = _by_topic(diagnose(old, folders, _here()))["trainer lookup"]
+    assert [line.split(":")[0].strip() for line in check.lines()[1:]] == ["fix", "how"]  # the fix comes first
+    assert "by nnU-Net 2.6.2's rules (its trainer package), not imported" in check.how
+    thorough = _by_topic(diagnose(_probe(lookup_by="import"), folders, _here()))["trainer lookup"]
+    assert thorough.how == "nnU-Net's own lookup, run as nnUNetv2_train runs it (--thorough)"
+    why = "/x/mine.py has a module-level __getattr__"
+    fallen_back = _by_topic(diagnose(_probe(lookup_by="import", lookup_why=why), folders, _here()))
+    assert fallen_back["trainer lookup"].how.endswith(f"the sources could not tell ({why})")
+
+
+def test_thorough_asks_the_probe_to_run_nnunets_lookup(monkeypatch, capsys, folders):
+    from nnunet_dicephi.cli import main
+
+    asked = []
+    monkeypatch.setattr(doctor, "start_probe", lambda python, env, by="sources": asked.append(by))
+    monkeypatch.setattr(doctor, "finish_probe", lambda process: _probe(lookup_by=asked[-1]))
+    for argv in (["doctor"], ["doctor", "--thorough"], ["info", "--thorough"]):
+        main(argv)
+    assert asked == ["sources", "import", "import"]
+    assert "(--thorough)" in capsys.readouterr().out
+
+
+# --- nnU-Net's lookup, read from the sources ------------------------------------------------------
+
+NAMES = (*doctor.LOOKUP_NAMES, "TrainerDiceBX")  # a preset, a parametric name, a name outside the grammar
+SHIM = Path(FOLDER, "dicephi_trainers.py").read_text()
+CLASH = (
+    "from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer\n\n\n"
+    "class TrainerDiceBI(nnUNetTrainer):\n    pass\n"
+)
+NOT_INSTALLED = "ModuleNotFoundError: No module named 'dp_not_installed'"
+NNUNET = Path(importlib.util.find_spec("nnunetv2").submodule_search_locations[0])  # not imported
+
+
+def _found(top):
+    return importlib.util.find_spec(top) is not None
+
+
+def _ours(*names):
+    return {name: ("found", f"nnunet_dicephi.trainers.{name}") for name in names}
+
+
+def _all(kind, detail=None):
+    return dict.fromkeys(NAMES, (kind, detail))
+
+
+def _write(root, files):
+    for relative, text in files.items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_text(text)
+    return str(root)
+
+
+def _scenarios(root):
+    """Folders for nnUNet_extTrainer (nnU-Net 2.8), each with what nnU-Net's lookup returns per name.
+
+    The modules' names start with dp_, so that no installed module of the same name answers first.
+    """
+    from nnunet_dicephi.registration import MODULE_TEXT
+
+    def folder(name, files):
+        return _write(root / name, files)
+
+    missing = ("missing", None)
+    return {
+        "this package's folder": (FOLDER, {**_all(*missing), **_ours(*doctor.LOOKUP_NAMES)}),
+        "unset": (None, _all(*missing)),
+        "empty and absent entries skipped": (
+            os.pathsep.join(["", str(root / "absent"), FOLDER]),
+            {**_all(*missing), **_ours(*doctor.LOOKUP_NAMES)},
+        ),
+        "a class of the same name first": (
+            os.pathsep.join([folder("clash", {"dp_clash.py": CLASH}), FOLDER]),
+            {**_all(*missing), **_ours(*doctor.LOOKUP_NAMES), "TrainerDiceBI": ("found", "dp_clash.TrainerDiceBI")},
+        ),
+        "the registered module's text": (
+            folder("registered", {"dp_registered.py": MODULE_TEXT}),
+            {**_all(*missing), **_ours(*doctor.LOOKUP_NAMES)},
+        ),
+        "presets only (import *)": (
+            folder("star", {"dp_star.py": "from nnunet_dicephi.trainers import *  # noqa: F403\n"}),
+            {**_all(*missing), **_ours("TrainerDiceBI")},
+        ),
+        "sub-packages, after the plain modules": (
+            folder(
+                "nested",
+                {
+                    "dp_plain.py": "x = 1\n",
+                    "dp_pkg/__init__.py": "",
+                    "dp_pkg/inner/__init__.py": "",
+                    "dp_pkg/inner/dp_mod.py": SHIM,
+                },
+            ),
+            {**_all(*missing), **_ours(*doctor.LOOKUP_NAMES)},
+        ),
+        "a relative import in a top-level module": (
+            folder("relative", {"dp_relative.py": "from . import helper\n"}),
+            _all("error", "ImportError: attempted relative import with no known parent package"),
+        ),
+        "a syntax error before this package's folder": (
+            os.pathsep.join([folder("syntax", {"dp_syntax.py": "def broken(:\n"}), FOLDER]),
+            _all("error", None),
+        ),
+        "a dependency not installed": (
+            folder("dependency", {"dp_dependency.py": "from dp_not_installed.trainers import *\n"}),
+            _all("error", NOT_INSTALLED),
+        ),
+        "a package whose __init__ fails": (
+            folder("init", {"dp_broken/__init__.py": "import dp_not_installed\n", "dp_broken/dp_m.py": ""}),
+            _all("error", NOT_INSTALLED),
+        ),
+        "an import error caught": (
+            folder(
+                "caught",
+                {"dp_caught.py": "try:\n    from dp_not_installed import *\nexcept ImportError:\n    pass\n"},
+            ),
+            _all(*missing),
+        ),
+        "a module-level __getattr__ of someone else's": (
+            folder("getattr", {"dp_getattr.py": "def __getattr__(name):\n    raise AttributeError(name)\n"}),
+            _all("undecided", None),
+        ),
+        "a class under an if": (
+            folder(
+                "conditional",
+                {
+                    "dp_conditional.py": CLASH.replace("class", "if True:\n    class").replace(
+                        "    pass", "        pass"
+                    )
+                },
+            ),
+            {**_all(*missing), "TrainerDiceBI": ("undecided", None)},
+        ),
+    }
+
+
+def _matches(result, expected):
+    kind, detail = expected
+    return set(result) == {kind} and (detail is None or result[kind] == detail)
+
+
+def test_the_sources_say_what_nnunets_lookup_finds_in_each_folder(tmp_path):
+    for scenario, (value, expected) in _scenarios(tmp_path).items():
+        found = doctor._static_lookup(NAMES, str(NNUNET), True, value, doctor._ours(NAMES))
+        for name in NAMES:
+            assert _matches(found[name], expected[name]), (scenario, name, found[name])
+    syntax = _scenarios(tmp_path)["a syntax error before this package's folder"][0]
+    found = doctor._static_lookup(NAMES, str(NNUNET), True, syntax, doctor._ours(NAMES))
+    assert found["TrainerDiceBI"]["error"].startswith("SyntaxError: ") and "dp_syntax.py, line 1" in str(found)
+
+
+def _fake_nnunet(root, package="nnunetv2", **files):
+    """A package laid out as nnU-Net's trainer package, holding only ``files``."""
+    base = {"__init__.py": "", "training/__init__.py": "", "training/nnUNetTrainer/__init__.py": ""}
+    trainers = {f"training/nnUNetTrainer/{path}": text for path, text in files.items()}
+    return _write(root / package, {**base, **trainers})
+
+
+def _packages(root):
+    """Trainer packages as nnU-Net's (searched alone before 2.8, first from 2.8 on), with what its search finds."""
+    from nnunet_dicephi.registration import MODULE_TEXT
+
+    missing = _all("missing")
+    variants = {"variants/__init__.py": "", "variants/loss/__init__.py": "", "variants/loss/dp_loss.py": "x = 1\n"}
+    registered = {**variants, "variants/dicephi_trainers.py": MODULE_TEXT, "variants/zz.py": CLASH}
+    clash = {**variants, "variants/aa.py": CLASH, "variants/dicephi_trainers.py": MODULE_TEXT}
+    where = "dp_fake_clash.training.nnUNetTrainer.variants.aa.TrainerDiceBI"
+    return {
+        "dp_fake_bare": (_fake_nnunet(root, "dp_fake_bare", **variants), missing),
+        "dp_fake_registered": (
+            _fake_nnunet(root, "dp_fake_registered", **registered),
+            {**missing, **_ours(*doctor.LOOKUP_NAMES)},
+        ),
+        "dp_fake_clash": (
+            _fake_nnunet(root, "dp_fake_clash", **clash),
+            {**missing, **_ours(*doctor.LOOKUP_NAMES), "TrainerDiceBI": ("found", where)},
+        ),
+    }
+
+
+def test_before_2_8_only_nnunets_own_package_is_searched(tmp_path):
+    from nnunet_dicephi.registration import MODULE_TEXT
+
+    bare = _fake_nnunet(tmp_path / "bare", **{"nnUNetTrainer.py": "class nnUNetTrainer:\n    pass\n"})
+    found = doctor._static_lookup(NAMES, bare, False, FOLDER, doctor._ours(NAMES))
+    assert set(found["TrainerDiceBI"]) == {"missing"}  # nnUNet_extTrainer is not read before 2.8
+    placed = {"variants/__init__.py": "", "variants/dicephi_trainers.py": MODULE_TEXT}
+    registered = _fake_nnunet(tmp_path / "registered", **placed)
+    found = doctor._static_lookup(NAMES, registered, False, None, doctor._ours(NAMES))
+    assert {name: found[name] for name in doctor.LOOKUP_NAMES} == {
+        name: {"found": where} for name, (_, where) in _ours(*doctor.LOOKUP_NAMES).items()
+    }
+    for package, (folder, expected) in _packages(tmp_path / "packages").items():
+        trainers, prefix = os.path.join(folder, "training", "nnUNetTrainer"), f"{package}.training.nnUNetTrainer"
+        for name in NAMES:
+            kind, detail = doctor._search_folder(trainers, prefix, name, lambda top: True, doctor._ours(NAMES), {})
+            assert _matches({"missing" if kind == "absent" else kind: detail}, expected[name]), (package, name)
+
+
+def test_a_registered_module_without_nnunet_dicephi_stays_out_of_the_way(tmp_path):
+    """The registered module catches the missing package; the lookup folder's module does not."""
+    from nnunet_dicephi.registration import MODULE_TEXT
+
+    _write(tmp_path, {"registered.py": MODULE_TEXT, "shim.py": SHIM})
+
+    def without_us(top):
+        return top != "nnunet_dicephi"
+
+    _write(tmp_path, {"uncaught.py": "try:\n    import dp_not_installed\nexcept KeyError:\n    pass\n"})
+    outcome = doctor._module_outcome(str(tmp_path / "uncaught.py"), "TrainerDiceBI", "uncaught", False, _found, None)
+    assert outcome == ("error", NOT_INSTALLED)  # only a handler of ImportError (or a base) catches it
+    for module, expected in (
+        ("registered", ("absent", "")),
+        ("shim", ("error", "ModuleNotFoundError: No module named 'nnunet_dicephi'")),
+    ):
+        outcome = doctor._module_outcome(
+            str(tmp_path / f"{module}.py"), "TrainerDiceBI", module, False, without_us, None
+        )
+        assert outcome == expected
+
+
+@pytest.mark.parametrize(
+    ("source", "undecided"),
+    [
+        ("from json import *\n", "runs from json import *"),
+        ("from json import TrainerDiceBI\n", "binds TrainerDiceBI otherwise than by a class statement"),
+        ("globals()['TrainerDiceBI'] = object\n", "through globals(), setattr() or exec()"),
+        ("for TrainerDiceBI in range(2):\n    pass\n", "binds TrainerDiceBI on some paths only"),
+        ("if False:\n    import dp_not_installed\n", "may fail to import (" + NOT_INSTALLED + ") on some paths"),
+    ],
+)
+def test_what_the_sources_cannot_tell_is_left_to_nnunets_lookup(tmp_path, source, undecided):
+    _write(tmp_path, {"dp_module.py": source})
+    kind, why = doctor._module_outcome(
+        str(tmp_path / "dp_module.py"), "TrainerDiceBI", "dp_module", False, _found, doctor._ours(NAMES)
+    )
+    assert kind == "undecided" and why.endswith(undecided)
+
+
+def test_the_default_probe_does_not_import_nnunets_trainers():
+    """What the lookup costs is importing nnU-Net's trainer package; the default reads it instead."""
+    source = doctor.probe_source() + "import sys\nprint(sorted(m for m in sys.modules if m.startswith('nnunetv2.')))\n"
+    result = subprocess.run(
+        [sys.executable, "-c", source, "sources", *doctor.LOOKUP_NAMES],
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    report, imported = result.stdout.splitlines()[-2:]
+    assert json.loads(report)["lookup_by"] == "sources"
+    assert not [m for m in ast.literal_eval(imported) if m.startswith("nnunetv2.training")]
+
+
+AGREEMENT = """
+import contextlib, importlib.util, io, json, os, sys
+from nnunet_dicephi import doctor
+import nnunetv2
+from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+
+scenarios, root, names = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3:]
+ours, out = doctor._ours(names), {}
+for scenario, value in scenarios.items():  # nnU-Net 2.8's lookup: its own package, then nnUNet_extTrainer
+    if value is None:
+        os.environ.pop("nnUNet_extTrainer", None)
+    else:
+        os.environ["nnUNet_extTrainer"] = value
+    read = doctor._static_lookup(names, nnunetv2.__path__[0], True, value, ours)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        run = doctor._real_lookup(names)
+    out[scenario] = {"sources": read, "import": run}
+sys.path.insert(0, root)  # packages laid out as nnU-Net's: the search of its own package (alone before 2.8)
+importable = lambda top: importlib.util.find_spec(top) is not None
+for package in sorted(os.listdir(root)):
+    folder, prefix = os.path.join(root, package, "training", "nnUNetTrainer"), f"{package}.training.nnUNetTrainer"
+    read, run = {}, {}
+    for name in names:
+        kind, detail = doctor._search_folder(folder, prefix, name, importable, ours, {})
+        read[name] = {"missing": ""} if kind == "absent" else {kind: detail}
+        with contextlib.redirect_stderr(io.StringIO()):
+            found = recursive_find_python_class(folder, name, prefix)
+        run[name] = {"missing": ""} if found is None else {"found": f"{found.__module__}.{found.__qualname__}"}
+    out[package] = {"sources": read, "import": run}
+print(json.dumps(out))
+"""
+
+
+def _agree(read, run):
+    """The sources say what the lookup says: the same class, the same error, or nothing found."""
+    return read == run or set(read) == set(run) == {"missing"}
+
+
+@pytest.mark.slow
+def test_the_sources_agree_with_nnunets_lookup_in_each_folder(tmp_path):
+    scenarios = _scenarios(tmp_path / "ext")
+    values = json.dumps({scenario: value for scenario, (value, _) in scenarios.items()})
+    scenarios.update(_packages(tmp_path / "packages"))
+    result = subprocess.run(
+        [sys.executable, "-c", AGREEMENT, values, str(tmp_path / "packages"), *NAMES],
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    answered = json.loads(result.stdout.splitlines()[-1])
+    assert set(answered) == set(scenarios)
+    for scenario, answers in answered.items():
+        for name in NAMES:
+            read, run = answers["sources"][name], answers["import"][name]
+            assert _matches(read, scenarios[scenario][1][name]), (scenario, name, read)
+            assert "undecided" in read or _agree(read, run), (scenario, name, read, run)
+
+
+@pytest.mark.slow
+def test_the_default_check_agrees_with_nnunets_own_lookup_here():
+    """On this installation the default (read from the sources) reports exactly what --thorough does."""
+    env = _clean_env()
+    reports = {by: doctor.finish_probe(doctor.start_probe(sys.executable, env, by)) for by in ("sources", "import")}
+    assert reports["sources"].pop("lookup_by") == "sources" and reports["import"].pop("lookup_by") == "import"
+    assert reports["sources"] == reports["import"]
+    assert set(reports["sources"]["lookups"]) == set(doctor.LOOKUP_NAMES)
 
 
 @pytest.mark.parametrize(("argv", "status"), [(["doctor"], 141), (["--help"], 0)])
