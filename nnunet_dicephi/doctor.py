@@ -773,8 +773,9 @@ def _path_check(variable: str, value: str | None) -> Check:
         return Check(blocking, variable, f"not set; {_USE[variable]}", f"export {variable}=/path/to/{variable}")
     path = Path(value)
     if not path.exists():
-        if variable == "nnUNet_results" and _creatable(path):
-            return Check("ok", variable, f"{value} (does not exist yet: nnUNetv2_train creates it)")
+        creator = {"nnUNet_preprocessed": "nnUNetv2_plan_and_preprocess", "nnUNet_results": "nnUNetv2_train"}
+        if variable in creator and _creatable(path):
+            return Check("ok", variable, f"{value} (does not exist yet: {creator[variable]} creates it)")
         return Check(blocking, variable, f"{value} does not exist", f"mkdir -p {shlex.quote(value)}")
     another = f"export {variable}=/path/to/another/folder"
     if not path.is_dir():

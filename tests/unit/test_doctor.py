@@ -721,3 +721,18 @@ def test_doctor_is_content_after_its_fix_is_applied(bad_manifest):
     )
     assert "(1 dataset: Dataset904_Doctor)" in result.stdout
     assert result.stdout.splitlines()[-1] == "ready: nnUNetv2_train finds the trainers"
+
+
+def test_folders_that_nnunet_creates_are_not_problems(tmp_path):
+    """nnUNet_preprocessed and nnUNet_results are created by the commands that write them; a missing
+    nnUNet_raw is a note (datasets must be put there)."""
+    from nnunet_dicephi.doctor import _path_check
+
+    missing = tmp_path / "not_yet"
+    assert _path_check("nnUNet_preprocessed", str(missing)).status == "ok"
+    assert "nnUNetv2_plan_and_preprocess creates it" in _path_check("nnUNet_preprocessed", str(missing)).detail
+    assert _path_check("nnUNet_results", str(missing)).status == "ok"
+    raw = _path_check("nnUNet_raw", str(missing))
+    assert raw.status == "note" and raw.fix == f"mkdir -p {missing}"
+    (tmp_path / "file").write_text("")
+    assert _path_check("nnUNet_preprocessed", str(tmp_path / "file" / "below")).status == "problem"  # not creatable
