@@ -81,9 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
     stats.add_argument("-tr", "--trainer", default="TrainerDiceIEps", help="trainer whose sampling to model")
     from nnunet_dicephi import cluster, conversion, doctor, merge, registration, toys
-    from nnunet_dicephi.analysis import gradients, report
+    from nnunet_dicephi.analysis import advise, gradients, report
 
-    for module in (report, gradients, conversion, cluster, toys, merge, doctor, registration):
+    for module in (report, gradients, advise, conversion, cluster, toys, merge, doctor, registration):
         module.add_parser(verbs)
     return parser
 
