@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +48,7 @@ class DemoSize:
     train_cases: int = 48
     test_cases: int = 24
     image: int = 48
-    epochs: int = 22
+    epochs: int = 30
     iterations: int = 40
     batch_size: int = 4
     validation_cases: int = 8
@@ -553,7 +554,24 @@ def run_demo(
     for run in runs.values():
         say(f"{run.expectation.trainer}: {run.explanation}")
     say(f"\nReport: {report} ({minutes:.1f} min)")
+    missed = [run.expectation.trainer for run in runs.values() if not run.holds]
+    if missed and size != SMOKE:
+        say(miss_line(missed, train_seed))
     return runs, table, report
+
+
+MEASURED_SEEDS = "16 training seeds (200–215) that did not choose the setting"
+"""Where the default setting was measured to hold every behaviour (README, "The demo")."""
+
+
+def miss_line(missed: Sequence[str], train_seed: int) -> str:
+    """The demo's last line when a behaviour was not reproduced: what the miss means."""
+    return (
+        f"Not reproduced with training seed {train_seed}: {', '.join(missed)}; its line above says what its "
+        f"validation images showed. The default setting held every behaviour on {MEASURED_SEEDS}: a miss "
+        "is this training's run, not the claim; most often the empty maps were still being learned when "
+        "training ended: run again with another --train-seed, or train longer (scripts/demo_seeds.py --epochs N)."
+    )
 
 
 def evaluation_report(runs: dict[str, TrainerRun], raw_dir: Path, output: Path):

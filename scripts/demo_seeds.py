@@ -65,8 +65,33 @@ def main() -> int:
             rows.append({**row, **run.scores, "trend": run.trend})
     held = sum(row["holds"] for row in rows)
     print(f"\n{held} of {len(rows)} as expected; {(time.perf_counter() - started) / 60:.1f} min of training")
+    print("\n" + per_seed_table(rows))
     write_text_atomically(out / "seeds.json", json.dumps(rows, indent=2))
     return 0 if held == len(rows) else 1
+
+
+def per_seed_table(rows: list[dict]) -> str:
+    """One line per training seed, in README.md's shape.
+
+    Test DSC A / B per trainer and, for the two trainers that must leave B out, the epoch from which
+    the validation images have it left out.
+    """
+    lines = [
+        "| training seed | Φ=I | Φ=BI | from epoch | I_ε | from epoch | all as expected |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for seed in dict.fromkeys(row["train_seed"] for row in rows):
+        runs = {row["trainer"]: row for row in rows if row["train_seed"] == seed}
+        cells = []
+        for trainer in ("TrainerDiceI", "TrainerDiceBI", "TrainerDiceIEps"):
+            run = runs[trainer]
+            cells.append(f"{run['A']['dsc']:.2f} / {run['B']['dsc']:.2f}")
+            if trainer != "TrainerDiceI":
+                since = demo.left_out_since(run["trend"])
+                cells.append("–" if since is None else str(since + 1))
+        verdict = "yes" if all(run["holds"] for run in runs.values()) else "no"
+        lines.append(f"| {seed} | {' | '.join(cells)} | {verdict} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

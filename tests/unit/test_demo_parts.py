@@ -125,3 +125,28 @@ def test_the_epoch_from_which_b_stays_left_out():
     assert demo.left_out_since(_trend(range(3), [0.9] * 3, [0.9, 0.8, 0.2])) is None
     said = demo.explain(BI, _scores(0.97, 0.0), trend)
     assert said == "as expected: leaves B out (test DSC A 0.97, B 0.00; on the validation images from epoch 4 of 6)"
+
+
+def test_a_miss_ends_with_what_it_means():
+    line = demo.miss_line(["TrainerDiceIEps"], 9)
+    assert line.startswith("Not reproduced with training seed 9: TrainerDiceIEps;")
+    assert demo.MEASURED_SEEDS in line and "--train-seed" in line and "train longer" in line
+
+
+def test_the_seed_script_prints_the_readme_table():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "demo_seeds.py"
+    spec = importlib.util.spec_from_file_location("demo_seeds", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    left_out_from_4 = _trend(range(6), [0.9] * 6, [0.9, 0.9, 0.5, 0.05, 0.0, 0.0])
+    kept = _trend(range(6), [0.9] * 6, [0.9] * 6)
+    rows = [
+        {"train_seed": 7, "trainer": "TrainerDiceI", "holds": True, **_scores(0.99, 0.94), "trend": kept},
+        {"train_seed": 7, "trainer": "TrainerDiceBI", "holds": True, **_scores(0.98, 0.0), "trend": left_out_from_4},
+        {"train_seed": 7, "trainer": "TrainerDiceIEps", "holds": False, **_scores(0.97, 0.4), "trend": kept},
+    ]
+    table = script.per_seed_table(rows).splitlines()
+    assert table[2] == "| 7 | 0.99 / 0.94 | 0.98 / 0.00 | 4 | 0.97 / 0.40 | – | no |"
