@@ -194,9 +194,9 @@ def test_nnunet_folders_set_existing_and_writable(tmp_path, folders):
     assert checks["nnUNet_results"].status == "ok" and "nnUNetv2_train creates it" in checks["nnUNet_results"].detail
     assert checks["nnUNet_preprocessed"].detail.endswith("(1 dataset: Dataset901_Blobs)")
 
-    absent = {**folders, "nnUNet_preprocessed": str(tmp_path / "absent")}
+    absent = {**folders, "nnUNet_preprocessed": str(tmp_path / "absent")}  # before the first planning
     check = _by_topic(diagnose(_probe(), absent, _here()))["nnUNet_preprocessed"]
-    assert check.status == "problem" and check.fix == f"mkdir -p {tmp_path / 'absent'}"
+    assert check.status == "ok" and "nnUNetv2_plan_and_preprocess creates it" in check.detail
     (tmp_path / "file").write_text("")
     check = _by_topic(diagnose(_probe(), {**folders, "nnUNet_results": str(tmp_path / "file")}, _here()))
     assert check["nnUNet_results"].status == "problem" and check["nnUNet_results"].detail.endswith("is not a folder")
