@@ -32,7 +32,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import InitErrorDetails
 
 from nnunet_dicephi import loss_config
 from nnunet_dicephi._problems import InputError
@@ -550,11 +549,12 @@ class DatasetSpec(_Table):
         except ValidationError as error:
             if not problems:
                 raise
-            details = [
-                InitErrorDetails(type=e["type"], loc=e["loc"], input=e["input"], ctx=e.get("ctx", {}))
+            # pydantic's InitErrorDetails, written as the plain dicts they are (pydantic_core is not a dependency)
+            details: list[Any] = [
+                {"type": e["type"], "loc": e["loc"], "input": e["input"], "ctx": e.get("ctx", {})}
                 for e in error.errors()
             ]
-            details.append(InitErrorDetails(type="value_error", loc=(), input=data, ctx={"error": Problems(*problems)}))
+            details.append({"type": "value_error", "loc": (), "input": data, "ctx": {"error": Problems(*problems)}})
             raise ValidationError.from_exception_data(cls.__name__, details) from None
         if problems:
             raise Problems(*problems)
