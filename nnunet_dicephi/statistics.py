@@ -477,7 +477,8 @@ def compute_statistics(cases, label_manager, model: SamplingModel, annotated=Non
     counts = mask.sum(axis=0)
     volume = np.where(counts > 0, (mask * per_case).sum(axis=0) / np.maximum(counts, 1), 0.0)
     if has_background and counts[0] == 0:  # every case partial: the background of the per-class means
-        volume[0] = patch_voxels - volume[1:].sum()
+        # (never below 0: means over different cases can add up to more than a patch)
+        volume[0] = max(patch_voxels - volume[1:].sum(), 0.0)
     return DatasetStatistics(
         names, tuple(float(v) for v in volume), patch_voxels, len(prepared), tuple(int(c) for c in counts)
     )

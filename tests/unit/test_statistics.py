@@ -193,6 +193,8 @@ def test_each_class_is_averaged_over_the_cases_that_annotate_it():
     partial = compute_statistics(cases, _Labels(), model, nobody)
     # no case is fully annotated: background is what the per-class means leave
     assert partial.expected_volume == pytest.approx((16 - 3 - 4, (2 + 4) / 2, (6 + 2) / 2))
+    crowded = compute_statistics([case(12, 0), case(0, 12)], _Labels(), model, np.array([[0, 1, 0], [0, 0, 1]], bool))
+    assert crowded.expected_volume == (0.0, 12.0, 12.0)  # 12 + 12 > 16 voxels: no negative background
     never = compute_statistics(cases, _Labels(), model, np.array([[True, True, False]] * 3))
     assert never.expected_volume[2] == 0 and never.annotated_cases[2] == 0  # no map of b is seen: no ε needed
     with pytest.raises(ValueError, match="expected .cases, channels."):
