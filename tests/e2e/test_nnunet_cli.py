@@ -127,7 +127,9 @@ def test_heuristic_eps_partial_manifest_kill_and_resume(partial_env):
     env, root = partial_env
     stats = json.loads(run(env, "nnunet-dicephi", "stats", "902", "2d", "0").stdout)
     assert stats["channels"] == ["0", "1", "2"] and len(stats["heuristic_eps"]) == 3
-    assert 0 < stats["heuristic_eps"][2] < stats["heuristic_eps"][1]  # dark is missing in 2 of 4 training cases
+    # dark is missing in 2 of the 5 cases, 1 of fold 0's 4 training cases: its ε runs over the other 3
+    # (background where every label is annotated)
+    assert stats["annotated_cases"] == [3, 4, 3] and stats["heuristic_eps"][2] > 0
 
     name = "TrainerDiceIEps_CE_ep4_it2"
     env_da = {**env, "nnUNet_n_proc_DA": "0"}
@@ -144,7 +146,7 @@ def test_heuristic_eps_partial_manifest_kill_and_resume(partial_env):
     process.wait()
     assert not (fold / "checkpoint_final.pth").exists()
     first_record = json.loads((fold / "dicephi_loss.json").read_text())
-    assert first_record["eps_per_class"] == pytest.approx(stats["heuristic_eps"], rel=1e-6)
+    assert first_record["eps_per_class"] == pytest.approx(stats["heuristic_eps"], abs=5e-4)  # stats: 3 decimals
     assert first_record["partial_labels"] == {"cases_listed": 2, "cases_partial": 2}
 
     result = run(
