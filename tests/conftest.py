@@ -69,3 +69,24 @@ def pytest_runtest_teardown(item, nextitem):
         item.session.shouldstop = (
             f"{len(_unit_failures)} unit test(s) failed (first: {_unit_failures[0]}); the end-to-end layer was not run"
         )
+
+
+@pytest.fixture
+def nnunet_folders(tmp_path, monkeypatch):
+    """Empty nnUNet_raw, nnUNet_preprocessed and nnUNet_results under tmp_path, exported for the test."""
+    folders = {key: tmp_path / key for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    for key, folder in folders.items():
+        folder.mkdir()
+        monkeypatch.setenv(key, str(folder))
+    return folders
+
+
+def raw_arrays(folder):
+    """Every image and label of a raw dataset folder, by ``<subfolder>/<file>``."""
+    import SimpleITK as sitk
+
+    return {
+        f"{path.parent.name}/{path.name}": sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+        for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs")
+        for path in sorted((folder / sub).glob("*.nii.gz"))
+    }

@@ -20,12 +20,8 @@ ORIGIN = (3.0, -4.0, 1.5)
 
 
 @pytest.fixture
-def raw(tmp_path, monkeypatch):
-    folders = {key: tmp_path / key for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
-    for key, folder in folders.items():
-        folder.mkdir()
-        monkeypatch.setenv(key, str(folder))
-    return folders["nnUNet_raw"]
+def raw(nnunet_folders):
+    return nnunet_folders["nnUNet_raw"]
 
 
 def _label(values, seed=0):

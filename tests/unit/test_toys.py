@@ -8,25 +8,7 @@ import pytest
 
 from nnunet_dicephi import demo, toys
 from nnunet_dicephi.cli import main
-
-
-@pytest.fixture
-def nnunet_folders(tmp_path, monkeypatch):
-    folders = {key: tmp_path / key for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
-    for key, folder in folders.items():
-        folder.mkdir()
-        monkeypatch.setenv(key, str(folder))
-    return folders
-
-
-def _arrays(folder):
-    import SimpleITK as sitk
-
-    return {
-        f"{path.parent.name}/{path.name}": sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
-        for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs")
-        for path in sorted((folder / sub).glob("*.nii.gz"))
-    }
+from tests.conftest import raw_arrays
 
 
 def _generate(name, train, test, seed=0):
@@ -118,7 +100,7 @@ def test_discs_that_cannot_be_placed_are_a_clear_error():
 def test_missing_vs_empty_is_the_demos_data(nnunet_folders, tmp_path):
     folder = toys.write_toy("missing-vs-empty", 11, seed=5, train_cases=6, test_cases=4)
     reference = demo.write_dataset(tmp_path / "demo", demo.DemoSize(train_cases=6, test_cases=4), seed=5)
-    ours, theirs = _arrays(folder), _arrays(reference)
+    ours, theirs = raw_arrays(folder), raw_arrays(reference)
     assert sorted(ours) == sorted(theirs) and len(ours) == 2 * (6 + demo.DemoSize().validation_cases + 4)
     for key, array in theirs.items():
         assert ours[key].dtype == array.dtype and np.array_equal(ours[key], array), key
@@ -142,9 +124,9 @@ def test_the_defaults_are_the_demos_sizes():
 
 def test_same_seed_same_files_other_seed_other_files(nnunet_folders):
     for index, name in enumerate(toys.SCENARIOS):
-        first = _arrays(toys.write_toy(name, 100 + index, "A", seed=3, train_cases=5, test_cases=3))
-        again = _arrays(toys.write_toy(name, 200 + index, "B", seed=3, train_cases=5, test_cases=3))
-        other = _arrays(toys.write_toy(name, 300 + index, "C", seed=4, train_cases=5, test_cases=3))
+        first = raw_arrays(toys.write_toy(name, 100 + index, "A", seed=3, train_cases=5, test_cases=3))
+        again = raw_arrays(toys.write_toy(name, 200 + index, "B", seed=3, train_cases=5, test_cases=3))
+        other = raw_arrays(toys.write_toy(name, 300 + index, "C", seed=4, train_cases=5, test_cases=3))
         assert all(np.array_equal(first[key], again[key]) for key in first), name
         assert not all(np.array_equal(first[key], other[key]) for key in first), name
 
@@ -156,7 +138,7 @@ def test_the_record_quotes_what_the_labels_measure(nnunet_folders):
 
     assert (record["scenario"], record["seed"], record["version"]) == ("rare-class", 2, __version__)
     assert record["counts"] == {"train": 10, "test": 5} and record["image_shape"] == [1, 64, 64]
-    arrays = _arrays(folder)
+    arrays = raw_arrays(folder)
     rare_train = [a for key, a in arrays.items() if key.startswith("labelsTr/") and (a == 2).any()]
     assert record["classes"]["rare"]["train"] == {
         "cases": 10,
@@ -207,10 +189,10 @@ def test_an_existing_folder_needs_force_and_force_replaces_only_a_toy(nnunet_fol
     argv = ["toy", "rare-class", "-d", "41", "--train-cases", "3", "--test-cases", "2"]
     assert main(argv) == 0
     folder = raw / "Dataset041_ToyRareClass"
-    before = _arrays(folder)
+    before = raw_arrays(folder)
     assert "exists; pass --force" in _refused(capsys, [*argv, "--seed", "1"])
     assert [p.name for p in raw.iterdir()] == [folder.name]  # nothing half-written, no staging folder left
-    assert all(np.array_equal(before[key], a) for key, a in _arrays(folder).items())
+    assert all(np.array_equal(before[key], a) for key, a in raw_arrays(folder).items())
     assert main([*argv, "--seed", "1", "--force"]) == 0
     assert json.loads((folder / toys.RECORD_FILE).read_text())["seed"] == 1
     assert [p.name for p in raw.iterdir()] == [folder.name]

@@ -10,29 +10,11 @@ from scipy import ndimage
 from nnunet_dicephi import toys
 from nnunet_dicephi.cli import main
 from nnunet_dicephi.synthetic import ORGAN_IMAGE, ORGANS, organ_case
+from tests.conftest import raw_arrays
 
 NAMES = [organ.name for organ in ORGANS]
 SOURCES = toys.SOURCE_SCENARIOS["organs-3d-sources"]
 SMALL = {"train_cases": [3, 2, 1], "test_cases": 2}
-
-
-@pytest.fixture
-def nnunet_folders(tmp_path, monkeypatch):
-    folders = {key: tmp_path / key for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
-    for key, folder in folders.items():
-        folder.mkdir()
-        monkeypatch.setenv(key, str(folder))
-    return folders
-
-
-def _arrays(folder):
-    import SimpleITK as sitk
-
-    return {
-        f"{path.parent.name}/{path.name}": sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
-        for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs")
-        for path in sorted((folder / sub).glob("*.nii.gz"))
-    }
 
 
 def _json(path):
@@ -158,7 +140,7 @@ def test_the_verb_writes_organs_3d_and_suggests_3d_fullres(nnunet_folders, capsy
     assert record["image_shape"] == [40, 40, 40] and record["counts"] == {"train": 2, "test": 1}
     assert list(record["classes"]) == NAMES
     assert set(record["classes"]["torus"]["train"]) == {"cases", "present", "share", "mean_volume"}
-    arrays = _arrays(folder)
+    arrays = raw_arrays(folder)
     assert {a.shape for a in arrays.values()} == {(40, 40, 40)}
 
 
@@ -231,7 +213,7 @@ def test_the_verb_writes_the_sources_and_the_reference(nnunet_folders, capsys):
         annotated = [n for n in NAMES if n in source.annotates]
         assert dataset["labels"] == {"background": 0, **{n: i for i, n in enumerate(annotated, start=1)}}
         assert dataset["numTraining"] == count and "dicephi_partial_labels" not in dataset
-        arrays = _arrays(folder)
+        arrays = raw_arrays(folder)
         labels = [a for key, a in arrays.items() if key.startswith("labelsTr/")]
         assert len(labels) == count and not (folder / "imagesTs").exists()
         assert all(set(np.unique(a)) == set(range(len(annotated) + 1)) for a in labels)
@@ -241,7 +223,7 @@ def test_the_verb_writes_the_sources_and_the_reference(nnunet_folders, capsys):
     dataset = _json(reference / "dataset.json")
     assert dataset["labels"] == toys.ORGAN_LABELS and dataset["numTraining"] == 0
     assert (reference / "imagesTr").is_dir() and not any((reference / "imagesTr").iterdir())
-    tests = {key: a for key, a in _arrays(reference).items() if key.startswith("labelsTs/")}
+    tests = {key: a for key, a in raw_arrays(reference).items() if key.startswith("labelsTs/")}
     assert len(tests) == 2 and all(set(np.unique(a)) == set(range(6)) for a in tests.values())  # fully labelled
     assert len(list((reference / "imagesTs").glob("*_0000.nii.gz"))) == 2
 
@@ -250,7 +232,7 @@ def test_the_reference_may_bring_fully_labelled_training_cases(nnunet_folders):
     folders = toys.write_toy_sources("organs-3d-sources", 20, "Few", train_cases=[1, 1, 1], reference_train_cases=2)
     reference = folders[-1]
     assert reference.name == "Dataset023_FewReference" and _json(reference / "dataset.json")["numTraining"] == 2
-    labels = [a for key, a in _arrays(reference).items() if key.startswith("labelsTr/")]
+    labels = [a for key, a in raw_arrays(reference).items() if key.startswith("labelsTr/")]
     assert len(labels) == 2 and all(set(np.unique(a)) == set(range(6)) for a in labels)
     assert _json(reference / toys.RECORD_FILE)["counts"] == {"train": 2, "test": SOURCES.test_cases}
 
@@ -277,7 +259,7 @@ def test_every_record_says_what_was_drawn_and_who_annotates_what(nnunet_folders)
         assert record["image_shape"] == [40, 40, 40] and record["datasets"] == roster
         assert list(record["classes"]) == row["annotates"]  # measured on the labels as written
         assert list(record["structures"]) == NAMES  # what the images hold
-        arrays = _arrays(folder)
+        arrays = raw_arrays(folder)
         split, prefix = ("test", "labelsTs/") if row["role"] == "reference" else ("train", "labelsTr/")
         labels = [a for key, a in arrays.items() if key.startswith(prefix)]
         dataset = _json(folder / "dataset.json")
@@ -301,7 +283,7 @@ def test_same_seed_same_files_other_seed_other_files(nnunet_folders):
     again = toys.write_toy_sources("organs-3d-sources", 200, "S", seed=2, **SMALL)
     other = toys.write_toy_sources("organs-3d-sources", 300, "S", seed=3, **SMALL)
     for a, b, c in zip(first, again, other):
-        ours, same, theirs = _arrays(a), _arrays(b), _arrays(c)
+        ours, same, theirs = raw_arrays(a), raw_arrays(b), raw_arrays(c)
         assert sorted(ours) == sorted(same) == sorted(theirs)
         assert all(np.array_equal(ours[key], same[key]) for key in ours)
         assert not all(np.array_equal(ours[key], theirs[key]) for key in ours)
