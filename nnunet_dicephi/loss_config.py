@@ -99,7 +99,7 @@ Berman's defaults: the background channel counted, the batch's voxels sorted tog
 continued with ``--c`` or validated with ``--val`` keeps the version its checkpoint recorded
 (:func:`loss_options`).
 """
-LOSS_FIELDS = ("loss", "phi", "eps_nr", "eps_dr", "alpha", "beta", "ce", "include_background")
+LOSS_FIELDS = ("loss", "phi", "eps_nr", "eps_dr", "alpha", "beta", "ce", "exclusion", "include_background", "manifest")
 """The fields of a :class:`LossConfig` that define the loss itself (the others define the training)."""
 PAPER_HEAD, SYNONYM_HEAD = "TrainerDiceIEps", "TrainerDiceI_epsH"
 
@@ -108,7 +108,10 @@ OPTIONS: tuple[tuple[str, str], ...] = (
     ("epsnr<N|H>_epsdr<N|H>", "numerator and denominator ε apart"),
     ("alpha<N>_beta<N>", "Tversky weights of false positives / negatives"),
     ("CE", "add a cross-entropy term that respects unannotated labels"),
+    ("excl", "add Shi's exclusion term: unannotated classes kept off the voxels labelled as other classes"),
     ("bg | nobg", "include / leave out the background channel (softmax; default: {background})"),
+    ("nomanifest", "ignore the partial-label manifest: unannotated structures count as background (stock nnU-Net)"),
+    ("source<ID>", "train on the cases merged from dataset ID only (nnunet-dicephi merge)"),
     ("ep<K>", "train K epochs"),
     ("it<K>", "K training iterations per epoch"),
     ("lr<N>", "initial learning rate (default: 1e-3 without CE, nnU-Net's 1e-2 with CE and for {cross_entropies})"),
@@ -163,8 +166,15 @@ class LossConfig:
     alpha: float = 0.3
     beta: float = 0.7
     ce: bool = False
+    exclusion: bool = False
+    """Add Shi et al.'s exclusion term (:class:`~nnunet_dicephi.losses.ExclusionLoss`), weight 1."""
     include_background: bool | None = None
     """None: the loss's default (:data:`BACKGROUND_BY_DEFAULT`); always a bool after construction."""
+    manifest: bool = True
+    """Read the dataset's partial-label manifest; False trains as stock nnU-Net does, every label map
+    taken as complete (an unannotated structure is background)."""
+    source: int | None = None
+    """Train (and validate) on the fold's cases that ``nnunet-dicephi merge`` took from this dataset id."""
     epochs: int | None = None
     iterations: int | None = None
     lr: float | None = None
@@ -205,6 +215,10 @@ class LossConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive integer or None; got {value!r}")
+        if self.source is not None and (
+            not isinstance(self.source, int) or isinstance(self.source, bool) or not 1 <= self.source <= 999
+        ):
+            raise ValueError(f"source must be an nnU-Net dataset id (1 to 999) or None; got {self.source!r}")
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0):
             raise ValueError(f"seed must be an integer >= 0 or None; got {self.seed!r}")
         if self.lr is not None:
@@ -313,8 +327,14 @@ def trainer_name(config: LossConfig) -> str:
         options += ["alpha" + format_number(config.alpha), "beta" + format_number(config.beta)]
     if config.ce:
         options.append("CE")
+    if config.exclusion:
+        options.append("excl")
     if config.include_background != (config.loss in BACKGROUND_BY_DEFAULT):
         options.append("bg" if config.include_background else "nobg")
+    if not config.manifest:
+        options.append("nomanifest")
+    if config.source is not None:
+        options.append(f"source{config.source:03d}")
     if config.epochs is not None:
         options.append(f"ep{config.epochs}")
     if config.iterations is not None:
@@ -388,9 +408,14 @@ def _option(token: str) -> tuple[str, object]:
         (r"it(\d+)", "iterations"),
         (r"lr(\d.*)", "lr"),
         (r"seed(\d+)", "seed"),
+        (r"source(\d+)", "source"),
     ]
     if token == "CE":
         return "ce", True
+    if token == "excl":
+        return "exclusion", True
+    if token == "nomanifest":
+        return "manifest", False
     if token in ("bg", "nobg"):
         return "include_background", token == "bg"
     for pattern, key in patterns:
@@ -398,7 +423,7 @@ def _option(token: str) -> tuple[str, object]:
         if match is None:
             continue
         text = match[1]
-        if key in ("epochs", "iterations", "seed"):
+        if key in ("epochs", "iterations", "seed", "source"):
             return key, int(text)
         if text == HEURISTIC:
             return key, HEURISTIC

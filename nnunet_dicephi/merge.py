@@ -70,6 +70,7 @@ __all__ = [
     "plan_merge",
     "read_source",
     "resolve_dataset",
+    "source_cases",
     "write_merge",
 ]
 
@@ -117,6 +118,39 @@ class SourceDataset:
 def case_prefix(dataset_id: int) -> str:
     """``d<ID>_``, the id in three digits as in nnU-Net's folder names: ``d007_``, ``d501_``."""
     return f"d{int(dataset_id):03d}_"
+
+
+def source_cases(
+    dataset_json: Mapping[str, Any], source_id: int, train_keys: Sequence[str], validation_keys: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """The training and validation cases of a fold that the merge took from dataset ``source_id``.
+
+    What a trainer named ``…_source<ID>`` trains on: one source of a merged dataset alone, in the
+    merged label space and on the fold's own split, so that its test predictions compare with a model
+    of the whole merge case for case. Raises ValueError, naming the sources there are, when the
+    dataset is no merge or ``source_id`` is not one of its sources, or when the fold holds no
+    training case of it.
+    """
+    record = dataset_json.get(RECORD_KEY)
+    name = dataset_json.get("name", "this dataset")
+    if not isinstance(record, Mapping) or not isinstance(record.get("sources"), list):
+        raise ValueError(
+            f"source{int(source_id):03d} trains on one source of a merged dataset, but {name} was not written by "
+            f"nnunet-dicephi merge (its dataset.json has no {RECORD_KEY!r}); drop the source option"
+        )
+    prefixes = {str(source.get("prefix")): source.get("dataset") for source in record["sources"]}
+    prefix = case_prefix(source_id)
+    if prefix not in prefixes:
+        known = ", ".join(f"source{p[1:-1]} ({dataset})" for p, dataset in prefixes.items())
+        raise ValueError(f"{name} has no source dataset {int(source_id):03d}; its sources: {known}")
+    train = [key for key in train_keys if key.startswith(prefix)]
+    validation = [key for key in validation_keys if key.startswith(prefix)]
+    if not train:
+        raise ValueError(
+            f"this fold of {name} holds no training case of {prefixes[prefix]} (case ids {prefix}*): "
+            "it has none, or only test cases; pick another source or fold"
+        )
+    return train, validation
 
 
 def _env_folder(variable: str) -> Path | None:

@@ -585,10 +585,13 @@ class WeightedCrossEntropyLoss(CrossEntropyLoss):
 
 
 class DiceCELoss(nn.Module):
-    """``weight_region · region_loss + weight_ce · CE`` sharing one nonlinearity and ignore-label pass.
+    """``weight_region · region_loss + weight_ce · CE [+ weight_exclusion · exclusion]`` over one softmax pass.
 
     The CE term follows the region loss's nonlinearity and ignore label and honours ``annotated``
-    (marginal CE), so unannotated lesions are not taught as background.
+    (marginal CE), so unannotated lesions are not taught as background. ``weight_exclusion`` adds
+    Shi et al.'s exclusion term (:class:`ExclusionLoss`, softmax only), the marginal loss's partner:
+    the marginal terms say nothing of where an unannotated class may be, the exclusion term keeps it
+    off the voxels labelled as another class.
 
     Example:
         >>> loss = DiceCELoss(DiceLoss(phi="I", eps_nr=1e-5, ignore_label=3))
@@ -596,7 +599,13 @@ class DiceCELoss(nn.Module):
         >>> loss(logits, torch.randint(0, 4, (2, 1, 16, 16))).backward()
     """
 
-    def __init__(self, region_loss: SegmentationLoss, weight_region: float = 1.0, weight_ce: float = 1.0) -> None:
+    def __init__(
+        self,
+        region_loss: SegmentationLoss,
+        weight_region: float = 1.0,
+        weight_ce: float = 1.0,
+        weight_exclusion: float = 0.0,
+    ) -> None:
         super().__init__()
         if not isinstance(region_loss, SegmentationLoss):
             raise ValueError(f"region_loss must be one of this package's SegmentationLoss modules; got {region_loss!r}")
@@ -608,6 +617,15 @@ class DiceCELoss(nn.Module):
         )
         self.weight_region = check_probability("weight_region", weight_region)
         self.weight_ce = check_probability("weight_ce", weight_ce)
+        self.weight_exclusion = check_probability("weight_exclusion", weight_exclusion)
+        self.exclusion = None
+        if self.weight_exclusion:
+            if region_loss.nonlinearity != "softmax":
+                raise ValueError(
+                    "the exclusion term needs mutually exclusive labels (softmax); this loss uses "
+                    f"{region_loss.nonlinearity} (a dataset with regions): leave the exclusion term out"
+                )
+            self.exclusion = ExclusionLoss(nonlinearity="softmax", ignore_label=region_loss.ignore_label)
 
     def forward(self, logits: Tensor, target: Tensor, annotated: Tensor | None = None) -> Tensor:
         with no_autocast(logits.device):
@@ -616,7 +634,13 @@ class DiceCELoss(nn.Module):
             loss = self.weight_region * self.region_loss.loss_from_prepared(prepared, annotated)
             if self.weight_ce:
                 loss = loss + self.weight_ce * self.ce.loss_from_prepared(prepared, annotated)
+            if self.exclusion is not None:
+                if prepared.probs is None:  # a cross-entropy region loss skipped the softmax
+                    prepared = prepared._replace(probs=torch.softmax(prepared.logits, 1))
+                loss = loss + self.weight_exclusion * self.exclusion.loss_from_prepared(prepared, annotated)
             return loss
 
     def extra_repr(self) -> str:
-        return f"weight_region={self.weight_region}, weight_ce={self.weight_ce}"
+        return (
+            f"weight_region={self.weight_region}, weight_ce={self.weight_ce}, weight_exclusion={self.weight_exclusion}"
+        )

@@ -118,7 +118,14 @@ def build_level_loss(
         # per process: its sorting does not decompose into sums)
         options["distributed"] = distributed
     region = getattr(L, spec.module)(**options)
-    return L.DiceCELoss(region) if config.ce else region
+    if config.exclusion and has_regions:
+        raise ValueError(
+            f"{config.loss} with excl: the exclusion term needs mutually exclusive labels, and this dataset "
+            "has regions (sigmoid outputs); train without excl"
+        )
+    if config.ce or config.exclusion:
+        return L.DiceCELoss(region, weight_ce=float(config.ce), weight_exclusion=float(config.exclusion))
+    return region
 
 
 class DicePhiTrainer(nnUNetTrainer):
@@ -164,7 +171,9 @@ class DicePhiTrainer(nnUNetTrainer):
     # --- data: manifest and statistics ---------------------------------------------------------
 
     def _annotation_table(self) -> AnnotationTable | None:
-        """The validated partial-label manifest of the dataset (None when there is none)."""
+        """The validated partial-label manifest of the dataset (None when there is none, or with ``nomanifest``)."""
+        if not self.loss_config.manifest:
+            return None
         if not hasattr(self, "_dicephi_table"):
             if self.dataset_class is None:
                 self.do_split()
@@ -196,6 +205,15 @@ class DicePhiTrainer(nnUNetTrainer):
             need_to_pad=need_to_pad,
         )
 
+    def do_split(self):
+        """nnU-Net's split of the fold; with ``source<ID>`` only the cases merged from that dataset."""
+        train_keys, validation_keys = super().do_split()
+        if self.loss_config.source is None:
+            return train_keys, validation_keys
+        from nnunet_dicephi.merge import source_cases
+
+        return source_cases(self.dataset_json, self.loss_config.source, train_keys, validation_keys)
+
     def data_fingerprint(self) -> dict[str, str]:
         """What this run's statistics follow from, as digests (:func:`~nnunet_dicephi.statistics.data_fingerprint`).
 
@@ -207,7 +225,7 @@ class DicePhiTrainer(nnUNetTrainer):
             self._dicephi_fingerprint = statistics.data_fingerprint(
                 self.preprocessed_dataset_folder,
                 train_keys,
-                manifest=self.dataset_json.get(MANIFEST_KEY),
+                manifest=self.dataset_json.get(MANIFEST_KEY) if self.loss_config.manifest else None,
                 labels={key: self.dataset_json.get(key) for key in ("labels", "regions_class_order")},
                 plans={
                     "plans": self.plans_manager.plans_name,
