@@ -24,15 +24,14 @@ def run_submit(args: argparse.Namespace) -> int:
     """
     from . import slurm
     from .spec import load_spec
-    from .submit import dry_run, submit
 
     try:
         spec = load_spec(args.spec)
         stages = args.stages or STAGES
         if args.dry_run:
-            dry_run(spec, stages)
+            slurm.dry_run(spec, stages)
         else:
-            submit(spec, stages)
+            slurm.submit(spec, stages)
     except (InputError, slurm.SubmissionError) as error:
         return refuse("submit", error)
     return 0
@@ -109,7 +108,7 @@ def _toy_datasets(spec: ExperimentSpec) -> None:
         return
     from nnunet_dicephi.toys import write_toy
 
-    from .jobs import find_dataset
+    from .tasks import find_dataset
 
     for dataset in toys:
         if find_dataset(spec, dataset) is None:

@@ -1,4 +1,4 @@
-"""One lock per experiment folder, taken by ``run`` and by ``submit``: one of them at a time.
+"""One lock per experiment folder, taken by ``run`` and by ``submit`` (one of them at a time), and its records.
 
 The lock is an ``flock`` on ``<output>/.experiment.lock``. The kernel releases it when its holder
 ends in any way, ``kill -9`` included, so a file left by a killed holder locks nothing: the next
@@ -9,6 +9,7 @@ and removes the file when it lets go; a verb that locked a file removed meanwhil
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,3 +66,22 @@ def experiment_lock(folder: str | os.PathLike, verb: str) -> Iterator[None]:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # before the lock goes, so that no one locks a file about to vanish
         handle.close()
+
+
+def read_record(path: str | os.PathLike, version: int, what: str, remedy: str) -> dict | None:
+    """The content of the JSON record ``path`` (None when there is none), checked to be of ``version``.
+
+    Raises:
+        InputError: the file is unreadable (e.g. cut short by a full disk) or of another version;
+            the message names it, ``what`` it is and the ``remedy``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise InputError(f"cannot read {what} {path} ({error}); {remedy}") from None
+    if not isinstance(record, dict) or record.get("version") != version:
+        raise InputError(f"{what} {path} is of another version of nnunet-dicephi; {remedy}")
+    return record

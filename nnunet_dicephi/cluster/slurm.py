@@ -1,44 +1,48 @@
-"""SLURM through submitit: job scripts, submission, and what the scheduler says about jobs.
+"""The SLURM executor and ``nnunet-dicephi submit``: groups of tasks as jobs, through submitit's public API.
 
-submitit writes the sbatch script, pickles the callable (:mod:`nnunet_dicephi.cluster.runner`),
-submits job arrays, and handles the time limit: ``#SBATCH --signal=USR2@<delay>`` plus a
-checkpoint-and-requeue handler in the job. The script text comes from submitit's own pure function
-(``_make_sbatch_string``, the one its executor uses), so ``--dry-run`` shows exactly what is
-submitted. Job states come from ``squeue`` and ``scontrol`` (no slurmdbd needed) and, for jobs the
-controller has forgotten, from submitit's result pickles. submitit is imported inside functions only.
+submitit writes the sbatch script, pickles each task's :class:`~.process.TaskRun`, submits one job or
+one array per group (``executor.batch()``), and handles the time limit: ``#SBATCH --signal=USR2@<delay>``
+plus a checkpoint-and-requeue handler in the job. ``--dry-run`` submits the same way to an ``sbatch``
+that records instead of submitting, so it shows exactly the script submitit writes.
+
+``<experiment output>/cluster_state.json`` lists every submission (time, submitit folder, task id →
+job id); the latest submission of a task wins. It is rewritten atomically after each group, so an
+interrupted ``submit`` still records what it did submit. Job states come from ``squeue`` and
+``scontrol`` (no slurmdbd needed) and, for jobs the controller has forgotten, from submitit's result
+pickles. submitit is imported inside functions only.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import getpass
+import json
+import os
 import re
 import shlex
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .experiment import Environment, ExperimentSpec, Resources
-from .jobs import JobGroup, Task, with_resume
+from nnunet_dicephi._files import write_text_atomically
+from nnunet_dicephi._problems import InputError
+
+from .experiment import STAGES, Environment, ExperimentSpec, Resources
+from .lock import experiment_lock, read_record
+from .process import TaskRun
+from .tasks import Group, Plan, plan_jobs, resolve_datasets
 
 ACTIVE_STATES = {
-    "PENDING": "pending",
-    "REQUEUED": "pending",
-    "REQUEUE_HOLD": "pending",
-    "REQUEUE_FED": "pending",
-    "RESV_DEL_HOLD": "pending",
-    "SPECIAL_EXIT": "pending",
-    "CONFIGURING": "running",
-    "RUNNING": "running",
-    "COMPLETING": "running",
-    "RESIZING": "running",
-    "SIGNALING": "running",
-    "STAGE_OUT": "running",
-    "SUSPENDED": "running",
-    "STOPPED": "running",
+    **dict.fromkeys(("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD", "SPECIAL_EXIT"), "pending"),
+    **dict.fromkeys(("CONFIGURING", "RUNNING", "COMPLETING", "RESIZING", "SIGNALING", "STAGE_OUT"), "running"),
+    **dict.fromkeys(("SUSPENDED", "STOPPED"), "running"),
 }
 NEVER_RUNS = "DependencyNeverSatisfied"
+VERSION = 1
 
 
 class SubmissionError(RuntimeError):
@@ -49,7 +53,7 @@ class NoScheduler(SubmissionError):
     """This machine has no SLURM commands (``squeue``, ``sbatch``, ...)."""
 
 
-# --- job scripts (pure) ---------------------------------------------------------------------------
+# --- the executor ---------------------------------------------------------------------------------
 
 
 def setup_lines(environment: Environment) -> list[str]:
@@ -64,8 +68,7 @@ def setup_lines(environment: Environment) -> list[str]:
         lines.append(f"source {shlex.quote(str(environment.venv / 'bin' / 'activate'))}")
     variables = [*environment.paths().items(), *environment.variables]
     lines += [f"export {name}={shlex.quote(value)}" for name, value in variables]
-    lines += list(environment.setup)
-    return lines
+    return lines + list(environment.setup)
 
 
 def python_command(environment: Environment) -> str:
@@ -74,123 +77,107 @@ def python_command(environment: Environment) -> str:
     return shlex.quote(str(python))
 
 
-def memory_text(mem_gb: float) -> str:
-    """Memory as submitit spells it (``64GB``, ``1536MB``)."""
-    return f"{int(mem_gb)}GB" if mem_gb == int(mem_gb) else f"{int(mem_gb * 1024)}MB"
+def executor(spec: ExperimentSpec, group: Group, folder: Path, dependency: str | None):
+    """A submitit executor for ``group``: its resources, the spec's environment, the dependency."""
+    import submitit
 
-
-def executor_parameters(
-    resources: Resources,
-    *,
-    name: str,
-    setup: Sequence[str],
-    dependency: str | None = None,
-) -> dict:
-    """``SlurmExecutor.update_parameters`` keywords for one job group."""
-    params: dict = {
-        "job_name": name,
-        "time": resources.time_min,
-        "nodes": 1,
-        "ntasks_per_node": 1,
-        "cpus_per_task": resources.cpus,
-        "signal_delay_s": resources.signal_delay_s,
-        "setup": list(setup),
-    }
-    for key in ("partition", "account", "qos"):
-        value = getattr(resources, key)
-        if value:
-            params[key] = value
+    resources: Resources = group.resources
+    python, requeues = python_command(spec.environment), resources.max_requeues
+    ex = submitit.AutoExecutor(folder, cluster="slurm", slurm_max_num_timeout=requeues, slurm_python=python)
+    params: dict = {"name": group.name, "timeout_min": resources.time_min, "nodes": 1, "tasks_per_node": 1}
+    params |= {"cpus_per_task": resources.cpus, "slurm_signal_delay_s": resources.signal_delay_s}
+    params["slurm_setup"] = setup_lines(spec.environment)
+    for key in ("partition", "account", "qos", "array_parallelism"):
+        if getattr(resources, key):
+            params[f"slurm_{key}"] = getattr(resources, key)
     if resources.gpus:
         params["gpus_per_node"] = resources.gpus
     if resources.mem_gb is not None:
-        params["mem"] = memory_text(resources.mem_gb)
-    if resources.array_parallelism is not None:
-        params["array_parallelism"] = resources.array_parallelism
+        params["mem_gb"] = resources.mem_gb
     # --requeue: SLURM may requeue the job on preemption or node failure; the job resumes itself
     additional: dict = {"requeue": True}
     if dependency:
-        params["dependency"] = dependency
-        # a job whose dependency failed is cancelled, not left pending forever
-        additional["kill-on-invalid-dep"] = "yes"
-    additional.update(dict(resources.extra_sbatch))
-    params["additional_parameters"] = additional
-    return params
+        params["slurm_dependency"] = dependency
+        additional["kill-on-invalid-dep"] = "yes"  # a job whose dependency failed is cancelled, not left pending
+    params["slurm_additional_parameters"] = additional | dict(resources.extra_sbatch)
+    ex.update_parameters(**params)
+    return ex
+
+
+def submit_group(spec: ExperimentSpec, group: Group, folder: Path, dependency: str | None) -> list[str]:
+    """Submit one group (one job, or one array); returns the job id of each task."""
+    try:
+        ex = executor(spec, group, folder, dependency)
+        with ex.batch():
+            jobs = [ex.submit(TaskRun(task)) for task in group.tasks]
+    except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as error:
+        raise SubmissionError(f"submitting {group.key} failed: {error}") from error
+    return [job.job_id for job in jobs]
 
 
 def dependency_text(job_ids: Sequence[str]) -> str | None:
     return "afterok:" + ":".join(job_ids) if job_ids else None
 
 
-def render_script(spec: ExperimentSpec, group: JobGroup, folder: Path, dependency: str | None) -> str:
-    """The sbatch script submitit writes for ``group``."""
-    from submitit.slurm.slurm import _make_sbatch_string
+def array_id(job_id: str) -> str:
+    """The id that a dependency on a whole group names (an array's id without the task)."""
+    from submitit.slurm.slurm import read_job_id
 
-    params = executor_parameters(
-        group.resources, name=group.name, setup=setup_lines(spec.environment), dependency=dependency
-    )
-    command = " ".join([python_command(spec.environment), "-u -m submitit.core._submit", shlex.quote(str(folder))])
-    map_count = len(group.tasks) if len(group.tasks) > 1 else None
-    return _make_sbatch_string(command=command, folder=folder, map_count=map_count, **params)
+    return read_job_id(job_id)[0][0]
 
 
-def _task_lines(task: Task, index: int | None) -> list[str]:
-    head = f"# task {index}: {task.key}" if index is not None else f"# {task.key}"
-    lines = [head + (f" ({task.note})" if task.note else "")]
-    lines += [f"#   $ {shlex.join(c)}" for c in task.commands]
-    return lines
+@contextlib.contextmanager
+def _recording_sbatch():
+    """A folder, and PATH with an ``sbatch`` there that records instead of submitting (and an ``srun``)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, line in (("sbatch", 'echo "Submitted batch job 1"'), ("srun", "exit 0")):
+            (Path(tmp) / name).write_text(f"#!/bin/sh\n{line}\n")
+            (Path(tmp) / name).chmod(0o755)
+        path = os.environ.get("PATH", "")
+        os.environ["PATH"] = tmp + os.pathsep + path
+        try:
+            yield Path(tmp)
+        finally:
+            os.environ["PATH"] = path
 
 
-def render_plan(spec: ExperimentSpec, plan_groups: Sequence[JobGroup], folder: Path) -> str:
+def render_script(spec: ExperimentSpec, group: Group, folder: Path, dependency: str | None) -> str:
+    """The sbatch script submitit writes for ``group`` into ``folder`` (submitted to a recording ``sbatch``)."""
+    with _recording_sbatch() as tmp:
+        scratch = tmp / "jobs"
+        ex = executor(spec, group, scratch, dependency)
+        with ex.batch():
+            jobs = [ex.submit(TaskRun(task)) for task in group.tasks]
+        text = jobs[0].paths.submission_file.read_text(encoding="utf-8")
+    # the scratch folder, as submitit wrote it (quoted word by word), becomes the folder asked for
+    lines = []
+    for line in text.splitlines():
+        if line.startswith("#SBATCH --") and "=" in line:
+            flag, value = line.split("=", 1)
+            line = f"{flag}={shlex.quote(shlex.split(value)[0].replace(str(scratch), str(folder)))}"
+        elif line.startswith("srun "):
+            line = shlex.join(word.replace(str(scratch), str(folder)) for word in shlex.split(line))
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def render_plan(spec: ExperimentSpec, groups: Sequence[Group], folder: Path) -> str:
     """``submit --dry-run``: per group, what its job(s) run and the sbatch script submitted."""
     out = []
-    for group in plan_groups:
+    for group in groups:
         deps = [f"{{{key}}}" for key in group.after] + list(group.after_jobs)
-        kind = f"array of {len(group.tasks)} tasks" if len(group.tasks) > 1 else "job"
+        multi = len(group.tasks) > 1
+        kind = f"array of {len(group.tasks)} tasks" if multi else "job"
         out.append(f"# ==== {group.key}: {kind} {group.name!r} ====")
         if deps:
             out.append("# waits for: " + ", ".join(deps) + " (ids in braces: jobs of this submission)")
-        multi = len(group.tasks) > 1
         for i, task in enumerate(group.tasks):
-            out += _task_lines(task, i if multi else None)
+            note = f" ({task.note})" if task.note else ""
+            out.append(f"# task {i}: {task.id}{note}" if multi else f"# {task.id}{note}")
+            out += [f"#   $ {shlex.join(c)}" for c in task.planned]
         out.append(render_script(spec, group, folder, dependency_text(deps)).rstrip("\n"))
         out.append("")
     return "\n".join(out)
-
-
-def callables(spec: ExperimentSpec, group: JobGroup) -> list:
-    """The objects submitit pickles and calls in the job(s) of ``group``."""
-    from .runner import StageJob, TrainJob
-
-    if group.stage == "train":
-        out = []
-        for task in group.tasks:
-            (command,) = task.commands
-            # the job decides --c itself when it starts
-            out.append(TrainJob(task.key, with_resume(command, resume=False), str(task.fold_dir)))
-        return out
-    return [
-        StageJob(task.key, task.commands, str(task.marker) if task.marker is not None else None) for task in group.tasks
-    ]
-
-
-def submit_group(spec: ExperimentSpec, group: JobGroup, folder: Path, dependency: str | None) -> list[str]:
-    """Submit one group (one job, or one array); returns the job id of each task."""
-    import submitit
-
-    try:
-        executor = submitit.SlurmExecutor(
-            folder=folder, max_num_timeout=group.resources.max_requeues, python=python_command(spec.environment)
-        )
-        executor.update_parameters(
-            **executor_parameters(
-                group.resources, name=group.name, setup=setup_lines(spec.environment), dependency=dependency
-            )
-        )
-        with executor.batch():
-            jobs = [executor.submit(function) for function in callables(spec, group)]
-    except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as error:
-        raise SubmissionError(f"submitting {group.key} failed: {error}") from error
-    return [job.job_id for job in jobs]
 
 
 # --- what the scheduler says ----------------------------------------------------------------------
@@ -209,9 +196,7 @@ class JobInfo:
     def status(self) -> str:
         """Pending, running or blocked while active, else the SLURM state in lower case."""
         if self.state in ACTIVE_STATES:
-            if NEVER_RUNS in self.reason:
-                return "blocked"
-            return ACTIVE_STATES[self.state]
+            return "blocked" if NEVER_RUNS in self.reason else ACTIVE_STATES[self.state]
         return self.state.lower()
 
 
@@ -239,35 +224,24 @@ def parse_squeue(text: str) -> dict[str, JobInfo]:
 
 def queued_jobs(user: str | None = None) -> dict[str, JobInfo]:
     """The user's jobs that SLURM still queues or runs, array tasks one by one."""
-    user = user or getpass.getuser()
-    return parse_squeue(_run(["squeue", "-h", "-r", "-u", user, "-o", "%i|%T|%r"]))
-
-
-def _expand_tasks(text: str) -> list[str]:
-    text = text.split("%")[0]
-    out = []
-    for part in text.split(","):
-        if "-" in part:
-            low, high = part.split("-", 1)
-            if low.isdigit() and high.isdigit():
-                out += [str(i) for i in range(int(low), int(high) + 1)]
-        elif part.isdigit():
-            out.append(part)
-    return out
+    return parse_squeue(_run(["squeue", "-h", "-r", "-u", user or getpass.getuser(), "-o", "%i|%T|%r"]))
 
 
 def parse_scontrol(text: str) -> dict[str, JobInfo]:
     """``scontrol -o show job`` → job id (``123`` or ``123_4``) → info, finished jobs included."""
+    from submitit.slurm.slurm import read_job_id
+
     jobs = {}
     for line in text.splitlines():
         fields = dict(re.findall(r"(\w+)=(\S*)", line))
         if "JobId" not in fields or "JobState" not in fields:
             continue
-        reason, exit_code = fields.get("Reason", ""), fields.get("ExitCode", "")
-        array, tasks = fields.get("ArrayJobId"), fields.get("ArrayTaskId")
-        ids = [f"{array}_{t}" for t in _expand_tasks(tasks)] if array and tasks else [fields["JobId"]]
+        ids = [fields["JobId"]]
+        if fields.get("ArrayJobId") and fields.get("ArrayTaskId"):
+            ranges = read_job_id(f"{fields['ArrayJobId']}_[{fields['ArrayTaskId']}]")
+            ids = [f"{r[0]}_{i}" for r in ranges for i in range(int(r[1]), int(r[-1]) + 1)]
         for job_id in ids:
-            jobs[job_id] = JobInfo(job_id, fields["JobState"], reason, exit_code)
+            jobs[job_id] = JobInfo(job_id, fields["JobState"], fields.get("Reason", ""), fields.get("ExitCode", ""))
     return jobs
 
 
@@ -276,25 +250,177 @@ def known_jobs() -> dict[str, JobInfo]:
     return parse_scontrol(_run(["scontrol", "-o", "show", "job"]))
 
 
+def job_paths(folder: str | Path, job_id: str):
+    """The paths of a job (or array task) submitted into ``folder``: ``stdout``, ``stderr``, ``result_pickle``."""
+    import submitit
+
+    return submitit.SlurmJob(folder=folder, job_id=job_id).paths
+
+
 def result_of(folder: str | Path, job_id: str) -> tuple[str, str] | None:
     """The result pickle submitit wrote for a job: ``("success", text)`` or ``("error", traceback)``; None if absent."""
-    path = Path(folder) / f"{job_id}_0_result.pkl"
-    if not path.is_file():
-        return None
     import pickle
 
     try:
-        with open(path, "rb") as handle:
+        with open(job_paths(folder, job_id).result_pickle, "rb") as handle:
             outcome, value = pickle.load(handle)
-    except Exception:  # a half-written or foreign pickle says nothing
+    except Exception:  # absent, half-written or foreign: it says nothing
         return None
     return str(outcome), str(value)
 
 
-def log_paths(folder: str | Path, job_id: str) -> tuple[Path, Path]:
-    """The stdout and stderr logs of a job (or array task) submitted into ``folder``."""
-    return Path(folder) / f"{job_id}_0_log.out", Path(folder) / f"{job_id}_0_log.err"
+# --- the state file -------------------------------------------------------------------------------
 
 
-def describe_ids(ids: Mapping[str, str]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in ids.items())
+@dataclass(frozen=True)
+class JobRecord:
+    """The latest job of one task."""
+
+    key: str
+    job_id: str
+    folder: str
+    submitted: str
+
+
+_WHAT = "the record of the jobs submitted to SLURM"
+_REMEDY = (
+    "once no job of this experiment is queued or running (submit would submit those again), remove it to start "
+    "that record afresh"
+)
+
+
+def load_state(path: str | os.PathLike, experiment: str) -> dict:
+    """The state file's content, or an empty state when there is none yet.
+
+    Raises:
+        InputError: the file is unreadable, of another version, or holds no list of submissions.
+    """
+    state = read_record(path, VERSION, _WHAT, _REMEDY)
+    if state is None:
+        return {"version": VERSION, "experiment": experiment, "submissions": []}
+    if not isinstance(state.get("submissions"), list):
+        raise InputError(f"{_WHAT} {path} holds no list of submissions; {_REMEDY}")
+    return state
+
+
+def save_state(path: str | os.PathLike, state: dict) -> None:
+    """Write the state atomically (a reader never sees half a file)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(path, json.dumps(state, indent=2, sort_keys=True) + "\n")
+
+
+def new_submission(state: dict, folder: str | os.PathLike) -> dict:
+    """Append an empty submission record and return it (fill its ``jobs`` as groups are submitted)."""
+    now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    state["submissions"].append({"time": now, "folder": str(folder), "jobs": {}})
+    return state["submissions"][-1]
+
+
+def latest_jobs(state: dict) -> dict[str, JobRecord]:
+    """Task id → its most recent job record."""
+    out = {}
+    for submission in state["submissions"]:
+        for key, job_id in submission["jobs"].items():
+            out[key] = JobRecord(key, str(job_id), submission["folder"], submission["time"])
+    return out
+
+
+def active_jobs(spec: ExperimentSpec, queue: Collection[str] | None = None) -> dict[str, str]:
+    """Task id → job id of this experiment's recorded jobs that SLURM still queues or runs.
+
+    ``queue`` holds the ids that SLURM queues; without it ``squeue`` is asked, only when jobs were
+    recorded.
+
+    Raises:
+        SubmissionError: the scheduler cannot be asked.
+    """
+    records = latest_jobs(load_state(spec.state_file, spec.name))
+    if records and queue is None:
+        queue = queued_jobs()
+    return {key: r.job_id for key, r in records.items() if r.job_id in (queue or ())}
+
+
+# --- ``nnunet-dicephi submit`` --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What one ``submit`` did: the plan, the submitit folder, and group key → job ids of its tasks."""
+
+    plan: Plan
+    folder: Path
+    job_ids: dict[str, list[str]]
+
+
+def submission_folder(spec: ExperimentSpec) -> Path:
+    """A fresh submitit folder for each submission.
+
+    Job ids restart on a fresh controller, and a stale ``<id>_result.pkl`` from an earlier cluster
+    must never be taken for this job's result.
+    """
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    folder, n = spec.output / "slurm" / stamp, 1
+    while folder.exists():
+        n += 1
+        folder = spec.output / "slurm" / f"{stamp}-{n}"
+    return folder
+
+
+def dry_run(spec: ExperimentSpec, stages: Iterable[str] = STAGES, say: Callable[[str], None] = print) -> Plan:
+    """Print the job scripts that ``submit`` would submit now; submits nothing."""
+    names = resolve_datasets(spec)
+    try:
+        active = active_jobs(spec)
+    except SubmissionError as error:
+        say(f"# note: queue not checked ({error}); jobs still queued would be shown again")
+        active = {}
+    plan = plan_jobs(spec, names, stages=stages, active=active)
+    say(render_plan(spec, plan.groups, spec.output / "slurm" / "DRY-RUN").rstrip("\n"))
+    skipped = [f"#   {key}: {why}" for key, why in plan.skipped]
+    say("\n".join(["# skipped:", *skipped]) if skipped else "# skipped: nothing")
+    return plan
+
+
+def submit(spec: ExperimentSpec, stages: Iterable[str] = STAGES, say: Callable[[str], None] = print) -> Submitted:
+    """Submit what is not done and not already queued, chained with ``afterok`` dependencies.
+
+    Raises:
+        SpecError: a dataset, test folder or the virtual environment is missing.
+        ExperimentBusy: a ``run`` or ``submit`` of the experiment holds its lock, or processes of an
+            earlier ``run`` still train.
+        SubmissionError: the scheduler cannot be reached or refused a job (the jobs submitted
+            before that are recorded in the state file).
+    """
+    from .local import refuse_live_local_units
+
+    names = resolve_datasets(spec)
+    with experiment_lock(spec.output, "submit"):
+        refuse_live_local_units(spec, "submit")
+        active = active_jobs(spec, queued_jobs())  # asked even with no job recorded: no SLURM, nothing written
+        state = load_state(spec.state_file, spec.name)
+        plan = plan_jobs(spec, names, stages=stages, active=active)
+        folder = submission_folder(spec)
+        job_ids: dict[str, list[str]] = {}
+        if plan.groups:
+            folder.mkdir(parents=True)
+            submission = new_submission(state, folder)
+            submission["groups"] = {}
+            for group in plan.groups:
+                deps = [array_id(job_ids[str(k)][0]) for k in group.after] + list(group.after_jobs)
+                ids = submit_group(spec, group, folder, dependency_text(deps))
+                job_ids[group.key] = ids
+                submission["groups"][group.key] = array_id(ids[0])
+                submission["jobs"].update({str(task.id): job_id for task, job_id in zip(group.tasks, ids)})
+                save_state(spec.state_file, state)  # after each group: a failure later keeps this record
+                shown = f"job {ids[0]}" if len(ids) == 1 else f"array {array_id(ids[0])} ({len(ids)} tasks)"
+                say(f"submitted {group.key}: {shown}" + (f", after {', '.join(deps)}" if deps else ""))
+    done = sum(1 for _, why in plan.skipped if why == "done")
+    say(
+        f"experiment {spec.name!r}: {sum(len(v) for v in job_ids.values())} job(s) submitted"
+        + (f", logs in {folder}" if job_ids else "")
+        + f"; {len(plan.skipped)} skipped ({done} done)"
+    )
+    for key, why in plan.skipped:
+        if why != "done":
+            say(f"  skipped {key}: {why}")
+    return Submitted(plan, folder, job_ids)

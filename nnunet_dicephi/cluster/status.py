@@ -11,6 +11,9 @@ Sources, in order of authority:
    because a dependency failed;
 4. submitit's result pickle, for jobs the controller no longer remembers: its error message.
 
+A prediction or report done before what it reads changed (a retraining, a new preprocessing) is
+**stale**, as the plan judges it (:class:`~.tasks.Progress`).
+
 Without any job recorded, a fold is **interrupted** (it has a checkpoint) or **missing**. Keys that
 no SLURM job ran take their status from the latest local run (``nnunet-dicephi run``,
 :func:`~nnunet_dicephi.cluster.local.local_statuses`): running, pending, failed (with its log),
@@ -24,15 +27,13 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
-from nnunet_dicephi._nnunet_names import parse_results_folder_name
-
 from . import slurm
 from .experiment import ExperimentSpec
-from .jobs import CROSSVAL, FoldState, fold_state, grid, marker_path, predict_tasks, preprocessed, resolve_datasets
-from .state import JobRecord, latest_jobs, load_state
+from .slurm import JobRecord, latest_jobs, load_state
+from .tasks import FoldState, Progress, fold_state, grid_tasks, resolve_datasets
 
 PROBLEMS = ("failed", "blocked")
-ORDER = ("done", "running", "pending", "failed", "blocked", "interrupted", "missing", "unknown")
+ORDER = ("done", "running", "pending", "failed", "blocked", "interrupted", "stale", "missing", "unknown")
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class Row:
 
 def _ended(record: JobRecord, known: Mapping[str, slurm.JobInfo] | None) -> tuple[str, str]:
     """Status and detail of a recorded job that is no longer queued, its outputs missing."""
-    out_log, err_log = slurm.log_paths(record.folder, record.job_id)
+    paths = slurm.job_paths(record.folder, record.job_id)
     result = slurm.result_of(record.folder, record.job_id)
     message = ""
     if result is not None and result[0] == "error":
@@ -64,14 +65,14 @@ def _ended(record: JobRecord, known: Mapping[str, slurm.JobInfo] | None) -> tupl
         what = f"{info.state} (exit {info.exit_code})" if info.exit_code else info.state
         if info.state == "COMPLETED" and not message:
             message = "the job ended but its outputs are missing"
-        return "failed", f"{what}: {message or 'see ' + str(err_log)}; log {err_log}"
+        return "failed", f"{what}: {message or 'see ' + str(paths.stderr)}; log {paths.stderr}"
     if message:
-        return "failed", f"{message}; log {err_log}"
+        return "failed", f"{message}; log {paths.stderr}"
     if result is not None:
-        return "failed", f"the job ended but its outputs are missing; log {out_log}"
-    if not err_log.exists() and not out_log.exists():
+        return "failed", f"the job ended but its outputs are missing; log {paths.stdout}"
+    if not paths.stderr.exists() and not paths.stdout.exists():
         return "blocked", "never ran (cancelled before it started, e.g. a dependency failed)"
-    return "failed", f"ended without a result (killed, cancelled or out of memory?); log {err_log}"
+    return "failed", f"ended without a result (killed, cancelled or out of memory?); log {paths.stderr}"
 
 
 def job_status(
@@ -89,15 +90,9 @@ def job_status(
         return "unknown", record.job_id, "scheduler not reachable"
     info = queue.get(record.job_id)
     if info is not None:
-        detail = info.reason if info.reason not in ("", "None") else ""
-        return info.status, record.job_id, detail
+        return info.status, record.job_id, info.reason if info.reason not in ("", "None") else ""
     status, detail = _ended(record, known)
     return status, record.job_id, detail
-
-
-def _with_plans(configuration: str, plans: str, default: str) -> str:
-    """The configuration, and the plans when they are a variant (``2d (nnUNetPlans_bs2)``)."""
-    return configuration if plans == default else f"{configuration} ({plans})"
 
 
 def collect(
@@ -110,57 +105,27 @@ def collect(
 ) -> list[Row]:
     """The status rows from the folders, the recorded jobs and what the scheduler said.
 
-    ``local`` holds key → (status, job, detail) of a local run (:func:`.local.local_statuses`),
-    used for keys that no SLURM job has run.
+    ``local`` holds task id → (status, job, detail) of a local run (:func:`.local.local_statuses`),
+    used for tasks that no SLURM job has run.
     """
     local = dict(local or {})
-
-    def not_done(key: str) -> tuple[str, str, str]:
-        if key not in records and key in local:
-            return local[key]
-        return job_status(records.get(key), queue, known)
-
+    tasks = grid_tasks(spec, names)
+    progress = Progress(spec, names, tasks)
     rows = []
-    for dataset in spec.datasets:
-        name = names[dataset.id]
-        key = f"preprocess/{name}"
-        if marker_path(spec, key).is_file() or preprocessed(spec, dataset, name):
-            rows.append(Row("preprocess", name, "", "", "", "done", getattr(records.get(key), "job_id", "")))
+    for task in tasks:
+        key, state = str(task.id), progress.state(task)
+        record = records.get(key)
+        if state == "done":
+            status, job_id, detail = "done", getattr(record, "job_id", ""), ""
+        elif key not in records and key in local:
+            status, job_id, detail = local[key]
         else:
-            status, job_id, detail = not_done(key)
-            rows.append(Row("preprocess", name, "", "", "", status, job_id, detail))
-        for unit in grid(spec, names):
-            if unit.dataset_id != dataset.id:
-                continue
-            record = records.get(unit.key)
-            state = fold_state(unit.fold_dir(spec.environment.nnunet_results))
-            if state is FoldState.DONE:
-                status, job_id, detail = "done", getattr(record, "job_id", ""), ""
-            else:
-                status, job_id, detail = not_done(unit.key)
-                if status == "missing" and state is FoldState.INTERRUPTED:
-                    status, detail = "interrupted", "has a checkpoint; submit or run resumes it with --c"
-            configuration = _with_plans(unit.configuration, unit.plans, dataset.plans)
-            rows.append(Row("train", name, configuration, unit.trainer, str(unit.fold), status, job_id, detail))
-        for task in predict_tasks(spec, dataset, name):
-            last = task.key.rsplit("/", 1)[1]
-            if last == CROSSVAL or last.startswith(CROSSVAL + "_"):
-                trainer, configuration = "cross-validation", last[len(CROSSVAL) + 1 :]
-            else:
-                trainer, plans, configuration = parse_results_folder_name(last)
-                configuration = _with_plans(configuration, plans, dataset.plans)
-            if task.marker is not None and task.marker.is_file():
-                status, job_id, detail = "done", getattr(records.get(task.key), "job_id", ""), ""
-            else:
-                status, job_id, detail = not_done(task.key)
-            rows.append(Row("predict", name, configuration, trainer, "", status, job_id, detail))
-    report = spec.report_spec
-    if report.enabled:
-        if marker_path(spec, "report").is_file() and (report.output / "report.md").is_file():
-            rows.append(Row("report", "", "", "", "", "done", getattr(records.get("report"), "job_id", ""), ""))
-        else:
-            status, job_id, detail = not_done("report")
-            rows.append(Row("report", "", "", "", "", status, job_id, detail))
+            status, job_id, detail = job_status(record, queue, known)
+        if state == "stale" and status not in ("running", "pending"):
+            status, detail = "stale", "what it reads is not done or changed since it ran; submit or run redoes it"
+        if status == "missing" and task.fold_dir is not None and fold_state(task.fold_dir) is FoldState.INTERRUPTED:
+            status, detail = "interrupted", "has a checkpoint; submit or run resumes it with --c"
+        rows.append(Row(task.id.stage, task.id.dataset, *task.label, status, job_id, detail))
     return rows
 
 
@@ -180,20 +145,19 @@ def table(rows: list[Row]) -> str:
 
 def status(spec: ExperimentSpec) -> tuple[list[Row], list[str]]:
     """The rows and notes (e.g. scheduler not reachable) for ``spec``."""
+    from .local import local_statuses
+
     names = resolve_datasets(spec)
     records = latest_jobs(load_state(spec.state_file, spec.name))
     notes = []
     queue = known = None
     if records:
         try:
-            queue = slurm.queued_jobs()
-            known = slurm.known_jobs()
+            queue, known = slurm.queued_jobs(), slurm.known_jobs()
         except slurm.SubmissionError as error:
             notes.append(f"scheduler not reachable ({error}); job states from files only")
     else:
         queue, known = {}, {}
-    from .local import local_statuses
-
     return collect(spec, names, records, queue, known, local_statuses(spec)), notes
 
 

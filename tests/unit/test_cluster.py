@@ -19,14 +19,15 @@ from pathlib import Path
 import pytest
 
 from nnunet_dicephi._problems import InputError
-from nnunet_dicephi.cluster import jobs, runner, slurm, state
+from nnunet_dicephi.cluster import process, slurm, tasks
 from nnunet_dicephi.cluster import spec as spec_module
 from nnunet_dicephi.cluster import status as status_module
-from nnunet_dicephi.cluster import submit as submit_module
 from nnunet_dicephi.cluster.cli import add_parser
-from nnunet_dicephi.cluster.jobs import FoldState, fold_state, plan_jobs, resolve_datasets
 from nnunet_dicephi.cluster.lock import LOCK_FILE, ExperimentBusy, experiment_lock
+from nnunet_dicephi.cluster.process import TaskRun
+from nnunet_dicephi.cluster.runner import StageJob, TrainJob
 from nnunet_dicephi.cluster.spec import SpecError, format_time, load_spec, parse_spec, parse_time, tomllib
+from nnunet_dicephi.cluster.tasks import FoldState, Task, TaskId, fold_state, plan_jobs, resolve_datasets
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "grid.toml"
@@ -312,6 +313,10 @@ def grid_env(tmp_path):
     return spec, tmp_path
 
 
+def keys(ids) -> tuple[str, ...]:
+    return tuple(str(i) for i in ids)
+
+
 def fold(root: Path, trainer: str, number, *files: str) -> Path:
     folder = root / "res" / "Dataset901_Toy" / f"{trainer}__nnUNetPlans__2d" / f"fold_{number}"
     for name in files:
@@ -353,8 +358,8 @@ def test_the_plan_skips_done_folds_resumes_interrupted_ones_and_chains_the_stage
         "report",
     ]
     train = plan.group("train/Dataset901_Toy")
-    assert train.after == ("preprocess/Dataset901_Toy",) and train.name == "toy-train-901"
-    notes = {t.key.split("/", 2)[2]: (t.note, t.commands[0]) for t in train.tasks}
+    assert keys(train.after) == ("preprocess/Dataset901_Toy",) and train.name == "toy-train-901"
+    notes = {t.key.split("/", 2)[2]: (t.note, t.planned[0]) for t in train.tasks}
     assert "TrainerDiceI__nnUNetPlans__2d/fold_0" not in notes
     assert notes["TrainerDiceI__nnUNetPlans__2d/fold_1"][1][-1] == "--c"
     assert notes["TrainerDiceBI__nnUNetPlans__2d/fold_0"][0].startswith("resume")
@@ -364,8 +369,8 @@ def test_the_plan_skips_done_folds_resumes_interrupted_ones_and_chains_the_stage
     )
     assert len(train.tasks) == 5
     assert ("train/Dataset901_Toy/TrainerDiceI__nnUNetPlans__2d/fold_0", "done") in plan.skipped
-    assert plan.group("predict/Dataset901_Toy").after == ("train/Dataset901_Toy",)
-    assert plan.group("report").after == ("predict/Dataset901_Toy",)
+    assert keys(plan.group("predict/Dataset901_Toy").after) == ("train/Dataset901_Toy",)
+    assert keys(plan.group("report").after) == ("predict/Dataset901_Toy",)
     (preprocess,) = plan.group("preprocess/Dataset901_Toy").tasks[0].commands
     assert preprocess == (
         "nnUNetv2_plan_and_preprocess", "-d", "901", "-c", "2d", "-np", "2", "--verify_dataset_integrity",
@@ -379,10 +384,10 @@ def test_the_plan_waits_for_active_jobs_and_never_submits_them_twice(grid_env):
     plan = plan_jobs(spec, {901: "Dataset901_Toy"}, active=active)
     assert [g.key for g in plan.groups] == ["train/Dataset901_Toy", "predict/Dataset901_Toy", "report"]
     train = plan.group("train/Dataset901_Toy")
-    assert train.after == () and train.after_jobs == ("77",)
+    assert keys(train.after) == () and train.after_jobs == ("77",)
     assert unit not in [t.key for t in train.tasks] and (unit, "still queued or running as job 78_5") in plan.skipped
     predict = plan.group("predict/Dataset901_Toy")
-    assert predict.after == ("train/Dataset901_Toy",) and predict.after_jobs == ("78_5",)
+    assert keys(predict.after) == ("train/Dataset901_Toy",) and predict.after_jobs == ("78_5",)
 
 
 def test_the_plan_for_a_finished_grid_is_empty_and_a_preprocessed_dataset_is_not_preprocessed_again(grid_env):
@@ -394,10 +399,10 @@ def test_the_plan_for_a_finished_grid_is_empty_and_a_preprocessed_dataset_is_not
     plan = plan_jobs(spec, {901: "Dataset901_Toy"})
     assert [g.key for g in plan.groups] == ["predict/Dataset901_Toy", "report"]  # never predicted yet
     assert ("preprocess/Dataset901_Toy", "already preprocessed") in plan.skipped
-    assert plan.group("predict/Dataset901_Toy").after == ()
+    assert keys(plan.group("predict/Dataset901_Toy").after) == ()
     for key in ("predict/Dataset901_Toy/crossval", "report"):
-        jobs.marker_path(spec, key).parent.mkdir(parents=True, exist_ok=True)
-        jobs.marker_path(spec, key).write_text("done")
+        tasks.marker_path(spec, key).parent.mkdir(parents=True, exist_ok=True)
+        tasks.marker_path(spec, key).write_text("done")
     (spec.report_spec.output).mkdir(parents=True)
     (spec.report_spec.output / "report.md").write_text("# report")
     plan = plan_jobs(spec, {901: "Dataset901_Toy"})
@@ -412,9 +417,10 @@ def test_a_new_training_redoes_only_the_predictions_that_read_it(tmp_path):
     spec = parse_spec(data, tmp_path, environ={})
     fake_preprocessed(tmp_path)
     fold(tmp_path, "TrainerDiceI", 0, "checkpoint_final.pth", "validation/summary.json")
-    for key in [t.key for t in jobs.predict_tasks(spec, spec.datasets[0], "Dataset901_Toy")] + ["report"]:
-        jobs.marker_path(spec, key).parent.mkdir(parents=True, exist_ok=True)
-        jobs.marker_path(spec, key).write_text("done")
+    predict = [t for t in tasks.dataset_tasks(spec, spec.datasets[0], "Dataset901_Toy") if t.id.stage == "predict"]
+    for key in [t.key for t in predict] + ["report"]:
+        tasks.marker_path(spec, key).parent.mkdir(parents=True, exist_ok=True)
+        tasks.marker_path(spec, key).write_text("done")
     # TrainerDiceBI was added to the grid after everything else had run
     plan = plan_jobs(spec, {901: "Dataset901_Toy"})
     assert [t.key for t in plan.group("predict/Dataset901_Toy").tasks] == [
@@ -424,7 +430,7 @@ def test_a_new_training_redoes_only_the_predictions_that_read_it(tmp_path):
     assert ("predict/Dataset901_Toy/TrainerDiceI__nnUNetPlans__2d", "done") in plan.skipped
     # preprocessing again makes every prediction stale
     shutil.rmtree(tmp_path / "pre")
-    jobs.marker_path(spec, "preprocess/Dataset901_Toy").unlink(missing_ok=True)
+    tasks.marker_path(spec, "preprocess/Dataset901_Toy").unlink(missing_ok=True)
     plan = plan_jobs(spec, {901: "Dataset901_Toy"})
     assert len(plan.group("predict/Dataset901_Toy").tasks) == 3
 
@@ -433,7 +439,7 @@ def test_selected_stages_only(grid_env):
     spec, _ = grid_env
     plan = plan_jobs(spec, {901: "Dataset901_Toy"}, stages=["train", "report"])
     assert [g.key for g in plan.groups] == ["train/Dataset901_Toy", "report"]
-    assert plan.group("report").after == ("train/Dataset901_Toy",)  # still waits for the training
+    assert keys(plan.group("report").after) == ("train/Dataset901_Toy",)  # still waits for the training
     assert ("predict/Dataset901_Toy", "stage not selected") in plan.skipped
     with pytest.raises(ValueError, match="unknown stage"):
         plan_jobs(spec, {901: "Dataset901_Toy"}, stages=["deploy"])
@@ -512,11 +518,15 @@ def test_callables_pickle_and_training_decides_resume_itself(grid_env):
     spec, root = grid_env
     fold(root, "TrainerDiceI", 1, "checkpoint_latest.pth")
     plan = plan_jobs(spec, {901: "Dataset901_Toy"})
-    functions = slurm.callables(spec, plan.group("train/Dataset901_Toy"))
-    assert all(f.argv[-1] != "--c" for f in functions)  # --c is decided when the job starts
+    functions = [TaskRun(task) for task in plan.group("train/Dataset901_Toy").tasks]
+    assert all(f.task.commands[0][-1] != "--c" for f in functions)  # --c is decided when the job starts
     assert pickle.loads(pickle.dumps(functions[0])) == functions[0]
-    (stage,) = slurm.callables(spec, plan.group("report"))
-    assert stage.marker == str(jobs.marker_path(spec, "report"))
+    (stage,) = [TaskRun(task) for task in plan.group("report").tasks]
+    assert stage.task.marker == tasks.marker_path(spec, "report")
+
+
+def train_run(argv, folder) -> TaskRun:
+    return TaskRun(Task(TaskId("train", "x"), (tuple(argv),), fold_dir=Path(folder)))
 
 
 # --- inside the job -------------------------------------------------------------------------------
@@ -530,48 +540,54 @@ def good_checkpoint(path: Path) -> None:
 
 def test_a_training_job_runs_fresh_resumes_or_does_nothing(tmp_path, capsys):
     folder = tmp_path / "fold_0"
-    job = runner.TrainJob("train/x", ("nnUNetv2_train", "1", "2d", "0"), str(folder))
-    assert job.command() == job.argv
+    argv = ("nnUNetv2_train", "1", "2d", "0")
+    job = train_run(argv, folder)
+    assert job.commands() == [argv]
     good_checkpoint(folder / "checkpoint_latest.pth")
-    assert job.command() == (*job.argv, "--c")
+    assert job.commands() == [(*argv, "--c")]
     assert "resuming from checkpoint_latest.pth with --c" in capsys.readouterr().out
     good_checkpoint(folder / "checkpoint_final.pth")
     (folder / "validation").mkdir()
     (folder / "validation" / "summary.json").write_text("{}")
-    assert job.command() is None and job() == "train/x: already finished"
+    assert job.commands() == [] and job() == "train/x: already finished"
+    # a job pickled by an earlier release runs as the same task
+    assert TrainJob("train/x", argv, str(folder))() == "train/x: already finished"
 
 
 def test_one_function_adds_or_removes_c_and_never_twice(tmp_path):
     fresh = ("nnUNetv2_train", "1", "2d", "0")
     for argv in (fresh, (*fresh, "--c"), (*fresh, "--c", "--c")):
-        assert jobs.with_resume(argv, resume=False) == fresh
-        assert jobs.with_resume(argv, resume=True) == (*fresh, "--c")
+        assert tasks.resumed(argv, resume=False) == fresh
+        assert tasks.resumed(argv, resume=True) == (*fresh, "--c")
     # the job decides from the fold, whatever the command it was given says
     folder = tmp_path / "fold_0"
-    job = runner.TrainJob("train/x", (*fresh, "--c"), str(folder))
-    assert job.command() == fresh
+    job = train_run((*fresh, "--c"), folder)
+    assert job.commands() == [fresh]
     good_checkpoint(folder / "checkpoint_latest.pth")
-    assert job.command() == (*fresh, "--c")
+    assert job.commands() == [(*fresh, "--c")]
 
 
 def test_a_checkpoint_broken_by_a_kill_is_moved_aside(tmp_path, capsys):
     folder = tmp_path / "fold_0"
     good_checkpoint(folder / "checkpoint_best.pth")
     (folder / "checkpoint_latest.pth").write_bytes(b"PK\x03\x04 half a checkpoint")
-    job = runner.TrainJob("train/x", ("nnUNetv2_train",), str(folder))
-    assert job.command() == ("nnUNetv2_train", "--c")  # nnU-Net falls back to checkpoint_best
+    job = train_run(("nnUNetv2_train",), folder)
+    assert job.commands() == [("nnUNetv2_train", "--c")]  # nnU-Net falls back to checkpoint_best
     assert (folder / "checkpoint_latest.pth.broken").is_file() and not (folder / "checkpoint_latest.pth").exists()
     assert "is incomplete" in capsys.readouterr().out
 
 
 def test_a_stage_job_runs_its_commands_then_writes_its_marker(tmp_path):
     marker = tmp_path / "markers" / "report.done"
-    ok = runner.StageJob("report", ((sys.executable, "-c", "print('hi')"),), str(marker))
+    ok = TaskRun(Task(TaskId("report"), ((sys.executable, "-c", "print('hi')"),), marker=marker))
     assert ok() == "report: done" and marker.is_file()
-    failing = runner.StageJob("predict/x", ((sys.executable, "-c", "import sys; sys.exit(3)"),), str(tmp_path / "m"))
-    with pytest.raises(runner.CommandFailed, match="exit status 3"):
-        failing()
+    failing = Task(TaskId("predict", "x"), ((sys.executable, "-c", "import sys; sys.exit(3)"),), marker=tmp_path / "m")
+    with pytest.raises(process.CommandFailed, match="exit status 3"):
+        TaskRun(failing)()
     assert not (tmp_path / "m").exists()
+    # a job pickled by an earlier release runs as the same task
+    marker.unlink()
+    assert StageJob("report", ok.task.commands, str(marker))() == "report: done" and marker.is_file()
 
 
 def test_the_command_ignores_the_warning_signal_and_is_stopped_by_the_checkpoint():
@@ -579,24 +595,24 @@ def test_the_command_ignores_the_warning_signal_and_is_stopped_by_the_checkpoint
 
     def run():
         try:
-            runner.run_command((sys.executable, "-c", "import time; time.sleep(60)"))
-        except runner.CommandFailed as error:
+            process.run_command((sys.executable, "-c", "import time; time.sleep(60)"))
+        except process.CommandFailed as error:
             errors.append(str(error))
 
     thread = threading.Thread(target=run)
     thread.start()
     deadline = time.monotonic() + 30
-    while runner._CHILD is None and time.monotonic() < deadline:
+    while process._CHILD is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    child = runner._CHILD  # set once Popen returned, i.e. after the exec: SIGUSR2 is ignored by now
+    child = process._CHILD  # set once Popen returned, i.e. after the exec: SIGUSR2 is ignored by now
     assert child is not None, "the command did not start within 30 s"
     os.kill(child.pid, signal.SIGUSR2)  # SLURM's warning reaches every process of the step
-    delayed = runner.TrainJob("train/x", ("nnUNetv2_train",), "/nowhere").checkpoint()
+    delayed = train_run(("nnUNetv2_train",), "/nowhere").checkpoint()
     thread.join(timeout=60)
     # an ignored signal is dropped when sent; had SIGUSR2 killed the command, it would have ended
     # with signal 12 before the checkpoint's SIGTERM (15) could reach it
     assert errors and "signal 15" in errors[0], "SIGUSR2 must not kill the command; submitit's handler decides"
-    assert delayed.function == runner.TrainJob("train/x", ("nnUNetv2_train",), "/nowhere")
+    assert delayed.function == train_run(("nnUNetv2_train",), "/nowhere")
 
 
 # --- the state file -------------------------------------------------------------------------------
@@ -604,12 +620,12 @@ def test_the_command_ignores_the_warning_signal_and_is_stopped_by_the_checkpoint
 
 def test_the_state_file_is_written_atomically_and_the_latest_job_wins(tmp_path, monkeypatch):
     path = tmp_path / "cluster_state.json"
-    assert state.load_state(path, "toy")["submissions"] == []
-    current = state.empty_state("toy")
-    state.new_submission(current, "f1")["jobs"].update({"a": "1", "b": "2_0"})
-    state.save_state(path, current)
-    state.new_submission(current, "f2")["jobs"].update({"a": "3"})
-    latest = state.latest_jobs(current)
+    assert slurm.load_state(path, "toy")["submissions"] == []
+    current = slurm.load_state(path, "toy")
+    slurm.new_submission(current, "f1")["jobs"].update({"a": "1", "b": "2_0"})
+    slurm.save_state(path, current)
+    slurm.new_submission(current, "f2")["jobs"].update({"a": "3"})
+    latest = slurm.latest_jobs(current)
     assert (latest["a"].job_id, latest["a"].folder) == ("3", "f2") and latest["b"].job_id == "2_0"
 
     before = path.read_text()
@@ -619,12 +635,12 @@ def test_the_state_file_is_written_atomically_and_the_latest_job_wins(tmp_path, 
 
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError):
-        state.save_state(path, current)
+        slurm.save_state(path, current)
     assert path.read_text() == before  # a crash mid-write leaves the old state whole
     monkeypatch.undo()
     path.write_text(json.dumps({"version": 99}))
     with pytest.raises(InputError, match="cluster_state.json is of another version"):
-        state.load_state(path, "toy")
+        slurm.load_state(path, "toy")
 
 
 HOLD_THE_LOCK = """\
@@ -674,7 +690,7 @@ def test_submit_refuses_while_processes_of_a_killed_run_still_train(grid_env, mo
 
     monkeypatch.setattr(slurm, "submit_group", submit_group)
     with pytest.raises(ExperimentBusy, match=rf"still run: {key} \(pid {os.getpid()}\).* then submit again"):
-        submit_module.submit(spec, say=lambda _: None)
+        slurm.submit(spec, say=lambda _: None)
     assert not (spec.output / LOCK_FILE).exists() and not spec.state_file.exists()
 
 
@@ -711,10 +727,10 @@ def test_status_from_folders_records_queue_and_finished_jobs(grid_env):
     fake_preprocessed(root)
     fold(root, "TrainerDiceI", 0, "checkpoint_final.pth", "validation/summary.json")
     fold(root, "TrainerDiceBI", 2, "checkpoint_latest.pth")
-    units = [u.key for u in jobs.grid(spec, names)]  # I0 I1 I2 BI0 BI1 BI2
+    units = [t.key for t in tasks.grid_tasks(spec, names) if t.id.stage == "train"]  # I0 I1 I2 BI0 BI1 BI2
     jobs_by_key = {"preprocess/Dataset901_Toy": "10", units[0]: "11_0", units[1]: "11_1", units[2]: "11_2"}
     jobs_by_key.update({units[3]: "11_3", units[4]: "11_4", "predict/Dataset901_Toy/crossval": "12", "report": "13"})
-    records = {k: state.JobRecord(k, v, str(logs), "t") for k, v in jobs_by_key.items()}
+    records = {k: slurm.JobRecord(k, v, str(logs), "t") for k, v in jobs_by_key.items()}
     with open(logs / "11_2_0_result.pkl", "wb") as handle:
         pickle.dump(("error", "Traceback ...\nCommandFailed: nnUNetv2_train failed with exit status 1"), handle)
     (logs / "11_4_0_log.err").write_text("killed")
@@ -833,7 +849,7 @@ def test_run_dry_run_prints_each_command_as_the_shell_line_that_runs_it(tmp_path
     lines = [line.split("$ ", 1)[1] for line in out.splitlines() if line.lstrip().startswith("$ ")]
     spec = load_spec(spec_path, environ={})
     plan = plan_jobs(spec, resolve_datasets(spec))
-    assert [shlex.split(line) for line in lines] == [list(c) for g in plan.groups for t in g.tasks for c in t.commands]
+    assert [shlex.split(line) for line in lines] == [list(c) for g in plan.groups for t in g.tasks for c in t.planned]
     # pasted into a shell, a line runs its command with these very arguments, and nothing else
     predict = next(line for line in lines if line.startswith("nnUNetv2_predict "))
     shell = subprocess.run(

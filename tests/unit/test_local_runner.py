@@ -19,13 +19,12 @@ from pathlib import Path
 import pytest
 
 from nnunet_dicephi._problems import InputError
-from nnunet_dicephi.cluster import local, slurm, state
+from nnunet_dicephi.cluster import local, process, slurm
 from nnunet_dicephi.cluster import status as status_module
-from nnunet_dicephi.cluster import submit as submit_module
 from nnunet_dicephi.cluster.experiment import smoke_variant
-from nnunet_dicephi.cluster.jobs import plan_jobs, resolve_datasets
 from nnunet_dicephi.cluster.lock import ExperimentBusy, experiment_lock
 from nnunet_dicephi.cluster.spec import SpecError, parse_spec
+from nnunet_dicephi.cluster.tasks import plan_jobs, resolve_datasets
 from nnunet_dicephi.cluster.variants import Variant, parse_variant, variant_name, variants_command, write_variants
 
 FAKE = textwrap.dedent(
@@ -220,13 +219,13 @@ def test_a_run_interrupted_mid_training_stops_its_jobs_and_resumes_with_c(fake, 
 def test_jobs_run_side_by_side_and_gpus_are_given_one_each(fake, monkeypatch):
     make_spec, _ = fake
     seen = []
-    real_popen = local.subprocess.Popen
+    real_popen = process.subprocess.Popen
 
     def popen(argv, **kwargs):
         seen.append((Path(argv[0]).name, kwargs["env"].get("CUDA_VISIBLE_DEVICES")))
         return real_popen(argv, **kwargs)
 
-    monkeypatch.setattr(local.subprocess, "Popen", popen)
+    monkeypatch.setattr(process.subprocess, "Popen", popen)
     spec = make_spec(**{"environment.device": "cuda", "resources.train.gpus": 1})
     result, _ = run(spec, gpus=["0", "1"])
     assert result.exit_status == 0
@@ -248,7 +247,7 @@ def test_runs_and_submits_of_the_same_experiment_exclude_each_other(fake, monkey
             run(spec)
     monkeypatch.setattr(slurm, "queued_jobs", lambda user=None: {})
     with experiment_lock(spec.output, "run"), pytest.raises(ExperimentBusy, match="another nnunet-dicephi run"):
-        submit_module.submit(spec, say=lambda _: None)
+        slurm.submit(spec, say=lambda _: None)
     assert called() == [] and not spec.state_file.exists()
 
 
@@ -267,9 +266,9 @@ def test_a_run_leaves_the_folds_that_slurm_still_runs_and_blocks_what_needs_them
     make_spec, called = fake
     spec = make_spec()
     key = "train/Dataset901_Toy/TrainerDiceBI__nnUNetPlans__2d/fold_0"
-    submitted = state.empty_state(spec.name)
-    state.new_submission(submitted, str(spec.output / "slurm" / "1"))["jobs"][key] = "78_1"
-    state.save_state(spec.state_file, submitted)
+    submitted = slurm.load_state(spec.state_file, spec.name)
+    slurm.new_submission(submitted, str(spec.output / "slurm" / "1"))["jobs"][key] = "78_1"
+    slurm.save_state(spec.state_file, submitted)
 
     def squeue_fails(user=None):
         raise slurm.SubmissionError("squeue -h failed: slurm_load_jobs error: Unable to contact slurm controller")
@@ -461,7 +460,7 @@ def test_a_toy_dataset_is_checked_and_brings_its_test_set(tmp_path):
     with pytest.raises(SpecError) as info:
         parse_spec(data, tmp_path, environ={})
     assert "did you mean 'rare-class'?" in dict(info.value.problems)["dataset[0].toy"]
-    from nnunet_dicephi.cluster.jobs import predict_tasks, toy_folder_name
+    from nnunet_dicephi.cluster.tasks import dataset_tasks, toy_folder_name
 
     spec = parse_spec(minimal(**{"dataset.0.toy": "rare-class", "dataset.0.toy_seed": 3}), tmp_path, environ={})
     (dataset,) = spec.datasets
@@ -469,5 +468,5 @@ def test_a_toy_dataset_is_checked_and_brings_its_test_set(tmp_path):
     name = toy_folder_name(dataset)
     assert name == "Dataset901_ToyRareClass"
     assert resolve_datasets(spec, planned_toys=True) == {901: name}
-    predict = [c for task in predict_tasks(spec, dataset, name) for c in task.commands if c[0] == "nnUNetv2_predict"]
+    predict = [c for task in dataset_tasks(spec, dataset, name) for c in task.commands if c[0] == "nnUNetv2_predict"]
     assert predict and all(str(spec.environment.nnunet_raw / name / "imagesTs") in c for c in predict)
