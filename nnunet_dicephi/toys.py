@@ -22,7 +22,11 @@ The 3D scenarios, 40³ volumes for which nnU-Net's 3d_fullres plans a 40³ patch
   labelled collections are held: each *source* (:class:`Source`) annotates its own subset and
   labels the others, present in its images, as background; its dataset.json lists only its own
   labels, numbered 1, 2, … in the order of the structures, so that datasets are merged by name. A
-  last, fully labelled *reference* dataset holds the test set (:func:`write_toy_sources`).
+  last, fully labelled *reference* dataset holds the test set (:func:`write_toy_sources`);
+* ``organs-3d-merged`` — those datasets merged as ``nnunet-dicephi merge`` merges them, in one step:
+  one dataset over the five structures whose manifest says what each case annotates, the sources'
+  cases named ``d001_…``, ``d002_…``, ``d003_…`` (train one source alone with ``_source001``), the
+  reference's volumes its test set (:func:`write_merged_toy`). What a study spec's ``toy`` names.
 
 Beside dataset.json, ``dicephi_toy.json`` records the scenario, the seed, the package version, the
 counts per split and what each class measures in the labels written (the share of images where it is
@@ -76,12 +80,14 @@ class Scenario:
     dataset_name: str
     """The ``<Name>`` of ``Dataset<ID>_<Name>`` unless one is given."""
     labels: Mapping[str, int]
-    generate: Callable[[np.random.Generator, int, int], ToyData]
-    """``generate(rng, train_cases, test_cases)``; every draw comes from ``rng``."""
+    generate: Callable[[np.random.Generator, int, int], ToyData] | None
+    """``generate(rng, train_cases, test_cases)``; every draw comes from ``rng``. None: ``merges`` says."""
     train_cases: int
     test_cases: int
     dimensions: int = 2
     """2: ``(1, S, S)`` images, planned as nnU-Net's 2d; 3: volumes, planned as 3d_fullres."""
+    merges: str | None = None
+    """The multi-source scenario whose datasets this one merges (:func:`write_merged_toy`)."""
 
 
 # --- drawing discs ----------------------------------------------------------------------------
@@ -403,6 +409,26 @@ SOURCE_SCENARIOS: Mapping[str, SourcesScenario] = {
 }
 
 
+MERGED_SCENARIOS: Mapping[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario(
+            "organs-3d-merged",
+            "organs-3d-sources merged into one dataset by label name: 42 training volumes that each annotate "
+            "their source's structures (the manifest), 10 fully labelled test volumes",
+            "ToyOrgans3dMerged",
+            {"background": 0, "ellipsoid": 1, "sphere": 2, "torus": 3, "box": 4, "tube": 5},
+            None,
+            42,
+            10,
+            dimensions=3,
+            merges="organs-3d-sources",
+        ),
+    )
+}
+SCENARIOS = {**SCENARIOS, **MERGED_SCENARIOS}
+
+
 def _unknown(name: str) -> ValueError:
     close = difflib.get_close_matches(str(name), [*SCENARIOS, *SOURCE_SCENARIOS], n=1, cutoff=0.5)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -549,6 +575,10 @@ def write_toy(
             bad id or name, an id taken in nnU-Net's folders, an existing folder without ``force``).
     """
     spec = scenario_named(scenario)
+    if spec.merges is not None:
+        return write_merged_toy(
+            scenario, dataset_id, name, seed=seed, train_cases=train_cases, test_cases=test_cases, force=force
+        )
     _check_count("train_cases", train_cases)
     _check_count("test_cases", test_cases)
     _check_seed(seed)
@@ -638,6 +668,111 @@ def write_toy_sources(
     return written
 
 
+def write_merged_toy(
+    scenario: str,
+    dataset_id: int,
+    name: str | None = None,
+    *,
+    seed: int = 0,
+    train_cases: int | Sequence[int] | None = None,
+    test_cases: int | None = None,
+    force: bool = False,
+) -> Path:
+    """Write the merged scenario ``scenario`` as ``$nnUNet_raw/Dataset<ID>_<Name>``; returns its folder.
+
+    Its multi-source scenario's datasets are drawn as :func:`write_toy_sources` draws them (same seed,
+    same volumes), written into a hidden folder beside the target, merged there by
+    :func:`~nnunet_dicephi.merge.plan_merge` and :func:`~nnunet_dicephi.merge.write_merge`, and the
+    result renamed into place; the sources are not kept. They take the ids 1, 2, … in the scenario's
+    order (the reference last), so the cases are ``d001_…``, ``d002_…`` whatever ``dataset_id`` is.
+
+    Args:
+        scenario: a key of :data:`MERGED_SCENARIOS`.
+        dataset_id: the merged dataset's id, as :func:`write_toy`'s.
+        name: the ``<Name>`` (default: the scenario's).
+        seed: every image, label and choice follows from it, as in :func:`write_toy_sources`.
+        train_cases: each source's training cases (one count per source), or one total shared out in
+            the scenario's proportions (at least one each), or None for the scenario's sizes.
+        test_cases: the reference's volumes, the merged test set.
+        force: replace an earlier toy dataset of the same id and name.
+
+    Raises:
+        ValueError: as :func:`write_toy`; nothing is left in ``nnUNet_raw``.
+    """
+    from nnunet_dicephi import merge
+    from nnunet_dicephi._files import staging_folder
+    from nnunet_dicephi._problems import InputError, Problems
+    from nnunet_dicephi.conversion._target import move_into_place
+
+    spec = scenario_named(scenario)
+    sources = sources_scenario_named(spec.merges)
+    if train_cases is not None and not isinstance(train_cases, (int, np.integer)):
+        counts = _source_counts(sources, train_cases)
+    else:
+        _check_count("train_cases", train_cases)
+        defaults = [source.train_cases for source in sources.sources]
+        total = sum(defaults) if train_cases is None else int(train_cases)
+        counts = [max(1, round(n * total / sum(defaults))) for n in defaults]
+    _check_count("test_cases", test_cases)
+    _check_seed(seed)
+    target = _toy_target(dataset_id, spec.dataset_name if name is None else name, force)
+    datasets = draw_sources(sources, seed, counts, 0, test_cases)
+    workspace = staging_folder(target)
+    try:
+        folders = []
+        for number, data in enumerate(datasets, start=1):
+            folder = workspace / f"Dataset{number:03d}_{sources.dataset_name}{data.suffix}"
+            record = _record(sources, seed, data.written, data.labels, role=data.role, annotates=list(data.annotates))
+            description = f"nnunet-dicephi toy {sources.name} (seed {seed}), {data.role} {data.suffix}"
+            folders.append(_write(folder, data.written, data.labels, record, description, force=False))
+        problems = Problems(f"cannot merge the sources of {scenario}", InputError)
+        read = [merge.read_source(folder, problems) for folder in folders]
+        problems.raise_if_any()
+        merged = workspace / target.name
+        merge.write_merge(merge.plan_merge(read), merged, progress=False)
+        dataset_json = json.loads((merged / "dataset.json").read_text(encoding="utf-8"))
+        for entry in dataset_json[merge.RECORD_KEY]["sources"]:
+            entry["folder"] = None  # drawn for the merge and not kept: dicephi_toy.json says what they were
+        dataset_json["description"] = f"nnunet-dicephi toy {spec.name} (seed {seed}): {spec.summary}"
+        (merged / "dataset.json").write_text(json.dumps(dataset_json, indent=4) + "\n", encoding="utf-8")
+        drawn = {"train": [], "test": []}
+        for data in datasets:
+            for split, cases in data.drawn.splits.items():
+                drawn[split] += cases
+        record = {
+            "scenario": spec.name,
+            "summary": spec.summary,
+            "seed": int(seed),
+            "version": _version(),
+            "merges": sources.name,
+            "image_shape": list(drawn["test"][0].image.shape),
+            "counts": {split: len(cases) for split, cases in drawn.items()},
+            "sources": [
+                {
+                    "source": number,
+                    "prefix": merge.case_prefix(number),
+                    "dataset": folder.name,
+                    "role": data.role,
+                    "annotates": list(data.annotates),
+                    "counts": {split: len(cases) for split, cases in data.written.splits.items()},
+                }
+                for number, (folder, data) in enumerate(zip(folders, datasets), start=1)
+            ],
+            "structures": measure(drawn, sources.structures, sources.dimensions),
+        }
+        (merged / RECORD_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")
+        move_into_place(merged, target, force)
+    finally:
+        shutil.rmtree(workspace, ignore_errors=True)
+    return target
+
+
+def _version() -> str:
+    from nnunet_dicephi import __version__
+
+    return __version__
+
+
 # --- command line -----------------------------------------------------------------------------
 
 
@@ -657,14 +792,20 @@ def run_toy(args: argparse.Namespace) -> int:
     try:
         if args.scenario in SOURCE_SCENARIOS:
             return _run_sources(args)
-        if args.cases is not None or args.reference_cases is not None:
-            raise ValueError(f"--cases and --reference-cases are for {', '.join(SOURCE_SCENARIOS)} only")
+        merged = args.scenario in MERGED_SCENARIOS
+        if args.reference_cases is not None or (args.cases is not None and not merged):
+            raise ValueError(
+                f"--cases is for {', '.join([*SOURCE_SCENARIOS, *MERGED_SCENARIOS])} only, --reference-cases for "
+                f"{', '.join(SOURCE_SCENARIOS)}"
+            )
+        if merged and args.cases is not None and args.train_cases is not None:
+            raise ValueError("give --cases (each source's training cases) or --train-cases (their total), not both")
         folder = write_toy(
             args.scenario,
             args.dataset_id,
             args.name,
             seed=args.seed,
-            train_cases=args.train_cases,
+            train_cases=args.cases if merged and args.cases is not None else args.train_cases,
             test_cases=args.test_cases,
             force=args.force,
         )
@@ -751,7 +892,7 @@ def add_parser(verbs: Any) -> None:
         "--cases",
         type=_counts,
         metavar="N,N,...",
-        help="*-sources: each source's training cases, in order (default for organs-3d-sources: 24,12,6)",
+        help="*-sources, *-merged: each source's training cases, in order (default for organs-3d: 24,12,6)",
     )
     parser.add_argument(
         "--reference-cases",

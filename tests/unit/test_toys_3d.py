@@ -313,7 +313,7 @@ def test_the_verb_refuses_bad_counts_and_ids_with_nothing_written(nnunet_folders
         capsys, ["toy", "organs-3d-sources", "-d", "997"]
     )
     err = _refused(capsys, ["toy", "organs-3d", "-d", "50", "--cases", "3,2,1"])
-    assert "--cases and --reference-cases are for organs-3d-sources only" in err
+    assert "--cases is for organs-3d-sources, organs-3d-merged only" in err
     with pytest.raises(SystemExit) as exit_info:
         main([*sources, "--cases", "3,0,1"])
     assert exit_info.value.code == 2 and "expected positive integers separated by commas" in capsys.readouterr().err
@@ -358,3 +358,64 @@ def test_a_spec_cannot_name_a_scenario_of_several_datasets():
         toys.scenario_named("organs-3d-source")
     with pytest.raises(ValueError, match=r"writes one dataset: use write_toy"):
         toys.write_toy_sources("organs-3d", 5)
+
+
+# --- organs-3d-merged: the sources merged in one step ----------------------------------------------
+
+
+def test_the_merged_toy_is_the_sources_merged_by_the_merge_verb(nnunet_folders):
+    """Same files, labels, manifest and record as writing the sources and merging them by hand."""
+    from nnunet_dicephi import merge
+
+    merged = toys.write_toy("organs-3d-merged", 40, seed=5, train_cases=[3, 2, 1], test_cases=2)
+    toys.write_toy_sources("organs-3d-sources", 1, seed=5, train_cases=[3, 2, 1], test_cases=2)
+    by_hand = merge.merge_datasets(["1", "2", "3", "4"], 50, name="ByHand", progress=False).folder
+    ours, theirs = _json(merged / "dataset.json"), _json(by_hand / "dataset.json")
+    assert ours["labels"] == theirs["labels"] == toys.SCENARIOS["organs-3d-merged"].labels
+    assert ours["dicephi_partial_labels"] == theirs["dicephi_partial_labels"]
+    assert ours["dicephi_partial_labels"]["cases"]["d002_toy_b_train_001"] == ["torus", "box"]
+    assert [s["prefix"] for s in ours[merge.RECORD_KEY]["sources"]] == ["d001_", "d002_", "d003_", "d004_"]
+    assert all(s["folder"] is None for s in ours[merge.RECORD_KEY]["sources"])  # not kept
+    mine, hand = raw_arrays(merged), raw_arrays(by_hand)
+    assert sorted(mine) == sorted(hand) and len(mine) == 2 * 6 + 2 * 2
+    assert all(np.array_equal(mine[key], hand[key]) for key in mine)
+    record = _json(merged / toys.RECORD_FILE)
+    assert (record["scenario"], record["merges"], record["seed"]) == ("organs-3d-merged", "organs-3d-sources", 5)
+    assert record["counts"] == {"train": 6, "test": 2}
+    assert [s["annotates"] for s in record["sources"]] == [
+        ["ellipsoid", "sphere"],
+        ["torus", "box"],
+        ["tube", "sphere"],
+        NAMES,
+    ]
+    assert sorted(p.name for p in nnunet_folders["nnUNet_raw"].iterdir()) == [
+        "Dataset001_ToyOrgans3dA",
+        "Dataset002_ToyOrgans3dB",
+        "Dataset003_ToyOrgans3dC",
+        "Dataset004_ToyOrgans3dReference",
+        "Dataset040_ToyOrgans3dMerged",
+        "Dataset050_ByHand",
+    ]  # no hidden workspace left beside them
+
+
+@pytest.mark.parametrize("total, counts", [(None, [24, 12, 6]), (7, [4, 2, 1]), (2, [1, 1, 1])])
+def test_a_total_is_shared_out_in_the_sources_proportions(nnunet_folders, total, counts):
+    folder = toys.write_toy("organs-3d-merged", 41, train_cases=total, test_cases=1)
+    record = _json(folder / toys.RECORD_FILE)
+    assert [s["counts"]["train"] for s in record["sources"][:3]] == counts
+
+
+def test_the_merged_verb_takes_each_sources_count(nnunet_folders, capsys):
+    assert main(["toy", "organs-3d-merged", "-d", "42", "--cases", "2,1,1", "--test-cases", "1"]) == 0
+    assert "4 cases in imagesTr" in capsys.readouterr().out
+    assert main(["toy", "organs-3d-merged", "-d", "43", "--cases", "2,1", "--test-cases", "1"]) == 2
+    assert "organs-3d-sources has 3 sources, so it takes 3 training counts" in capsys.readouterr().err
+    assert main(["toy", "organs-3d-merged", "-d", "44", "--reference-cases", "1"]) == 2
+    assert "--reference-cases for organs-3d-sources" in capsys.readouterr().err
+    assert sorted(p.name for p in nnunet_folders["nnUNet_raw"].iterdir()) == ["Dataset042_ToyOrgans3dMerged"]
+
+
+def test_a_spec_can_name_the_merged_toy():
+    from nnunet_dicephi.cluster.experiment import _toy
+
+    assert _toy("organs-3d-merged") == "organs-3d-merged"
