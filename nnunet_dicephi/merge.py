@@ -121,21 +121,27 @@ def case_prefix(dataset_id: int) -> str:
 
 
 def source_cases(
-    dataset_json: Mapping[str, Any], source_id: int, train_keys: Sequence[str], validation_keys: Sequence[str]
+    dataset_json: Mapping[str, Any], source_id: int, identifiers: Sequence[str], fold: int | str
 ) -> tuple[list[str], list[str]]:
-    """The training and validation cases of a fold that the merge took from dataset ``source_id``.
+    """Fold ``fold``'s cases of one source of a merged dataset, split as nnU-Net splits that source alone.
 
-    What a trainer named ``…_source<ID>`` trains on: one source of a merged dataset alone, in the
-    merged label space and on the fold's own split, so that its test predictions compare with a model
-    of the whole merge case for case. Raises ValueError, naming the sources there are, when the
-    dataset is no merge or ``source_id`` is not one of its sources, or when the fold holds no
-    training case of it.
+    What a trainer named ``…_source<ID>`` trains on: the cases the merge took from dataset ``ID``
+    (``identifiers`` are the merged dataset's), in nnU-Net's five folds of those cases — sorted ids,
+    nnU-Net's own ``generate_crossval_split`` (seed 12345) — or all of them for fold ``all``. The
+    merged dataset's split cannot serve: it need not validate a small source at all (fold 0 of the
+    42 merged toy cases validates none of source 3's six). Labels stay the merged ones, so the test
+    predictions compare with a model of the whole merge case for case.
+
+    Raises:
+        ValueError: naming the sources there are, when the dataset is no merge or ``source_id`` is not
+            one of its sources, or when the source has fewer training cases than nnU-Net's folds.
     """
     record = dataset_json.get(RECORD_KEY)
     name = dataset_json.get("name", "this dataset")
+    option = f"source{int(source_id):03d}"
     if not isinstance(record, Mapping) or not isinstance(record.get("sources"), list):
         raise ValueError(
-            f"source{int(source_id):03d} trains on one source of a merged dataset, but {name} was not written by "
+            f"{option} trains on one source of a merged dataset, but {name} was not written by "
             f"nnunet-dicephi merge (its dataset.json has no {RECORD_KEY!r}); drop the source option"
         )
     prefixes = {str(source.get("prefix")): source.get("dataset") for source in record["sources"]}
@@ -143,14 +149,19 @@ def source_cases(
     if prefix not in prefixes:
         known = ", ".join(f"source{p[1:-1]} ({dataset})" for p, dataset in prefixes.items())
         raise ValueError(f"{name} has no source dataset {int(source_id):03d}; its sources: {known}")
-    train = [key for key in train_keys if key.startswith(prefix)]
-    validation = [key for key in validation_keys if key.startswith(prefix)]
-    if not train:
+    cases = sorted(key for key in identifiers if key.startswith(prefix))
+    if fold == "all":
+        return cases, cases
+    folds = 5
+    if len(cases) < folds:
         raise ValueError(
-            f"this fold of {name} holds no training case of {prefixes[prefix]} (case ids {prefix}*): "
-            "it has none, or only test cases; pick another source or fold"
+            f"{option}: {prefixes[prefix]} brought {len(cases)} training cases into {name}, fewer than nnU-Net's "
+            f"{folds} folds; train it with fold 'all'"
         )
-    return train, validation
+    from nnunetv2.utilities.crossval_split import generate_crossval_split
+
+    split = generate_crossval_split(cases, seed=12345, n_splits=folds)[int(fold)]
+    return [str(key) for key in split["train"]], [str(key) for key in split["val"]]
 
 
 def _env_folder(variable: str) -> Path | None:

@@ -717,6 +717,7 @@ def write_merged_toy(
     _check_seed(seed)
     target = _toy_target(dataset_id, spec.dataset_name if name is None else name, force)
     datasets = draw_sources(sources, seed, counts, 0, test_cases)
+    target.parent.mkdir(parents=True, exist_ok=True)
     workspace = staging_folder(target)
     try:
         folders = []

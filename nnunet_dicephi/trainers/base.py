@@ -206,13 +206,15 @@ class DicePhiTrainer(nnUNetTrainer):
         )
 
     def do_split(self):
-        """nnU-Net's split of the fold; with ``source<ID>`` only the cases merged from that dataset."""
-        train_keys, validation_keys = super().do_split()
+        """nnU-Net's split; with ``source<ID>``, nnU-Net's split of one merged source's cases alone."""
         if self.loss_config.source is None:
-            return train_keys, validation_keys
+            return super().do_split()
         from nnunet_dicephi.merge import source_cases
 
-        return source_cases(self.dataset_json, self.loss_config.source, train_keys, validation_keys)
+        if self.dataset_class is None:
+            super().do_split()  # which dataset class reads the preprocessed data (nnU-Net infers it here)
+        identifiers = self.dataset_class.get_identifiers(self.preprocessed_dataset_folder)
+        return source_cases(self.dataset_json, self.loss_config.source, identifiers, self.fold)
 
     def data_fingerprint(self) -> dict[str, str]:
         """What this run's statistics follow from, as digests (:func:`~nnunet_dicephi.statistics.data_fingerprint`).

@@ -116,9 +116,23 @@ def test_the_exclusion_loss_compiles_as_one_graph_with_the_marginal_loss():
     torch.testing.assert_close(compiled(logits, target, annotated), loss(logits, target, annotated))
 
 
-def test_source_cases_keep_one_source_of_the_fold():
-    train, validation = source_cases(MERGED, 930, ["d930_a", "d931_b", "d930_c"], ["d931_d", "d930_e"])
-    assert (train, validation) == (["d930_a", "d930_c"], ["d930_e"])
+IDENTIFIERS = [f"d930_case{i:02d}" for i in range(9)] + [f"d931_other{i}" for i in range(12)]
+
+
+@pytest.mark.parametrize("fold", [0, 1, 2, 3, 4])
+def test_a_source_is_split_as_nnunet_splits_that_source_alone(fold):
+    from nnunetv2.utilities.crossval_split import generate_crossval_split
+
+    alone = generate_crossval_split(sorted(f"case{i:02d}" for i in range(9)), seed=12345, n_splits=5)[fold]
+    train, validation = source_cases(MERGED, 930, IDENTIFIERS[::-1], fold)
+    assert train == ["d930_" + key for key in alone["train"]]
+    assert validation == ["d930_" + key for key in alone["val"]] and validation
+    assert set(train).isdisjoint(validation)
+
+
+def test_fold_all_trains_and_validates_on_every_case_of_the_source():
+    cases = sorted(IDENTIFIERS[:9])
+    assert source_cases(MERGED, 930, IDENTIFIERS, "all") == (cases, cases)
 
 
 @pytest.mark.parametrize(
@@ -130,27 +144,27 @@ def test_source_cases_keep_one_source_of_the_fold():
             932,
             r"has no source dataset 932; its sources: source930 \(Dataset930_A\), source931 \(Dataset931_B\)",
         ),
-        (MERGED, 931, "holds no training case of Dataset931_B"),
+        (MERGED, 931, "Dataset931_B brought 2 training cases into Dataset934_Organs, fewer than nnU-Net's 5 folds"),
     ],
 )
 def test_source_cases_name_what_is_wrong(dataset, source, message):
     with pytest.raises(ValueError, match=message):
-        source_cases(dataset, source, ["d930_a"], ["d931_b"])
+        source_cases(dataset, source, ["d930_a", "d931_b", "d931_c"], 0)
 
 
 def _split_trainer(name, monkeypatch):
     trainer = object.__new__(trainer_class(name))
-    trainer.dataset_json = MERGED
-    monkeypatch.setattr(nnUNetTrainer, "do_split", lambda self: (["d930_x", "d931_y", "d930_z"], ["d931_v", "d930_w"]))
+    trainer.dataset_json, trainer.fold, trainer.preprocessed_dataset_folder = MERGED, 1, "unused"
+    trainer.dataset_class = types.SimpleNamespace(get_identifiers=lambda folder: IDENTIFIERS)
+    monkeypatch.setattr(nnUNetTrainer, "do_split", lambda self: (["merged", "split"], ["of the fold"]))
     return trainer
 
 
 def test_a_source_trainer_trains_and_validates_on_its_source_alone(monkeypatch):
-    assert _split_trainer("TrainerDiceI_CE_source930", monkeypatch).do_split() == (["d930_x", "d930_z"], ["d930_w"])
-    assert _split_trainer("TrainerDiceI_CE", monkeypatch).do_split() == (
-        ["d930_x", "d931_y", "d930_z"],
-        ["d931_v", "d930_w"],
+    assert _split_trainer("TrainerDiceI_CE_source930", monkeypatch).do_split() == source_cases(
+        MERGED, 930, IDENTIFIERS, 1
     )
+    assert _split_trainer("TrainerDiceI_CE", monkeypatch).do_split() == (["merged", "split"], ["of the fold"])
 
 
 def test_nomanifest_trains_without_the_manifest():
