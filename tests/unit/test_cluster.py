@@ -435,6 +435,37 @@ def test_a_new_training_redoes_only_the_predictions_that_read_it(tmp_path):
     assert len(plan.group("predict/Dataset901_Toy").tasks) == 3
 
 
+def test_plan_and_status_agree_that_predictions_older_than_a_retraining_are_stale(tmp_path):
+    (tmp_path / "raw" / "Dataset901_Toy").mkdir(parents=True)
+    for name in ("images", "labels"):
+        (tmp_path / name).mkdir()
+    data = minimal(**{"dataset.0.folds": [0], "dataset.0.test_images": "images", "dataset.0.test_labels": "labels"})
+    spec = parse_spec(data, tmp_path, environ={})
+    names = {901: "Dataset901_Toy"}
+    fake_preprocessed(tmp_path)
+    folds = [
+        fold(tmp_path, t, 0, "checkpoint_final.pth", "validation/summary.json")
+        for t in ("TrainerDiceI", "TrainerDiceBI")
+    ]
+    for task in tasks.grid_tasks(spec, names):
+        if task.marker is not None and task.id.stage != "preprocess":
+            task.marker.parent.mkdir(parents=True, exist_ok=True)
+            task.marker.write_text("done")
+    (spec.report_spec.output).mkdir(parents=True)
+    (spec.report_spec.output / "report.md").write_text("# report")
+    assert plan_jobs(spec, names).groups == ()
+    assert {r.status for r in status_module.collect(spec, names, {}, {}, {})} == {"done"}
+    # TrainerDiceI trained again after the predictions: what reads it is redone, and status says so
+    later = time.time() + 60
+    os.utime(folds[0] / "checkpoint_final.pth", (later, later))
+    plan = plan_jobs(spec, names)
+    redone = ["predict/Dataset901_Toy/crossval", "predict/Dataset901_Toy/TrainerDiceI__nnUNetPlans__2d"]
+    assert [t.key for g in plan.groups for t in g.tasks] == [*redone, "report"]
+    rows = {(r.stage, r.trainer): r.status for r in status_module.collect(spec, names, {}, {}, {})}
+    assert rows[("predict", "cross-validation")] == rows[("predict", "TrainerDiceI")] == rows[("report", "")] == "stale"
+    assert rows[("predict", "TrainerDiceBI")] == rows[("train", "TrainerDiceI")] == "done"
+
+
 def test_selected_stages_only(grid_env):
     spec, _ = grid_env
     plan = plan_jobs(spec, {901: "Dataset901_Toy"}, stages=["train", "report"])
