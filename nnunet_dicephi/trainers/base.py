@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import sys
-import time
 from typing import ClassVar
 
 import numpy as np
@@ -30,10 +29,10 @@ from nnunet_dicephi.losses._validation import labels_outside
 from nnunet_dicephi.partial_labels import MANIFEST_KEY, AnnotationTable, load_manifest
 
 from . import seeding
+from .housekeeping import checkpoint_with, remove_partial_checkpoints, throttle_progress_plot
 
 CONFIG_FILE = "dicephi_loss.json"
 CHECKPOINT_KEY = "dicephi"
-PARTIAL_SUFFIX = ".partial"
 
 
 class DeepSupervisedLoss(nn.Module):
@@ -129,7 +128,16 @@ def build_level_loss(
 
 
 class DicePhiTrainer(nnUNetTrainer):
-    """Base of every trainer of this project; subclasses only set ``loss_config``."""
+    """Base of every trainer of this project; subclasses only set ``loss_config``.
+
+    It overrides nnU-Net only where the loss needs it, each override saying why in its first line:
+    ``__init__`` (the run length the name sets), ``_build_loss`` (the loss), ``do_split`` (one source
+    of a merge), ``load_checkpoint`` and ``save_checkpoint`` (the record in every checkpoint),
+    ``train_step`` and ``validation_step`` (the batch's annotated mask, counts per case),
+    ``on_validation_epoch_end`` (the per-case record), ``on_train_start`` (changed data refused,
+    seeding, the record beside the checkpoints) and ``perform_actual_validation`` (means over
+    annotated pairs). What is not about the loss lives in :mod:`.housekeeping` and :mod:`.seeding`.
+    """
 
     loss_config: ClassVar[LossConfig] = LossConfig()
     #: nnU-Net redraws ``progress.png`` (a 30 x 54 inch figure, about 1 s on a CPU) after every epoch;
@@ -144,6 +152,7 @@ class DicePhiTrainer(nnUNetTrainer):
         dataset_json: dict,
         device: torch.device = torch.device("cuda"),  # noqa: B008 - nnU-Net's own signature
     ) -> None:
+        """nnU-Net's, then the run length and learning rate the name sets (nnU-Net records these five arguments)."""
         super().__init__(plans, configuration, fold, dataset_json, device)
         # under DDP nnU-Net splits batch size and oversampling share per rank; the statistics model
         # the global batch, so every rank derives the same ε
@@ -157,8 +166,8 @@ class DicePhiTrainer(nnUNetTrainer):
             self.num_iterations_per_epoch = config.iterations
             self.num_val_iterations_per_epoch = max(1, config.iterations // 5)
         self.initial_lr = config.initial_lr  # read by configure_optimizers in initialize()
-        self._progress_plotted_at = -float("inf")
         self._labels_checked = False
+        throttle_progress_plot(self)
 
     # --- loss --------------------------------------------------------------------------------
 
@@ -290,13 +299,14 @@ class DicePhiTrainer(nnUNetTrainer):
         return LossConfig.from_record(record), int(record.get("semantics", 1))
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
-        """nnU-Net's, after taking the loss the checkpoint recorded (see :meth:`effective_loss`).
+        """nnU-Net's, once the checkpoint's record says which loss ``--c`` and ``--val`` go on with, or why they cannot.
 
-        Refuses, before loading anything, a checkpoint without a record, one whose record this
-        installation cannot reproduce (written by a newer version, or not a configuration of this
-        package), and one that recorded another loss than this trainer's name says: continuing it
-        would train one loss into another's results folder. The one accepted difference is the
-        semantics version of the same name (a run started under an earlier version keeps its loss).
+        The loss becomes the recorded one (:meth:`effective_loss`). Refuses, before loading anything,
+        a checkpoint without a record, one whose record this installation cannot reproduce (written
+        by a newer version, or not a configuration of this package), and one that recorded another
+        loss than this trainer's name says: continuing it would train one loss into another's results
+        folder. The one accepted difference is the semantics version of the same name (a run started
+        under an earlier version keeps its loss).
         """
         checkpoint = filename_or_checkpoint
         if isinstance(checkpoint, str):
@@ -395,6 +405,7 @@ class DicePhiTrainer(nnUNetTrainer):
     # --- loss --------------------------------------------------------------------------------
 
     def _build_loss(self) -> nn.Module:
+        """The loss the configuration names: one module per deep-supervision output, each with that output's ε."""
         config, semantics = self.effective_loss()
         lm = self.label_manager
         self._annotation_table()  # validate the manifest before anything trains
@@ -436,6 +447,7 @@ class DicePhiTrainer(nnUNetTrainer):
             self.loss.annotated = None
 
     def train_step(self, batch: dict) -> dict:
+        """nnU-Net's step, the loss told which classes each case annotates; the first batch's labels checked."""
         if not self._labels_checked:
             check_batch_labels(batch["target"], self.label_manager)
             self._labels_checked = True
@@ -443,54 +455,32 @@ class DicePhiTrainer(nnUNetTrainer):
             return super().train_step(batch)
 
     def validation_step(self, batch: dict) -> dict:
+        """nnU-Net's step, with exact counts per case recorded and unannotated (case, class) pairs left out of its sums.
+
+        The counts come from the output and target as nnU-Net hands them to the loss (a forward hook,
+        before nnU-Net edits the target in place); nnU-Net's own sums (in float16 since 2.8) are
+        replaced by their exact totals, which without a manifest equal them. The per-case counts go to
+        :data:`VALIDATION_FILE` at the end of the epoch
+        (:func:`nnunet_dicephi.evaluation.append_validation_record`).
+        """
         with self._batch_annotation(batch) as annotated:
             if self.label_manager.has_regions:  # manifests are refused for regions: nnU-Net's own step
                 return super().validation_step(batch)
-            return self._counting_validation_step(batch, annotated)
-
-    def _counting_validation_step(self, batch: dict, annotated: Tensor | None) -> dict:
-        """nnU-Net's online pseudo-Dice counts, per case as well as summed.
-
-        Unannotated (case, class) pairs are left out of the sums; without a manifest the sums equal
-        nnU-Net's. The per-case counts, kept as they are, go to :data:`VALIDATION_FILE` at the end of
-        the epoch (:func:`nnunet_dicephi.evaluation.append_validation_record`).
-        """
-        data = batch["data"].to(self.device, non_blocking=True)
-        target = batch["target"]
-        target = (
-            [t.to(self.device, non_blocking=True) for t in target]
-            if isinstance(target, list)
-            else target.to(self.device, non_blocking=True)
-        )
-        with torch.autocast(self.device.type, enabled=True) if self.device.type == "cuda" else contextlib.nullcontext():
-            output = self.network(data)
-            loss = self.loss(output, target)
-        if self.enable_deep_supervision:
-            output, target = output[0], target[0]
-        labels = target.long()
-        if self.label_manager.has_ignore_label:
-            valid = labels != self.label_manager.ignore_label
-            labels = torch.where(valid, labels, 0)
-        else:
-            valid = torch.ones_like(labels, dtype=torch.bool)
-        predicted = output.argmax(1, keepdim=True)
-        axes = tuple(range(2, output.ndim))
-        pred_onehot = torch.zeros_like(output, dtype=torch.bool).scatter_(1, predicted, True) & valid
-        ref_onehot = torch.zeros_like(output, dtype=torch.bool).scatter_(1, labels, True) & valid
-        # (3, B, C): true positives, false positives, false negatives of every (case, class) map
-        counts = torch.stack(
-            [
-                (pred_onehot & ref_onehot).sum(axes),
-                (pred_onehot & ~ref_onehot).sum(axes),
-                (~pred_onehot & ref_onehot).sum(axes),
-            ]
-        )
-        per_sample = counts[:, :, 1:].cpu().numpy().astype(np.float64)
+            counted = []
+            ignore_label = self.label_manager.ignore_label if self.label_manager.has_ignore_label else None
+            hook = self.loss.register_forward_hook(
+                lambda _, inputs, __: counted.append(map_counts(inputs[0], inputs[1], ignore_label))
+            )
+            try:
+                result = super().validation_step(batch)
+            finally:
+                hook.remove()
+        per_sample = counted[0][:, :, 1:].cpu().numpy().astype(np.float64)  # (3, B, C-1), background dropped
         self._record_validation_cases(batch["keys"], per_sample)
         if annotated is not None:
-            counts = counts * annotated.to(counts.device)
-        summed = counts[:, :, 1:].sum(1).cpu().numpy().astype(np.float64)
-        return {"loss": loss.detach().cpu().numpy(), "tp_hard": summed[0], "fp_hard": summed[1], "fn_hard": summed[2]}
+            per_sample = per_sample * annotated[:, 1:].cpu().numpy()
+        summed = per_sample.sum(1)
+        return {**result, "tp_hard": summed[0], "fp_hard": summed[1], "fn_hard": summed[2]}
 
     # --- per-case validation record ----------------------------------------------------------
 
@@ -501,6 +491,7 @@ class DicePhiTrainer(nnUNetTrainer):
             cases[key] = cases[key] + per_sample[:, index] if key in cases else per_sample[:, index].copy()
 
     def on_validation_epoch_end(self, val_outputs: list[dict]) -> None:
+        """nnU-Net's pseudo-Dice, then the epoch's counts per case appended to the validation record."""
         super().on_validation_epoch_end(val_outputs)
         cases = self.__dict__.pop("_dicephi_validation_cases", {})
         if self.is_ddp:
@@ -568,14 +559,6 @@ class DicePhiTrainer(nnUNetTrainer):
         rank = (self.local_rank,) if self.is_ddp and self.local_rank > 0 else ()
         return seeding.derived_seed(seed, self.current_epoch, *rank)
 
-    def get_dataloaders(self):
-        seed = self._run_seed()
-        if seed is None:
-            return super().get_dataloaders()
-        # the module whose globals nnU-Net's get_dataloaders reads
-        with seeding.ordered_augmenters(sys.modules[nnUNetTrainer.__module__], seed):
-            return super().get_dataloaders()
-
     def _check_data_unchanged(self) -> None:
         """Refuse to continue (``--c``) a run on data other than it started on (its recorded fingerprint).
 
@@ -595,17 +578,22 @@ class DicePhiTrainer(nnUNetTrainer):
             )
 
     def on_train_start(self) -> None:
+        """Before nnU-Net's start: refuse changed data (``--c``), seed; after: sweep half-saved checkpoints, record."""
         self._check_data_unchanged()
         if self.current_epoch == 0 and self.local_rank == 0:
             # a fresh start replaces an earlier run's record; --c appends to it
             with contextlib.suppress(FileNotFoundError):
                 os.remove(os.path.join(self.output_folder, VALIDATION_FILE))
         seed = self._run_seed()
+        seeded = contextlib.nullcontext()
         if seed is not None:
-            # before nnU-Net builds the network (fresh runs) and the data loaders
+            # before nnU-Net builds the network (fresh runs); its get_dataloaders (the module whose
+            # globals it reads) then builds seeded, ordered augmenters
             seeding.seed_process(seed)
+            seeded = seeding.ordered_augmenters(sys.modules[nnUNetTrainer.__module__], seed)
             self.print_to_log_file(f"nnunet-dicephi: seed {self.loss_config.seed}, from epoch {self.current_epoch}")
-        super().on_train_start()
+        with seeded:
+            super().on_train_start()
         if self.local_rank == 0:
             remove_partial_checkpoints(self.output_folder)
         record = self.loss_record()
@@ -615,44 +603,27 @@ class DicePhiTrainer(nnUNetTrainer):
                 os.path.join(self.output_folder, CONFIG_FILE), json.dumps(record, indent=2, sort_keys=True)
             )
 
-    def on_epoch_end(self) -> None:
-        # with epochs of a few seconds (short runs, sweeps, the demo) nnU-Net's plot after every
-        # epoch took a fifth of the training time; long epochs are plotted after each one as before
-        now = time.monotonic()
-        last = self.current_epoch >= self.num_epochs - 1
-        if last or now - self._progress_plotted_at >= self.progress_plot_interval_s:
-            self._progress_plotted_at = now
-            super().on_epoch_end()
-            return
-        self.logger.plot_progress_png = _no_plot  # an instance attribute shadows the logger's method
-        try:
-            super().on_epoch_end()
-        finally:
-            del self.logger.plot_progress_png
-
     def save_checkpoint(self, filename: str) -> None:
-        """nnU-Net's checkpoint plus the loss record, renamed into place only once complete.
+        """nnU-Net's checkpoint with the loss record added, written once and renamed into place when complete.
 
-        nnU-Net writes straight to ``filename``, so a job killed mid-save (a SLURM time limit, a
-        pre-emption) left a truncated ``checkpoint_latest.pth`` that ``--c`` could not read. Here
-        nnU-Net writes to ``<filename>.partial``; the file replaces ``filename`` only when finished.
+        See :func:`~nnunet_dicephi.trainers.housekeeping.checkpoint_with`; other ranks and disabled
+        checkpointing write nothing, as in nnU-Net.
         """
-        partial = filename + PARTIAL_SUFFIX
         if self.local_rank != 0 or self.disable_checkpointing:
-            super().save_checkpoint(filename)  # writes nothing (other ranks; disabled checkpointing is logged)
+            super().save_checkpoint(filename)
             return
-        super().save_checkpoint(partial)
-        checkpoint = torch.load(partial, map_location="cpu", weights_only=False)
-        checkpoint[CHECKPOINT_KEY] = self.loss_record()  # nnU-Net's dict has no free slot
-        with open(partial, "wb") as handle:
-            torch.save(checkpoint, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, filename)
+        with checkpoint_with({CHECKPOINT_KEY: self.loss_record()}) as written:  # nnU-Net's dict has no free slot
+            super().save_checkpoint(filename)
+        if not written:
+            raise RuntimeError(
+                f"nnU-Net's save_checkpoint wrote {filename} without torch.save, so nnunet-dicephi could not add "
+                "the loss record that --c and --val read; this nnunet-dicephi does not support the installed nnU-Net"
+            )
 
     # --- final validation ----------------------------------------------------------------------
 
     def perform_actual_validation(self, save_probabilities: bool = False) -> None:
+        """nnU-Net's final validation, then its summary restricted to the annotated (case, class) pairs."""
         super().perform_actual_validation(save_probabilities)
         table = self._annotation_table()
         summary = os.path.join(self.output_folder, "validation", "summary.json")
@@ -667,14 +638,33 @@ class DicePhiTrainer(nnUNetTrainer):
                 os.remove(os.path.join(self.output_folder, "validation", ALL_PAIRS_FILE))
 
 
-def remove_partial_checkpoints(folder: str) -> list[str]:
-    """Delete what a save killed half-way left in ``folder``; the checkpoint it was for is intact."""
-    removed = sorted(
-        name for name in os.listdir(folder) if name.startswith("checkpoint_") and name.endswith(".pth" + PARTIAL_SUFFIX)
+def map_counts(output, target, ignore_label: int | None) -> Tensor:
+    """True positives, false positives, false negatives of every (case, class) map, shape ``(3, B, C)``.
+
+    ``output`` and ``target`` as nnU-Net hands them to the loss: logits ``(B, C, *spatial)`` and a label
+    map ``(B, 1, *spatial)``, or lists of them per deep-supervision output (the first is counted).
+    The prediction is the argmax, as nnU-Net's online pseudo-Dice; voxels of the ignore label count
+    for nothing.
+    """
+    if isinstance(output, (list, tuple)):
+        output, target = output[0], target[0]
+    labels = target.long()
+    if ignore_label is not None:
+        valid = labels != ignore_label
+        labels = torch.where(valid, labels, 0)
+    else:
+        valid = torch.ones_like(labels, dtype=torch.bool)
+    predicted = output.argmax(1, keepdim=True)
+    axes = tuple(range(2, output.ndim))
+    pred_onehot = torch.zeros_like(output, dtype=torch.bool).scatter_(1, predicted, True) & valid
+    ref_onehot = torch.zeros_like(output, dtype=torch.bool).scatter_(1, labels, True) & valid
+    return torch.stack(
+        [
+            (pred_onehot & ref_onehot).sum(axes),
+            (pred_onehot & ~ref_onehot).sum(axes),
+            (~pred_onehot & ref_onehot).sum(axes),
+        ]
     )
-    for name in removed:
-        os.remove(os.path.join(folder, name))
-    return removed
 
 
 def check_batch_labels(target, label_manager) -> None:
@@ -710,10 +700,6 @@ def _differences(config: LossConfig, other: LossConfig) -> tuple[str, str]:
         if key != "trainer_name" and getattr(config, key, None) != getattr(other, key, None)
     ]
     return tuple(", ".join(f"{key}={getattr(c, key)}" for key in fields) for c in (config, other))  # type: ignore[return-value]
-
-
-def _no_plot(output_folder: str) -> None:
-    """Stands in for the logger's ``plot_progress_png`` on epochs that are not plotted."""
 
 
 def _scaled(eps, scale: float):

@@ -1,5 +1,6 @@
 """The trainer's per-batch logic without a full nnU-Net run: annotated masks and partial pseudo-Dice."""
 
+import sys
 import types
 
 import numpy as np
@@ -9,7 +10,7 @@ import torch
 from nnunet_dicephi import losses as L
 from nnunet_dicephi.loss_config import LossConfig, parse_trainer_name
 from nnunet_dicephi.partial_labels import load_manifest
-from nnunet_dicephi.trainers import DeepSupervisedLoss, trainer_class
+from nnunet_dicephi.trainers import DeepSupervisedLoss, DicePhiTrainer, trainer_class
 from nnunet_dicephi.trainers.base import build_level_loss
 
 DATASET = {"labels": {"background": 0, "a": 1, "b": 2}, "dicephi_partial_labels": {"cases": {"c0": ["a"]}}}
@@ -88,12 +89,34 @@ def _checkpointing_trainer(tmp_path):
     return trainer
 
 
-def test_checkpoint_carries_the_loss_record_and_no_side_file(tmp_path):
+def test_checkpoint_carries_the_loss_record_and_no_side_file(tmp_path, monkeypatch):
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
     trainer = _checkpointing_trainer(tmp_path)
+    saves, save = [], torch.save
+    monkeypatch.setattr(torch, "save", lambda obj, f, *a, **k: (saves.append(sorted(obj)), save(obj, f, *a, **k)))
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("a checkpoint is never read back to be saved"))
     trainer.save_checkpoint(str(tmp_path / "checkpoint_latest.pth"))
+    monkeypatch.undo()
+    # written once: nnU-Net's own keys and the record, in one torch.save
+    assert saves == [sorted(["dicephi", *_nnunets_checkpoint_keys(nnUNetTrainer, trainer)])]
     checkpoint = torch.load(tmp_path / "checkpoint_latest.pth", weights_only=False)
     assert checkpoint["dicephi"] == {"phi": "I", "epoch": 0} and checkpoint["current_epoch"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_latest.pth"]
+    assert sys.modules[nnUNetTrainer.__module__].torch is torch  # nnU-Net's module sees torch again
+
+
+def _nnunets_checkpoint_keys(nnunet_trainer, trainer):
+    """The keys nnU-Net's own save_checkpoint writes, for this trainer's state."""
+    keys = []
+    module = sys.modules[nnunet_trainer.__module__]
+    original = module.torch
+    module.torch = types.SimpleNamespace(save=lambda obj, f: keys.extend(obj))
+    try:
+        nnunet_trainer.save_checkpoint(trainer, "unused.pth")
+    finally:
+        module.torch = original
+    return keys
 
 
 def test_a_save_killed_half_way_leaves_the_previous_checkpoint_readable(tmp_path, monkeypatch):
@@ -104,9 +127,8 @@ def test_a_save_killed_half_way_leaves_the_previous_checkpoint_readable(tmp_path
     trainer.save_checkpoint(str(target))
     before = target.read_bytes()
 
-    def dies_mid_write(obj, path, *args, **kwargs):  # what SIGKILL during nnU-Net's torch.save leaves
-        with open(path, "wb") as handle:
-            handle.write(before[: len(before) // 3])
+    def dies_mid_write(obj, file, *args, **kwargs):  # what SIGKILL during the checkpoint's torch.save leaves
+        file.write(before[: len(before) // 3])
         raise SystemExit("killed")
 
     trainer.current_epoch = 1
@@ -167,6 +189,33 @@ def test_validation_counts_equal_nnunets_and_are_recorded_per_case(tmp_path):
     np.testing.assert_array_equal(record[1]["c0"], cases["c0"].T)
 
 
+def test_validation_counts_the_first_output_and_leave_the_ignore_label_out_as_nnunets(monkeypatch):
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    g = torch.Generator().manual_seed(2)
+    logits = [torch.randn(2, 3, 8, 8, generator=g), torch.randn(2, 3, 4, 4, generator=g)]
+    target = torch.randint(0, 4, (2, 1, 8, 8), generator=g)  # 3 is the ignore label
+    targets = [target, target[:, :, ::2, ::2].clone()]
+    trainer = _trainer("TrainerDiceI", torch.zeros(()))
+    trainer.network = lambda data: logits
+    trainer.enable_deep_supervision, trainer._dicephi_table = True, None
+    trainer.label_manager = types.SimpleNamespace(has_ignore_label=True, ignore_label=3, has_regions=False)
+    level = build_level_loss(parse_trainer_name("TrainerDiceI"), eps_nr=1, eps_dr=1, has_regions=False, ignore_label=3)
+    trainer.loss = DeepSupervisedLoss([level, level], [0.5, 0.5])
+    batch = {"data": torch.zeros(2, 1, 8, 8), "target": [t.clone() for t in targets], "keys": np.array(["c0", "c1"])}
+    ours = trainer.validation_step(batch)
+    theirs = nnUNetTrainer.validation_step(trainer, {**batch, "target": [t.clone() for t in targets]})
+    for key in ("loss", "tp_hard", "fp_hard", "fn_hard"):
+        np.testing.assert_allclose(ours[key], theirs[key])
+    pred, valid = logits[0].argmax(1), target[:, 0] != 3
+    for b, case in enumerate(("c0", "c1")):
+        for c in (1, 2):
+            p, r = (pred[b] == c) & valid[b], (target[b, 0] == c) & valid[b]
+            expected = [int((p & r).sum()), int((p & ~r).sum()), int((~p & r).sum())]
+            assert trainer._dicephi_validation_cases[case][:, c - 1].tolist() == expected
+    assert not trainer.loss._forward_hooks  # the counting hook lives for one step
+
+
 def test_run_seed_depends_on_seed_epoch_and_ddp_rank():
     def seed_of(name, epoch=0, ddp=False, rank=0):
         trainer = object.__new__(trainer_class(name))
@@ -187,19 +236,19 @@ def test_run_seed_depends_on_seed_epoch_and_ddp_rank():
 def test_progress_plot_is_drawn_at_most_every_interval_and_after_the_last_epoch(tmp_path, monkeypatch):
     from nnunetv2.training.logging.nnunet_logger import MetaLogger
 
-    import nnunet_dicephi.trainers.base as base
+    from nnunet_dicephi.trainers import housekeeping
 
     trainer = object.__new__(trainer_class("TrainerDiceI_ep7"))
+    plotted = []
+    monkeypatch.setattr(MetaLogger, "plot_progress_png", lambda self, folder: plotted.append(trainer.current_epoch))
     trainer.logger = MetaLogger(str(tmp_path), False)
     trainer.output_folder, trainer.local_rank, trainer.save_every = str(tmp_path), 0, 100
     trainer.num_epochs, trainer.current_epoch, trainer._best_ema = 7, 0, 1.0
-    trainer._progress_plotted_at = -float("inf")
+    housekeeping.throttle_progress_plot(trainer)  # as DicePhiTrainer.__init__ does
     trainer.print_to_log_file = lambda *args, **kwargs: None
     trainer.save_checkpoint = lambda filename: None
-    plotted = []
-    monkeypatch.setattr(MetaLogger, "plot_progress_png", lambda self, folder: plotted.append(trainer.current_epoch))
     clock = iter(12.0 * epoch for epoch in range(7))  # 12 s per epoch
-    monkeypatch.setattr(base.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(housekeeping.time, "monotonic", lambda: next(clock))
     for epoch in range(7):
         for key, value in (("train_losses", 0.5), ("val_losses", 0.5), ("dice_per_class_or_region", [0.5])):
             trainer.logger.log(key, value, epoch)
@@ -208,7 +257,7 @@ def test_progress_plot_is_drawn_at_most_every_interval_and_after_the_last_epoch(
         trainer.on_epoch_end()
     # 30 s apart: epochs 0 (at 0 s), 3 (36 s), and the last one
     assert plotted == [0, 3, 6] and trainer.current_epoch == 7
-    assert "plot_progress_png" not in vars(trainer.logger)
+    assert "on_epoch_end" not in vars(DicePhiTrainer)  # nnU-Net's own epoch end draws through the logger
 
 
 @pytest.mark.parametrize("compile_on", [False, True])
