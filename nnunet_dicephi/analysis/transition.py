@@ -270,10 +270,17 @@ def write_transition_figure(table: pd.DataFrame, dataset: str, path: Path) -> bo
     for row, name in enumerate(classes):
         for col, label in enumerate(sweeps):
             part = data[(data["class"] == name) & (data["sweep"] == label)].sort_values("sweep_value")
-            part = part[np.isfinite(part["sweep_value"].to_numpy(float))]
-            top, bottom = axes[2 * row, col], axes[2 * row + 1, col]
-            x = part["sweep_value"].to_numpy(float)
             log = (part["sweep_axis"] == "eps").all()
+            values = part["sweep_value"].to_numpy(float)
+            measured = np.isfinite(part["dsc_mean"].to_numpy(float))
+            part = part[np.isfinite(values) & (values > 0 if log else True) & measured]
+            top, bottom = axes[2 * row, col], axes[2 * row + 1, col]
+            if part.empty:  # a class never labelled where it was measured, or without a heuristic ε to place
+                for ax in (top, bottom):
+                    ax.set_axis_off()
+                top.set_title(f"{label}\n{name}: no point to plot", fontsize=9)
+                continue
+            x = part["sweep_value"].to_numpy(float)
             top.plot(x, part["dsc_mean"], "o-", color="C0", label="DSC (measured)")
             marked = part["heuristic_eps"].to_numpy(bool)
             for value, dsc in zip(x[marked], part["dsc_mean"].to_numpy(float)[marked]):

@@ -131,3 +131,29 @@ def test_a_report_without_sweeps_writes_no_transition(sweep_results, tmp_path):
     build_report(sweep_results[:1] + sweep_results[-1:], tmp_path / "report", n_resamples=50, workers=1)
     assert not (tmp_path / "report" / "transition.csv").exists()
     assert not list((tmp_path / "report").glob("transition_*.png"))
+
+
+@pytest.mark.parametrize("value, dsc", [(0.0, 0.5), (40.0, np.nan)])
+def test_the_figure_skips_a_class_with_nothing_to_place(tmp_path, value, dsc):
+    """No heuristic ε (a class never labelled in the training patches), or no DSC (never labelled
+    in the cases scored): the class's panel says so instead of failing the report."""
+    import pandas as pd
+
+    from nnunet_dicephi.analysis.transition import write_transition_figure
+
+    rows = [
+        {
+            "dataset": "D",
+            "class": name,
+            "sweep": "Dice, Φ = I: ε",
+            "sweep_axis": "eps",
+            "sweep_value": x,
+            "eq4_empty_to_background": np.nan,
+            "heuristic_eps": heuristic,
+            "dsc_mean": y,
+            "delta_ml_mean": 0.0,
+        }
+        for name, x, heuristic, y in [("a", 1e-7, False, 0.9), ("a", 40.0, True, 0.5), ("b", value, True, dsc)]
+    ]
+    assert write_transition_figure(pd.DataFrame(rows), "D", tmp_path / "t.png")
+    assert (tmp_path / "t.png").stat().st_size > 0
