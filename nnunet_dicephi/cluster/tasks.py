@@ -486,11 +486,13 @@ def plan_jobs(
     planned: set[TaskId] = set()
     for task in tasks:
         key, stage = str(task.id), task.id.stage
-        # a queued job is left alone, unless this plan runs again something it reads
-        if key in active and (stage == "train" or planned.isdisjoint(task.inputs)):
+        done = progress.is_done(task)
+        # a queued job is left alone (a finished fold is done), unless this plan runs again what it reads
+        rerun = stage != "train" and not planned.isdisjoint(task.inputs)
+        if key in active and not rerun and not (done and stage == "train"):
             skipped.append((key, f"still queued or running as job {active[key]}"))
             waiting.setdefault(task.id.group, []).append(active[key])
-        elif progress.is_done(task):
+        elif done:
             skipped.append((key, "done" if stage != "preprocess" else progress.preprocess_reason(task)))
         elif stage not in stages:
             if stage != "predict":  # the predict stage is named once per dataset, below
