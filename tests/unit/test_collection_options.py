@@ -173,3 +173,18 @@ def test_nomanifest_trains_without_the_manifest():
     trainer.label_manager = types.SimpleNamespace(has_ignore_label=False, ignore_label=None, has_regions=False)
     assert trainer._annotation_table() is None
     assert trainer._annotated_mask(["d930_x"]) is None
+
+
+@pytest.mark.parametrize("phi", ["I", "CI", "BI", "BCI"])
+def test_without_the_background_the_marginal_dice_is_the_dice_over_annotated_maps(phi):
+    """Merging unannotated classes into the background changes only the background's map, so with the
+    background left out the marginal Dice is the Dice over annotated maps (a study must count it)."""
+    logits, target, annotated = _batch(3)
+    labelled = annotated.gather(1, target.flatten(1)).view_as(target)  # unannotated classes are background
+    target = torch.where(labelled, target, 0)
+    options = {"phi": phi, "eps_nr": 1e-7, "eps_dr": 1e-7}
+    marginal = L.MarginalDiceLoss(include_background=False, **options)(logits, target, annotated)
+    dice = L.DiceLoss(include_background=False, **options)(logits, target, annotated)
+    torch.testing.assert_close(marginal, dice)
+    counted = L.MarginalDiceLoss(include_background=True, **options)(logits, target, annotated)
+    assert not torch.allclose(counted, L.DiceLoss(include_background=True, **options)(logits, target, annotated))
