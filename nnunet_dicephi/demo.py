@@ -21,9 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -359,19 +356,8 @@ def plot_results(report, raw_dir: Path, prediction_dirs: dict[str, Path], out: P
 # --- running nnU-Net --------------------------------------------------------------------------
 
 
-def _command(name: str) -> str:
-    """An nnU-Net console script: beside this interpreter (virtual environments), else on PATH."""
-    beside = Path(sys.executable).parent / name
-    if beside.exists():
-        return str(beside)
-    found = shutil.which(name)
-    if found is None:
-        raise FileNotFoundError(f"{name} not found: install nnunetv2 in this environment (pip install nnunetv2)")
-    return found
-
-
 class Runner:
-    """Runs nnU-Net commands with the demo's folders, logging each to a file, with progress bars."""
+    """Runs nnU-Net commands with the demo's folders through the local executor, one log each, with progress bars."""
 
     def __init__(self, out: Path, device: str, quiet: bool = False) -> None:
         self.out = out
@@ -394,19 +380,24 @@ class Runner:
         """Run ``args``; with ``marker``, advance a bar by one for each log line starting with it."""
         from tqdm import tqdm
 
+        from nnunet_dicephi.cluster.local import LocalExecutor, Unit
+        from nnunet_dicephi.cluster.process import executable, log_tail
+        from nnunet_dicephi.cluster.tasks import Task, TaskId
+
+        executable(args[0])  # FileNotFoundError, saying where it was looked for, before anything runs
         path = self.logs / f"{log}.log"
-        with open(path, "w", encoding="utf-8") as handle:
-            process = subprocess.Popen(args, env=self.env, stdout=handle, stderr=subprocess.STDOUT)
-            with tqdm(total=total or None, desc=progress or log, unit="", disable=self.quiet, leave=True) as bar:
-                while process.poll() is None:
-                    time.sleep(0.5)
-                    if marker:
-                        bar.update(_count_marker(path, marker) - bar.n)
+        path.unlink(missing_ok=True)
+        unit = Unit(Task(TaskId("demo", item=log), (tuple(args),)), path)
+        with tqdm(total=total or None, desc=progress or log, unit="", disable=self.quiet, leave=True) as bar:
+
+            def advance() -> None:
                 if marker:
                     bar.update(_count_marker(path, marker) - bar.n)
-        if process.returncode != 0:
-            tail = "".join(path.read_text(encoding="utf-8", errors="replace").splitlines(True)[-25:])
-            raise RuntimeError(f"{' '.join(args[:2])} … failed (exit {process.returncode}); log {path}:\n{tail}")
+
+            LocalExecutor([None], self.env, say=lambda _: None, on_poll=advance).run([unit])
+            advance()
+        if unit.status != "done":
+            raise RuntimeError(f"{' '.join(args[:2])} … failed ({unit.detail}); log {path}:\n{log_tail(path)}")
 
 
 def predict(runner: Runner, model: Path, images: Path, target: Path, log: Path) -> None:
@@ -463,7 +454,7 @@ def prepare(runner: Runner, size: DemoSize, seed: int) -> Path:
     runner.run(
         "plan",
         [
-            _command("nnUNetv2_plan_and_preprocess"),
+            "nnUNetv2_plan_and_preprocess",
             *("-d", str(DATASET_ID), "-c", "2d", "-npfp", "2", "--no_pp", "--verify_dataset_integrity"),
         ],
         progress="planning",
@@ -472,7 +463,7 @@ def prepare(runner: Runner, size: DemoSize, seed: int) -> Path:
     shrink_plans(preprocessed / "nnUNetPlans.json", size)
     runner.run(
         "preprocess",
-        [_command("nnUNetv2_preprocess"), "-d", str(DATASET_ID), "-c", "2d", "-np", "2"],
+        ["nnUNetv2_preprocess", "-d", str(DATASET_ID), "-c", "2d", "-np", "2"],
         progress="preprocessing",
     )
     types = json.loads((raw_dir / "lesion_types.json").read_text())
@@ -507,7 +498,7 @@ def train_and_evaluate(
     label = f"{expectation.trainer}{tag}"
     runner.run(
         f"train_{label}",
-        [_command("nnUNetv2_train"), str(DATASET_ID), "2d", "0", "-tr", name, "-device", runner.device],
+        ["nnUNetv2_train", str(DATASET_ID), "2d", "0", "-tr", name, "-device", runner.device],
         progress=f"training {label}",
         total=size.epochs,
         marker="Epoch time:",
