@@ -246,6 +246,27 @@ def missing_variants(spec: ExperimentSpec, dataset: DatasetSpec, name: str) -> l
     return [plans for plans in dataset.plans_variants if not (folder / f"{plans}.json").is_file()]
 
 
+def partially_labelled(spec: ExperimentSpec, dataset: DatasetSpec, name: str) -> bool:
+    """Whether the dataset's raw dataset.json holds a partial-label manifest (a toy not yet written: its scenario's).
+
+    nnU-Net's ``find_best_configuration`` scores every structure against label maps in which an
+    unannotated structure is background, and fails outright when a class is in no validation case and
+    never predicted (its mean Dice is NaN). Grids leave that selection out for such datasets; the
+    report's validation tables leave the unannotated (case, class) pairs out instead.
+    """
+    from nnunet_dicephi.partial_labels import MANIFEST_KEY
+
+    path = spec.environment.nnunet_raw / name / "dataset.json"
+    try:
+        return MANIFEST_KEY in json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        if dataset.toy is None:
+            return False
+        from nnunet_dicephi.toys import SCENARIOS
+
+        return SCENARIOS[dataset.toy].merges is not None
+
+
 def test_folders(spec: ExperimentSpec, dataset: DatasetSpec, name: str) -> tuple[Path | None, Path | None]:
     """The test images and labels: the spec's, or a toy dataset's own imagesTs/labelsTs."""
     if dataset.test_images is None and dataset.toy is not None:
@@ -344,7 +365,7 @@ def dataset_tasks(spec: ExperimentSpec, dataset: DatasetSpec, name: str) -> list
         inputs = (preprocess, *(fold for folder in folders for fold in folds[folder]))
         return Task(task, tuple(commands), marker=marker_path(spec, task), inputs=inputs, label=label)
 
-    if dataset.folds != ("all",):
+    if dataset.folds != ("all",) and not partially_labelled(spec, dataset, name):
         for plans in dataset.plans_identifiers:
             trainers = [t for t, p in dataset.runs if p == plans]
             command = find_best_command(dataset, plans, trainers, spec.resources.predict.cpus)

@@ -927,3 +927,22 @@ def test_results_folder_names_are_nnunets():
     ) == convert_identifier_to_trainer_plans_config(name)
     with pytest.raises(ValueError, match="not an nnU-Net results folder name"):
         parse_results_folder_name("predictions_of_my_model")
+
+
+def test_a_partially_labelled_dataset_gets_no_cross_validation_selection(tmp_path):
+    """nnU-Net's find_best_configuration scores unannotated structures as background (and fails on a
+    class absent from every validation case): a dataset with a manifest is trained, predicted and
+    reported without it."""
+    raw = tmp_path / "raw" / "Dataset901_Toy"
+    raw.mkdir(parents=True)
+    spec = parse_spec(minimal(**{"dataset.0.folds": [0]}), tmp_path, environ={})
+
+    def items():
+        return [t.key for t in tasks.dataset_tasks(spec, spec.datasets[0], "Dataset901_Toy") if t.id.stage == "predict"]
+
+    (raw / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "a": 1}}))
+    assert items() == ["predict/Dataset901_Toy/crossval"]
+    (raw / "dataset.json").write_text(json.dumps({"dicephi_partial_labels": {"cases": {"x": []}}}))
+    assert items() == []
+    report = tasks.grid_tasks(spec, {901: "Dataset901_Toy"})[-1]
+    assert report.key == "report" and not [i for i in report.inputs if i.stage == "predict"]
