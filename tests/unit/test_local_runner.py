@@ -9,6 +9,7 @@ The end-to-end layer runs the same verb with nnU-Net itself.
 import _thread
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -199,8 +200,13 @@ def test_a_run_interrupted_mid_training_stops_its_jobs_and_resumes_with_c(fake, 
         _thread.interrupt_main()
 
     threading.Thread(target=interrupt_when_training, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        run(spec)
+    # a shell's background job (`pytest &`) starts with SIGINT ignored, and then interrupt_main does nothing
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run(spec)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     # the stand-in was stopped, not waited for: it never got to its final checkpoint
     assert (fold / "checkpoint_latest.pth").is_file() and not (fold / "checkpoint_final.pth").exists()
     statuses = local.local_statuses(spec)
