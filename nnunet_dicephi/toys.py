@@ -414,8 +414,8 @@ MERGED_SCENARIOS: Mapping[str, Scenario] = {
     for s in (
         Scenario(
             "organs-3d-merged",
-            "organs-3d-sources merged into one dataset by label name: 42 training volumes that each annotate "
-            "their source's structures (the manifest), 10 fully labelled test volumes",
+            "organs-3d-sources merged into one dataset by label name: training volumes that each annotate "
+            "their source's structures (the manifest), the reference's fully labelled volumes as its test set",
             "ToyOrgans3dMerged",
             {"background": 0, "ellipsoid": 1, "sphere": 2, "torus": 3, "box": 4, "tube": 5},
             None,
@@ -734,7 +734,10 @@ def write_merged_toy(
         dataset_json = json.loads((merged / "dataset.json").read_text(encoding="utf-8"))
         for entry in dataset_json[merge.RECORD_KEY]["sources"]:
             entry["folder"] = None  # drawn for the merge and not kept: dicephi_toy.json says what they were
-        dataset_json["description"] = f"nnunet-dicephi toy {spec.name} (seed {seed}): {spec.summary}"
+        sizes = ", ".join(map(str, counts))
+        dataset_json["description"] = (
+            f"nnunet-dicephi toy {spec.name} (seed {seed}, sources of {sizes}): {spec.summary}"
+        )
         (merged / "dataset.json").write_text(json.dumps(dataset_json, indent=4) + "\n", encoding="utf-8")
         drawn = {"train": [], "test": []}
         for data in datasets:
