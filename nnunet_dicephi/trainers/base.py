@@ -223,7 +223,14 @@ class DicePhiTrainer(nnUNetTrainer):
         if self.dataset_class is None:
             super().do_split()  # which dataset class reads the preprocessed data (nnU-Net infers it here)
         identifiers = self.dataset_class.get_identifiers(self.preprocessed_dataset_folder)
-        return source_cases(self.dataset_json, self.loss_config.source, identifiers, self.fold)
+        train_keys, validation_keys = source_cases(self.dataset_json, self.loss_config.source, identifiers, self.fold)
+        if "_dicephi_source_logged" not in self.__dict__:  # nnU-Net calls do_split several times
+            self._dicephi_source_logged = True
+            self.print_to_log_file(
+                f"source{self.loss_config.source:03d}: trains on nnU-Net's split of that source's cases alone, "
+                f"{len(train_keys)} training and {len(validation_keys)} validation cases"
+            )
+        return train_keys, validation_keys
 
     def data_fingerprint(self) -> dict[str, str]:
         """What this run's statistics follow from, as digests (:func:`~nnunet_dicephi.statistics.data_fingerprint`).

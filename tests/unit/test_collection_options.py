@@ -161,9 +161,10 @@ def _split_trainer(name, monkeypatch):
 
 
 def test_a_source_trainer_trains_and_validates_on_its_source_alone(monkeypatch):
-    assert _split_trainer("TrainerDiceI_CE_source930", monkeypatch).do_split() == source_cases(
-        MERGED, 930, IDENTIFIERS, 1
-    )
+    trainer, said = _split_trainer("TrainerDiceI_CE_source930", monkeypatch), []
+    trainer.print_to_log_file = said.append
+    assert trainer.do_split() == trainer.do_split() == source_cases(MERGED, 930, IDENTIFIERS, 1)
+    assert len(said) == 1 and "source930: trains on nnU-Net's split of that source's cases alone, 7 training" in said[0]
     assert _split_trainer("TrainerDiceI_CE", monkeypatch).do_split() == (["merged", "split"], ["of the fold"])
 
 
