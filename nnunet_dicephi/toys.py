@@ -273,6 +273,18 @@ SCENARIOS: Mapping[str, Scenario] = {
             10,
             dimensions=3,
         ),
+        Scenario(
+            "organs-3d-merged",
+            "organs-3d-sources merged into one dataset by label name: training volumes that each annotate "
+            "their source's structures (the manifest), the reference's fully labelled volumes as its test set",
+            "ToyOrgans3dMerged",
+            {"background": 0, "ellipsoid": 1, "sphere": 2, "torus": 3, "box": 4, "tube": 5},
+            None,
+            42,
+            10,
+            dimensions=3,
+            merges="organs-3d-sources",
+        ),
     )
 }
 
@@ -409,24 +421,8 @@ SOURCE_SCENARIOS: Mapping[str, SourcesScenario] = {
 }
 
 
-MERGED_SCENARIOS: Mapping[str, Scenario] = {
-    s.name: s
-    for s in (
-        Scenario(
-            "organs-3d-merged",
-            "organs-3d-sources merged into one dataset by label name: training volumes that each annotate "
-            "their source's structures (the manifest), the reference's fully labelled volumes as its test set",
-            "ToyOrgans3dMerged",
-            {"background": 0, "ellipsoid": 1, "sphere": 2, "torus": 3, "box": 4, "tube": 5},
-            None,
-            42,
-            10,
-            dimensions=3,
-            merges="organs-3d-sources",
-        ),
-    )
-}
-SCENARIOS = {**SCENARIOS, **MERGED_SCENARIOS}
+MERGED_SCENARIOS: Mapping[str, Scenario] = {name: s for name, s in SCENARIOS.items() if s.merges is not None}
+"""The scenarios that write a multi-source scenario's datasets merged into one (:func:`write_merged_toy`)."""
 
 
 def _unknown(name: str) -> ValueError:
