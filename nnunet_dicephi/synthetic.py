@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,8 +175,10 @@ def write_dataset(
 # --- lesions: the demo's images -------------------------------------------------------------------
 
 
-def lesion_case(rng: np.random.Generator, kind: str, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """One ``(1, size, size)`` image with one round lesion of type A (uniform) or B (striped).
+def lesion_case(
+    rng: np.random.Generator, kind: str, size: int, *, radius_scale: float = 1.0, dimensions: int = 2
+) -> tuple[np.ndarray, np.ndarray]:
+    """One ``(1, size, size)`` image (a ``size``³ volume with ``dimensions=3``), one round lesion of type A or B.
 
     B's stripes (every other pair of columns) are 1.05 darker. How much B looks like A decides two
     behaviours at once: the more alike, the better a network that learned A alone segments B when
@@ -184,27 +186,33 @@ def lesion_case(rng: np.random.Generator, kind: str, size: int) -> tuple[np.ndar
     Measured (docs/demo.md): stripes 1.2 darker, Φ=I reached DSC B 0.86–0.93 only; 0.9 darker,
     Φ=BI learned the empty maps only in the last of 20 epochs (test DSC B 0.07); one column in three
     1.2 darker, or stripes brighter than A, and Φ=BI was still at DSC B 0.56 or 0.87 at the end.
+    The radius is drawn in [S/10, S/6] and multiplied by ``radius_scale`` (the transition's regimes:
+    ½ and 2 give a quarter and four times the area); the defaults draw the demo's images.
     """
-    image = rng.normal(0.0, 0.35, (1, size, size)).astype(np.float32)
-    _, y, x = np.indices(image.shape)
-    radius = rng.uniform(size / 10, size / 6)
-    cy, cx = rng.uniform(radius + 2, size - radius - 2, 2)
-    lesion = (y - cy) ** 2 + (x - cx) ** 2 <= radius**2
+    image = rng.normal(0.0, 0.35, (1, size, size) if dimensions == 2 else (size,) * 3).astype(np.float32)
+    grid = np.indices(image.shape)[-dimensions:]
+    radius = rng.uniform(size / 10, size / 6) * radius_scale
+    centre = rng.uniform(radius + 2, size - radius - 2, dimensions)
+    lesion = sum((axis - c) ** 2 for axis, c in zip(grid, centre)) <= radius**2
     image[lesion] += 1.6
     if kind == "B":
-        image[lesion & ((x // 2) % 2 == 0)] -= 1.05  # stripes: every other pair of columns darker
+        image[lesion & ((grid[-1] // 2) % 2 == 0)] -= 1.05  # stripes: every other pair of columns darker
     return image, lesion.astype(np.uint8)
 
 
 def lesion_cases(
-    rng: np.random.Generator, counts: Mapping[str, int], image: int, unlabelled_every: int
+    rng: np.random.Generator,
+    counts: Mapping[str, int],
+    image: int,
+    unlabelled_every: int,
+    draw: Callable[[np.random.Generator, str, int], tuple[np.ndarray, np.ndarray]] = lesion_case,
 ) -> tuple[list[ToyCase], dict[str, dict[str, str]]]:
     """The demo's dataset: ``counts`` images per split (``train``, ``val``, ``test``), one lesion each.
 
     In training every ``unlabelled_every``-th image holds type B and its label is an empty map (the
     lesion is there, unlabelled); validation (``toy_val_*``, written to imagesTr) and test images
     alternate A and B and are fully labelled. Returns the cases and the lesion type of every case
-    per split.
+    per split. ``draw(rng, kind, image)`` draws one case (label 1 the lesion; others may label more).
     """
     types: dict[str, dict[str, str]] = {split: {} for split in counts}
     cases = []
@@ -212,9 +220,9 @@ def lesion_cases(
         for i in range(count):
             every = unlabelled_every if split == "train" else 2  # validation and test are balanced
             kind = "B" if i % every == every - 1 else "A"
-            picture, label = lesion_case(rng, kind, image)
+            picture, label = draw(rng, kind, image)
             if split == "train" and kind == "B":
-                label[:] = 0  # the lesion is there, its label is an empty map
+                label[label == 1] = 0  # the lesion is there, its label is an empty map
             case = f"toy_{split}_{i:03d}"
             types[split][case] = kind
             cases.append(ToyCase(case, picture, label, test=split == "test"))

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import functools
 import json
 import shutil
 from collections.abc import Callable, Mapping, Sequence
@@ -50,13 +51,22 @@ import numpy as np
 from nnunet_dicephi._cli import add_verb, non_negative_int, positive_int, refuse
 from nnunet_dicephi.conversion._target import prepare_target
 from nnunet_dicephi.demo import DemoSize
-from nnunet_dicephi.synthetic import ORGAN_IMAGE, ORGANS, ToyCase, lesion_cases, organ_case, write_raw_dataset
+from nnunet_dicephi.synthetic import (
+    ORGAN_IMAGE,
+    ORGANS,
+    ToyCase,
+    lesion_case,
+    lesion_cases,
+    organ_case,
+    write_raw_dataset,
+)
 
 RECORD_FILE = "dicephi_toy.json"
 """What was generated and what it measures, beside dataset.json; also marks a folder ``--force`` may replace."""
 IMAGE = 64
 """Side S of the ``rare-class`` and ``imbalanced`` images (``missing-vs-empty`` keeps the demo's)."""
 NOISE = 0.35
+_DEMO_SIZE = DemoSize()
 PLACEMENT_TRIES = 200
 """Rejection-sampling draws per disc before placing it is given up as impossible."""
 RARE_SHARE = 0.2
@@ -150,9 +160,34 @@ def missing_vs_empty(rng: np.random.Generator, train_cases: int, test_cases: int
     labelled B. With one fold only, folds 1–4 would fall back to nnU-Net's random split of imagesTr,
     which trains on the validation images; here the folds are one split, trained again.
     """
-    size = DemoSize()
-    counts = {"train": train_cases, "val": size.validation_cases, "test": test_cases}
-    cases, types = lesion_cases(rng, counts, size.image, size.unlabelled_every)
+    return lesion_regime(rng, train_cases, test_cases)
+
+
+def lesion_regime(
+    rng: np.random.Generator,
+    train_cases: int,
+    test_cases: int,
+    *,
+    unlabelled_every: int = _DEMO_SIZE.unlabelled_every,
+    radius_scale: float = 1.0,
+    dimensions: int = 2,
+    image: int = _DEMO_SIZE.image,
+    others: bool = False,
+) -> ToyData:
+    """:func:`missing_vs_empty` with one thing changed: the defaults draw the demo's data.
+
+    ``unlabelled_every``: every n-th training image holds type B (the share 1/n of empty lesion
+    maps); ``radius_scale``: the lesions' radius (area ×scale², volume ×scale³); ``dimensions=3``:
+    ``image``³ volumes with spherical lesions; ``others``: two structures labelled in every image
+    beside the lesion (:func:`lesion_among_others`). The ``transition-*`` scenarios, on which the
+    transition model of ``advise`` is checked where it was not fitted (docs/studies.md).
+    """
+    counts = {"train": train_cases, "val": _DEMO_SIZE.validation_cases, "test": test_cases}
+    if others:
+        draw = lesion_among_others
+    else:
+        draw = functools.partial(lesion_case, radius_scale=radius_scale, dimensions=dimensions)
+    cases, types = lesion_cases(rng, counts, image, unlabelled_every, draw)
     by_id = {case.case_id: case for case in cases}
     return ToyData(
         {split: [by_id[case] for case in ids] for split, ids in types.items()},
@@ -163,6 +198,24 @@ def missing_vs_empty(rng: np.random.Generator, train_cases: int, test_cases: int
             ),
         },
     )
+
+
+def lesion_among_others(rng: np.random.Generator, kind: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The demo's lesion (label 1, type A or B) beside a dark disc (2) and a bright one (3), never touching.
+
+    Radii: lesion S/10–S/6 as in the demo, dark S/9–S/7, bright S/14–S/11; intensities +1.6 (B's
+    stripes 1.05 darker, as :func:`~nnunet_dicephi.synthetic.lesion_case`), −1.6 and +3.0.
+    """
+    discs = [
+        (1, rng.uniform(size / 10, size / 6), 1.6),
+        (2, rng.uniform(size / 9, size / 7), -1.6),
+        (3, rng.uniform(size / 14, size / 11), 3.0),
+    ]
+    image, label = _draw(rng, size, discs)
+    if kind == "B":
+        columns = np.indices(label.shape)[-1]
+        image[(label == 1) & ((columns // 2) % 2 == 0)] -= 1.05
+    return image, label
 
 
 def rare_class(
@@ -212,6 +265,16 @@ def imbalanced(rng: np.random.Generator, train_cases: int, test_cases: int, *, s
     return ToyData(splits)
 
 
+TRANSITION_REGIMES: Sequence[tuple[str, str, dict[str, Any]]] = (
+    ("small", "a quarter of the area (radius ×½)", {"radius_scale": 0.5}),
+    ("large", "four times the area (radius ×2)", {"radius_scale": 2.0}),
+    ("empty-1in6", "one training image in six of type B", {"unlabelled_every": 6}),
+    ("empty-1in2", "one training image in two of type B", {"unlabelled_every": 2}),
+    ("3d", "spheres in 32³ volumes", {"dimensions": 3, "image": 32}),
+    ("among-others", "two other structures labelled in every image", {"others": True}),
+)
+"""``transition-<name>`` scenarios: the demo's data with one thing changed (:func:`lesion_regime`)."""
+
 ORGAN_LABELS = {"background": 0, **{organ.name: value for value, organ in enumerate(ORGANS, start=1)}}
 
 
@@ -231,8 +294,6 @@ def organs_3d(rng: np.random.Generator, train_cases: int, test_cases: int, *, si
     return ToyData(splits)
 
 
-_DEMO = DemoSize()
-
 SCENARIOS: Mapping[str, Scenario] = {
     s.name: s
     for s in (
@@ -242,8 +303,8 @@ SCENARIOS: Mapping[str, Scenario] = {
             "ToyMissingVsEmpty",
             {"background": 0, "lesion": 1},
             missing_vs_empty,
-            _DEMO.train_cases,
-            _DEMO.test_cases,
+            _DEMO_SIZE.train_cases,
+            _DEMO_SIZE.test_cases,
         ),
         Scenario(
             "rare-class",
@@ -262,6 +323,19 @@ SCENARIOS: Mapping[str, Scenario] = {
             imbalanced,
             40,
             20,
+        ),
+        *(
+            Scenario(
+                f"transition-{name}",
+                f"the demo's lesions with {what}: the transition model's check (type B's training labels empty)",
+                f"ToyTransition{name.title().replace('-', '')}",
+                {"background": 0, "lesion": 1, **({"dark": 2, "bright": 3} if options.get("others") else {})},
+                functools.partial(lesion_regime, **options),
+                _DEMO_SIZE.train_cases,
+                _DEMO_SIZE.test_cases,
+                dimensions=options.get("dimensions", 2),
+            )
+            for name, what, options in TRANSITION_REGIMES
         ),
         Scenario(
             "organs-3d",

@@ -21,7 +21,8 @@ def _area(case, value):
 
 def test_every_image_is_one_channel_2d_float32_with_uint8_labels():
     flat = [name for name, scenario in toys.SCENARIOS.items() if scenario.dimensions == 2]
-    assert flat == ["missing-vs-empty", "rare-class", "imbalanced"]  # the 3D ones: test_toys_3d.py
+    regimes = [f"transition-{name}" for name, _, options in toys.TRANSITION_REGIMES if "dimensions" not in options]
+    assert flat == ["missing-vs-empty", "rare-class", "imbalanced", *regimes]  # the 3D ones: test_toys_3d.py
     for name in flat:
         for split, cases in _generate(name, 4, 3).splits.items():
             for case in cases:
@@ -236,3 +237,51 @@ def test_the_verb_has_a_one_line_summary_and_a_description():
     assert summary == "Write a seeded toy dataset for a study into nnUNet_raw"
     args = parser.parse_args(["imbalanced", "-d", "7"])
     assert (args.seed, args.train_cases, args.test_cases, args.force, args.func) == (0, None, None, False, toys.run_toy)
+
+
+# --- the transition's regimes: the demo's data with one thing changed ------------------------------
+
+
+def _lesion_areas(data, split="train"):
+    return np.array([_area(case, 1) for case in data.splits[split]])
+
+
+def test_missing_vs_empty_is_the_regime_with_every_default():
+    demo_data, regime = _generate("missing-vs-empty", 12, 4), toys.lesion_regime(np.random.default_rng(0), 12, 4)
+    assert regime.extra_files == demo_data.extra_files
+    for split, cases in demo_data.splits.items():
+        for a, b in zip(cases, regime.splits[split], strict=True):
+            assert a.case_id == b.case_id and np.array_equal(a.image, b.image) and np.array_equal(a.label, b.label)
+
+
+@pytest.mark.parametrize(("name", "low", "high"), [("transition-small", 0.2, 0.32), ("transition-large", 3.5, 4.5)])
+def test_the_size_regimes_scale_the_lesion_area_and_nothing_else(name, low, high):
+    demo_data, regime = _generate("missing-vs-empty", 24, 6), _generate(name, 24, 6)
+    for split in ("train", "val", "test"):
+        base, scaled = _lesion_areas(demo_data, split), _lesion_areas(regime, split)
+        assert np.array_equal(base == 0, scaled == 0)  # the same images hold an empty map
+        assert low <= scaled[scaled > 0].mean() / base[base > 0].mean() <= high
+
+
+@pytest.mark.parametrize(("name", "every"), [("transition-empty-1in6", 6), ("transition-empty-1in2", 2)])
+def test_the_empty_share_regimes_empty_one_training_map_in_n(name, every):
+    data = _generate(name, 48, 6)
+    types = json.loads(data.extra_files["lesion_types.json"])
+    assert list(types["train"].values()).count("B") == 48 // every
+    assert np.mean(_lesion_areas(data) == 0) == pytest.approx(1 / every)
+    assert (_lesion_areas(data, "test") > 0).all() and list(types["test"].values()).count("B") == 3
+
+
+def test_among_others_labels_two_more_structures_in_every_image_and_empties_only_the_lesion():
+    data = _generate("transition-among-others", 12, 4)
+    types = json.loads(data.extra_files["lesion_types.json"])
+    for split, cases in data.splits.items():
+        for case in cases:
+            assert _area(case, 2) > 0 and _area(case, 3) > 0
+            hidden = split == "train" and types[split][case.case_id] == "B"
+            assert (_area(case, 1) == 0) == hidden
+            assert (
+                case.image[case.label == 2].mean()
+                < case.image[case.label == 0].mean()
+                < case.image[case.label == 3].mean()
+            )

@@ -419,3 +419,16 @@ def test_a_spec_can_name_the_merged_toy():
     from nnunet_dicephi.cluster.experiment import _toy
 
     assert _toy("organs-3d-merged") == "organs-3d-merged"
+
+
+def test_the_3d_transition_regime_draws_spheres_in_volumes_with_the_demos_types():
+    data = toys.SCENARIOS["transition-3d"].generate(np.random.default_rng(0), 6, 4)
+    types = json.loads(data.extra_files["lesion_types.json"])
+    for split, cases in data.splits.items():
+        for case in cases:
+            assert case.image.shape == case.label.shape == (32, 32, 32) and case.label.dtype == np.uint8
+            volume = int(case.label.sum())
+            hidden = split == "train" and types[split][case.case_id] == "B"
+            assert (
+                volume == 0 if hidden else 4 / 3 * np.pi * 3.2**3 * 0.8 <= volume <= 4 / 3 * np.pi * (32 / 6) ** 3 * 1.2
+            )
