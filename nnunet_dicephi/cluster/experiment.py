@@ -1,11 +1,9 @@
 """The experiment spec's schema, declared once: each TOML table is a model, each key a field.
 
-The models are at once the schema that :func:`~nnunet_dicephi.cluster.spec.load_spec` validates a
-TOML file against (unknown keys refused, every problem collected with its key path) and the validated
-spec that the jobs, the SLURM submission, the local runner and the status read. A value that is more
-than a type (a trainer name, a toy, a SLURM time, a path relative to the spec file) is checked by a
-small function that raises ValueError in the project's words, or :class:`Problems` for several at once.
-Nothing here reads files; validation needs the context ``{"base", "environ", "default_device"}``.
+The models are the schema that :func:`.spec.load_spec` validates a TOML file against and the validated
+spec that everything else reads. A value that is more than a type is checked by a small function that
+raises ValueError in the project's words, or :class:`Problems` for several at once. Nothing here reads
+files; validation needs the context ``{"base", "environ", "default_device"}``.
 """
 
 from __future__ import annotations
@@ -79,39 +77,22 @@ def this_machines_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-# --- SLURM times ----------------------------------------------------------------------------------
-
-
 def parse_time(value: Any) -> int:
-    """SLURM's time formats → whole minutes (rounded up).
-
-    Accepts minutes as an integer, or ``"M"``, ``"M:S"``, ``"H:M:S"``, ``"D-H"``, ``"D-H:M"``,
-    ``"D-H:M:S"``. Raises ValueError for anything else or a time that is not positive.
-    """
-    if isinstance(value, bool):
-        raise ValueError(f"expected minutes or a time such as '48:00:00'; got {value!r}")
-    if isinstance(value, int):
+    """SLURM's time formats (minutes, ``M``, ``M:S``, ``H:M:S``, ``D-H``, ``D-H:M``, ``D-H:M:S``) → whole minutes."""
+    if _whole(value):
         seconds = value * 60
-    elif isinstance(value, str):
+    else:
+        if not isinstance(value, str):
+            raise ValueError(f"expected minutes or a time such as '48:00:00'; got {kind(value)}")
         match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", value.strip())
         if match is None:
             raise ValueError(f"{value!r} is not a SLURM time: minutes, 'HH:MM:SS', 'D-HH:MM:SS', ...")
-        days, a, b, c = match.groups()
-        numbers = [int(x) for x in (a, b, c) if x is not None]
-        if days is not None:  # D-H, D-H:M, D-H:M:S
-            hours, minutes, secs = (numbers + [0, 0])[:3]
-            seconds = ((int(days) * 24 + hours) * 60 + minutes) * 60 + secs
-            parts = numbers[1:]
-        elif len(numbers) == 1:  # M
-            seconds, parts = numbers[0] * 60, []
-        elif len(numbers) == 2:  # M:S
-            seconds, parts = numbers[0] * 60 + numbers[1], numbers[1:]
-        else:  # H:M:S
-            seconds, parts = (numbers[0] * 60 + numbers[1]) * 60 + numbers[2], numbers[1:]
-        if any(p >= 60 for p in parts):
+        days, *parts = match.groups()
+        numbers = [int(x) for x in parts if x is not None]
+        if any(n >= 60 for n in numbers[1:]):
             raise ValueError(f"{value!r}: minutes and seconds must be below 60")
-    else:
-        raise ValueError(f"expected minutes or a time such as '48:00:00'; got {type(value).__name__}")
+        units = (3600, 60, 1) if days is not None or len(numbers) == 3 else (60, 1)  # H[:M[:S]] or M[:S]
+        seconds = int(days or 0) * 86400 + sum(n * unit for n, unit in zip(numbers, units))
     if seconds <= 0:
         raise ValueError(f"{value!r}: the time must be positive")
     return math.ceil(seconds / 60)
@@ -134,6 +115,21 @@ def kind(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
 
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _accept(test: Callable[[Any], bool], expected: str) -> Callable[[Any], Any]:
+    """A check that passes the values ``test`` accepts and names any other in ``expected`` (at ``{}``)."""
+
+    def check(value: Any) -> Any:
+        if test(value):
+            return value
+        raise ValueError(expected.format(kind(value)))
+
+    return check
+
+
 def _text(value: Any, pattern: re.Pattern | None = None, what: str = "") -> str:
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {kind(value)}")
@@ -146,7 +142,7 @@ def _text(value: Any, pattern: re.Pattern | None = None, what: str = "") -> str:
 
 def _integer(low: int, high: int | None = None) -> Callable[[Any], int]:
     def check(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
+        if not _whole(value):
             raise ValueError(f"expected an integer, got {kind(value)}")
         if value < low or (high is not None and value > high):
             raise ValueError(
@@ -166,12 +162,6 @@ def _number(what: str, low: float, high: float = math.inf) -> Callable[[Any], fl
     return check
 
 
-def _boolean(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"expected true or false, got {kind(value)}")
-    return value
-
-
 def _path(value: Any, info: ValidationInfo) -> Path:
     """A path; relative ones are relative to the spec file's folder."""
     if _text(value) == "":
@@ -186,7 +176,7 @@ def _each(check: Callable[[Any], Any], single: type = str, required: bool = Fals
         values = [value] if isinstance(value, single) and not isinstance(value, list) else value
         if not isinstance(values, list):
             raise ValueError(f"expected a list of strings, got {kind(value)}")
-        out, problems = [], []
+        out, problems = [], [((), "must not be empty")] if required and not values else []
         for i, item in enumerate(values):
             try:
                 item = check(item)
@@ -195,10 +185,7 @@ def _each(check: Callable[[Any], Any], single: type = str, required: bool = Fals
                 continue
             if item in out:
                 problems.append(((i,), f"{item!r} is listed twice"))
-            else:
-                out.append(item)
-        if required and not values:
-            problems.append(((), "must not be empty"))
+            out.append(item)
         if problems:
             raise Problems(*problems)
         return tuple(out)
@@ -208,15 +195,8 @@ def _each(check: Callable[[Any], Any], single: type = str, required: bool = Fals
 
 def _tables(what: str) -> Callable[[Any], Any]:
     """``[[what]]`` tables; one ``[what]`` table is a list of one."""
-
-    def validate(value: Any) -> Any:
-        if isinstance(value, dict):
-            return [value]
-        if not isinstance(value, list):
-            raise ValueError(f"expected [[{what}]] tables, got {kind(value)}")
-        return value
-
-    return validate
+    check = _accept(lambda v: isinstance(v, list), f"expected [[{what}]] tables, got {{}}")
+    return lambda value: [value] if isinstance(value, dict) else check(value)
 
 
 def _sbatch_option(value: Any) -> tuple[str, str | bool]:
@@ -231,7 +211,7 @@ def _sbatch_option(value: Any) -> tuple[str, str | bool]:
 def _variables(value: Any) -> tuple[tuple[str, str], ...]:
     if not isinstance(value, dict):
         raise ValueError(f"expected a table of NAME = value, got {kind(value)}")
-    out, problems = [], []
+    problems = []
     for name, item in value.items():
         if not _IDENTIFIER.fullmatch(name):
             problems.append(((name,), "not a valid environment variable name"))
@@ -241,11 +221,9 @@ def _variables(value: Any) -> tuple[tuple[str, str], ...]:
             problems.append(((name,), f"expected a string or number, got {kind(item)}"))
         elif isinstance(item, str) and _CONTROL.search(item):
             problems.append(((name,), "must not contain control characters (newline, tab, NUL, ...)"))
-        else:
-            out.append((name, str(item)))
     if problems:
         raise Problems(*problems)
-    return tuple(out)
+    return tuple((name, str(item)) for name, item in value.items())
 
 
 def _device(value: Any) -> str:
@@ -282,8 +260,7 @@ def check_trainer(name: str) -> str | None:
     try:
         loss_config.parse_trainer_name(name)
     except loss_config.TrainerNameError as error:
-        # the naming module explains with its whole grammar; one line per problem here, the
-        # grammar once at the end of the error (see parse_spec)
+        # one line per problem here, the whole grammar once at the end of the error (see parse_spec)
         first, closest = str(error).splitlines()[:2]
         return f"{first} {closest}"
     return None
@@ -306,10 +283,7 @@ def _nnunet_finds(name: str) -> bool:
     return True
 
 
-def _fold(value: Any) -> int | str:
-    if value == "all" or (isinstance(value, int) and not isinstance(value, bool) and value in FOLDS):
-        return value
-    raise ValueError(f'a fold is 0, 1, 2, 3, 4 or "all"; got {kind(value)}')
+_fold = _accept(lambda v: v == "all" or (_whole(v) and v in FOLDS), 'a fold is 0, 1, 2, 3, 4 or "all"; got {}')
 
 
 def _folds(value: Any) -> tuple[int | str, ...]:
@@ -332,38 +306,17 @@ def _loss(value: Any) -> str:
     return value
 
 
-def _phi(value: Any) -> str:
-    if value in loss_config.PHIS:
-        return value
-    raise ValueError(f"Φ is one of {', '.join(loss_config.PHIS)}; got {kind(value)}")
-
-
-def _eps(value: Any) -> float | str:
-    if value == loss_config.HEURISTIC or (
-        isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
-    ):
-        return value
-    raise ValueError(f'an ε is a number of voxels >= 0 or "H" (the heuristic); got {kind(value)}')
-
-
-def _positive(value: Any) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-        return value
-    raise ValueError(f"expected a positive integer, got {kind(value)}")
-
-
-def _seed(value: Any) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    raise ValueError(f"expected an integer >= 0, got {kind(value)}")
-
+_phi = _accept(lambda v: v in loss_config.PHIS, f"Φ is one of {', '.join(loss_config.PHIS)}; got {{}}")
+_eps = _accept(
+    lambda v: v == loss_config.HEURISTIC or (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0),
+    'an ε is a number of voxels >= 0 or "H" (the heuristic); got {}',
+)
 
 SpecPath = Annotated[Path, PlainValidator(_path)]
 SlurmName = Annotated[str, PlainValidator(lambda v: _text(v, _NAME, "a SLURM name (letters, digits, . _ -)"))]
 Count = Annotated[int, PlainValidator(_integer(1))]
 Count0 = Annotated[int, PlainValidator(_integer(0))]
-Bool = Annotated[bool, PlainValidator(_boolean)]
-Strings = Annotated[tuple[str, ...], PlainValidator(_each(_text))]
+Bool = Annotated[bool, PlainValidator(_accept(lambda v: isinstance(v, bool), "expected true or false, got {}"))]
 
 
 def _values(check: Callable[[Any], Any]) -> Any:
@@ -383,7 +336,6 @@ class Experiment(_Table):
 
     name: Annotated[str, PlainValidator(lambda v: _text(v, _NAME, "a name (letters, digits, . _ -)"))]
     output: SpecPath | None = None
-    """State file, job scripts and logs, markers; None: ``runs/<name>`` beside the spec."""
 
     @model_validator(mode="before")
     @classmethod
@@ -404,8 +356,7 @@ class Environment(_Table):
     modules: Annotated[
         tuple[str, ...], PlainValidator(_each(lambda v: _text(v, re.compile(r"\S+"), "a module name without spaces")))
     ] = ()
-    setup: Strings = ()
-    """Shell lines run verbatim before each job (trusted input, like the rest of a job script)."""
+    setup: Annotated[tuple[str, ...], PlainValidator(_each(_text))] = ()
     variables: Annotated[tuple[tuple[str, str], ...], PlainValidator(_variables)] = ()
 
     @model_validator(mode="before")
@@ -436,11 +387,8 @@ class Resources(_Table):
     extra_sbatch: Annotated[tuple[tuple[str, str | bool], ...], PlainValidator(_each(_sbatch_option))] = ()
     """Further ``#SBATCH`` options as ``(name, value)``; ``True`` for a flag without value."""
     signal_delay_s: Count = 120
-    """SIGUSR2 this many seconds before the time limit: the job stops, is requeued and resumes."""
     max_requeues: Count0 = 3
-    """How often a job may be requeued after its time limit (submitit's ``max_num_timeout``)."""
     array_parallelism: Count | None = None
-    """At most this many tasks of the training array run at once (``--array=...%N``)."""
 
 
 class StageResources(Resources):
@@ -463,22 +411,15 @@ class StageResources(Resources):
             self.__dict__[stage] = Resources().model_copy(update=values)
         return self
 
-    def of(self, stage: str) -> Resources:
-        return getattr(self, stage)
-
 
 class Sweep(_Table):
-    """``[[dataset.sweep]]``: loss × Φ × ε × seed, × batch size (a single value is a list of one).
-
-    Left out: the loss's default Φ, ε = 1e-7, the plans' own batch size, no seed option. ``epochs``,
-    ``iterations`` and ``lr`` are the ``ep``, ``it`` and ``lr`` options of every name of the table.
-    """
+    """``[[dataset.sweep]]``: loss × Φ × ε × seed, × batch size (a single value is a list of one)."""
 
     loss: Annotated[str, PlainValidator(_loss)] = "Dice"
     phi: _values(_phi) = ()
     eps: _values(_eps) = ()
-    batch_sizes: _values(_positive) = ()
-    seeds: _values(_seed) = ()
+    batch_sizes: _values(_accept(lambda v: _whole(v) and v >= 1, "expected a positive integer, got {}")) = ()
+    seeds: _values(_accept(lambda v: _whole(v) and v >= 0, "expected an integer >= 0, got {}")) = ()
     epochs: Count | None = None
     iterations: Count | None = None
     lr: Annotated[float, PlainValidator(_number("a learning rate between 0 and 10", 0, 10))] | None = None
@@ -517,19 +458,15 @@ class DatasetSpec(_Table):
     id: Annotated[int, PlainValidator(_integer(1, 999))]
     configurations: Annotated[tuple[str, ...], PlainValidator(_each(_configuration, required=True))]
     trainers: Annotated[tuple[str, ...], PlainValidator(_each(_trainer))] = ()
-    """Trainers run with :attr:`trained_plans`."""
     folds: Annotated[tuple[int | str, ...], PlainValidator(_folds)] = FOLDS
     plans: Annotated[str, PlainValidator(lambda v: _text(v, _NAME, "a plans identifier"))] = "nnUNetPlans"
     planner: Annotated[str, PlainValidator(lambda v: _text(v, _IDENTIFIER, "a planner class name"))] | None = None
     preprocess: Bool = True
-    """Run ``nnUNetv2_plan_and_preprocess`` (skipped when already done); False: it must exist."""
     test_images: SpecPath | None = None
     test_labels: SpecPath | None = None
     toy: Annotated[str, PlainValidator(_toy)] | None = None
-    """A toy scenario (:mod:`nnunet_dicephi.toys`) that ``run`` writes when the dataset is missing."""
     toy_seed: Count0 = 0
     base_features: Count | None = None
-    """Train a narrower network: the plans variant ``<plans>_f<F>``, F features in the first stage."""
     sweep: Annotated[tuple[Sweep, ...], BeforeValidator(_tables("dataset.sweep"))] = ()
 
     @model_validator(mode="wrap")
@@ -550,10 +487,7 @@ class DatasetSpec(_Table):
             if not problems:
                 raise
             # pydantic's InitErrorDetails, written as the plain dicts they are (pydantic_core is not a dependency)
-            details: list[Any] = [
-                {"type": e["type"], "loc": e["loc"], "input": e["input"], "ctx": e.get("ctx", {})}
-                for e in error.errors()
-            ]
+            details: list[Any] = [{**e, "ctx": e.get("ctx", {})} for e in error.errors(include_url=False)]
             details.append({"type": "value_error", "loc": (), "input": data, "ctx": {"error": Problems(*problems)}})
             raise ValidationError.from_exception_data(cls.__name__, details) from None
         if problems:
@@ -585,7 +519,6 @@ class ReportSpec(_Table):
     """``[report]``: ``nnunet-dicephi report`` over every trainer folder of the grid."""
 
     output: SpecPath | None = None
-    """None: ``<experiment output>/report``."""
     enabled: Bool = True
     n_resamples: Count = 10000
 
@@ -604,18 +537,17 @@ class ExperimentSpec(_Table):
     @classmethod
     def _once_each(cls, datasets: tuple[DatasetSpec, ...]) -> tuple[DatasetSpec, ...]:
         ids = [d.id for d in datasets]
-        twice = [(i, n) for i, n in enumerate(ids) if n in ids[:i]]
+        message = "dataset {} appears twice; list all its runs in one [[dataset]]"
+        twice = [((i, "id"), message.format(n)) for i, n in enumerate(ids) if n in ids[:i]]
         if twice:
-            message = "dataset {} appears twice; list all its runs in one [[dataset]]"
-            raise Problems(*(((i, "id"), message.format(n)) for i, n in twice))
+            raise Problems(*twice)
         return datasets
 
     @model_validator(mode="after")
     def _gpu_for_cuda(self) -> ExperimentSpec:
         if self.resources.train.gpus == 0 and self.environment.device == "cuda":
-            raise Problems(
-                (("resources", "train", "gpus"), 'device is "cuda" but training asks for no GPU; set gpus = 1')
-            )
+            message = 'device is "cuda" but training asks for no GPU; set gpus = 1'
+            raise Problems((("resources", "train", "gpus"), message))
         return self
 
     @property
@@ -641,19 +573,11 @@ class ExperimentSpec(_Table):
         return report if report.output is not None else report.model_copy(update={"output": self.output / "report"})
 
 
-# --- smoke runs -------------------------------------------------------------------------------------
+def smoke_variant(spec: ExperimentSpec, epochs: int = 1, iterations: int = 2) -> ExperimentSpec:
+    """The same grid with tiny trainings (every trainer name ``_ep<epochs>_it<iterations>``) in ``<output>/smoke``.
 
-SMOKE_EPOCHS, SMOKE_ITERATIONS = 1, 2
-
-
-def smoke_variant(
-    spec: ExperimentSpec, epochs: int = SMOKE_EPOCHS, iterations: int = SMOKE_ITERATIONS
-) -> ExperimentSpec:
-    """The same grid with tiny trainings, written apart: a check that a spec runs end to end.
-
-    Every trainer name gets ``_ep<epochs>_it<iterations>`` (its own results folders, so a real run's
-    folds are never touched), and the experiment's output (state, logs, markers, report) moves to
-    ``<output>/smoke``. Trainer names outside the project's grammar cannot be shortened: InputError.
+    Raises:
+        InputError: a trainer name outside the project's grammar (its epochs cannot be set).
     """
     short = {"epochs": epochs, "iterations": iterations}
 

@@ -1,41 +1,7 @@
-"""The experiment spec: a TOML file describing a grid of nnU-Net runs and where and how to run it.
+"""Reading an experiment spec: TOML → :class:`~.experiment.ExperimentSpec`, every problem named with its key path.
 
-A spec names datasets × configurations × trainers × folds, the SLURM resources of each stage and
-the environment of the jobs; its schema is :class:`~.experiment.ExperimentSpec` (the key table of
-``docs/experiment-grids.md`` is tested against it). :func:`load_spec` reads and validates it as a
-whole: every problem (unknown key, wrong type, bad time, fold out of range, trainer name that does
-not resolve, ...) is collected with its key path into one :class:`SpecError`, so a spec is either
-refused before anything is submitted or accepted completely. Then the sweeps are expanded, which
-may refuse a combination of loss, Φ and ε. Relative paths are resolved against the spec file's folder.
-
-Example (``examples/grid.toml`` is the documented version)::
-
-    [experiment]
-    name = "brats2021"
-    output = "runs/brats2021"
-
-    [environment]
-    nnUNet_raw = "/data/nnUNet_raw"
-    nnUNet_preprocessed = "/data/nnUNet_preprocessed"
-    nnUNet_results = "/data/nnUNet_results"
-    device = "cuda"
-    modules = ["cuda/12.1"]
-    venv = "/home/me/venvs/dicephi"
-
-    [resources]
-    partition = "gpu"
-    gpus = 1
-    cpus = 8
-    mem_gb = 64
-    time = "48:00:00"
-
-    [[dataset]]
-    id = 137
-    configurations = ["3d_fullres"]
-    trainers = ["TrainerDiceI", "TrainerDiceBI", "TrainerDiceIEps"]
-    folds = [0, 1, 2, 3, 4]
-
-This module imports neither torch, nnU-Net nor submitit.
+The format is ``docs/experiment-grids.md`` (its key table is tested against the schema) and
+``examples/grid.toml``. This module imports neither torch, nnU-Net nor submitit.
 """
 
 from __future__ import annotations
@@ -91,11 +57,6 @@ def table_at(loc: tuple[str | int, ...]) -> type[BaseModel]:
     return model
 
 
-def keys_of(model: type[BaseModel]) -> list[str]:
-    """The keys of a table, as the TOML file writes them."""
-    return [field.alias or name for name, field in model.model_fields.items()]
-
-
 def models_in(annotation: Any):
     """The models (tables) in a type: ``Sweep`` in ``tuple[Sweep, ...]``."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
@@ -112,7 +73,7 @@ def _message(error: Any) -> str:
     """Pydantic's error in the project's words."""
     loc, key = error["loc"], error["loc"][-1] if error["loc"] else ""
     if error["type"] == "extra_forbidden":
-        known = keys_of(table_at(loc[:-1]))
+        known = [field.alias or name for name, field in table_at(loc[:-1]).model_fields.items()]
         close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
         return "unknown key; " + (f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}")
     if error["type"] == "missing":
@@ -147,18 +108,9 @@ def parse_spec(
 ) -> ExperimentSpec:
     """Validate a spec already read from TOML, then expand its sweeps; relative paths against ``base``.
 
-    Args:
-        data: the TOML document as a dict.
-        base: folder that relative paths are relative to (the spec file's folder).
-        environ: where nnU-Net's folder variables come from when the spec does not set them
-            (default: ``os.environ``).
-        source: the spec file, for messages.
-        default_device: the device where ``[environment]`` names none: ``cuda`` for SLURM's GPU
-            nodes (``submit``), this machine's own for ``run``
-            (:func:`~nnunet_dicephi.cluster.experiment.this_machines_device`).
-
-    Returns:
-        The validated spec.
+    ``environ`` (default ``os.environ``) gives nnU-Net's folders that the spec leaves out;
+    ``default_device`` is the device where ``[environment]`` names none (``cuda`` for ``submit``,
+    this machine's for ``run``); ``source`` is the spec file, for messages.
 
     Raises:
         SpecError: naming every problem with its key path.

@@ -1,24 +1,9 @@
 """The job model: every task of an experiment grid, what it runs, what it waits for, and when it is done.
 
-Pure functions over the spec and the results folders; nothing here starts a process. Per dataset
-the grid is
-
-    preprocess (one task) → train (configuration × trainer × fold)
-      → predict (cross-validation summary; test set per configuration × trainer)
-
-and one report after every dataset's predictions. :func:`grid_tasks` builds every task once, with
-its commands (:func:`nnunet_command` and its neighbours are the one place that knows nnU-Net's
-command lines); :class:`Progress` says whether a task is done, for the plan and for ``status`` alike:
-
-* a training fold is **done** with ``checkpoint_final.pth`` and ``validation/summary.json``; with a
-  checkpoint only it is **interrupted** and resumes with ``--c`` (decided again when it starts);
-* preprocessing is done when its marker or nnU-Net's preprocessed cases exist, and every plans
-  variant the runs use is written;
-* a prediction or the report is done when its marker exists, everything it reads is done, and
-  nothing it reads changed after it ran; otherwise it is **stale** (a retraining, a new preprocessing).
-
-:func:`plan_jobs` keeps what is neither done nor still queued (``active``: task id → SLURM job id)
-and groups it into what one executor call runs (one job, or one array of training folds).
+Pure functions over the spec and the results folders; nothing here starts a process. :func:`grid_tasks`
+builds every task once, with its nnU-Net command lines; :class:`Progress` judges done and stale for the
+plan and ``status`` alike; :func:`plan_jobs` groups what is left into what one executor call runs. The
+rules (done, interrupted, stale) are those of ``docs/experiment-grids.md``.
 """
 
 from __future__ import annotations
@@ -37,9 +22,7 @@ from .experiment import STAGES, DatasetSpec, ExperimentSpec, Resources, SpecErro
 from .variants import variants_command
 
 CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
-RESUME = "--c"
-"""``nnUNetv2_train``'s option to continue from the fold's latest checkpoint."""
-CROSSVAL = "crossval"
+RESUME = "--c"  # nnUNetv2_train's option to continue from the fold's latest checkpoint
 
 
 class FoldState(str, enum.Enum):
@@ -62,11 +45,7 @@ def fold_state(fold_dir: str | os.PathLike) -> FoldState:
 
 @dataclass(frozen=True, order=True)
 class TaskId:
-    """A task (``stage``, ``dataset``, ``item``) or a stage of one dataset (no ``item``).
-
-    Its text, ``train/Dataset901_Toy/TrainerDiceI__nnUNetPlans__2d/fold_0``, is the key of the
-    state files and the log path; it is written here only, and never parsed back.
-    """
+    """A task, or a stage of one dataset (no ``item``); its text keys the state files and the logs."""
 
     stage: str
     dataset: str = ""
@@ -83,11 +62,10 @@ class TaskId:
 
 @dataclass(frozen=True)
 class Task:
-    """One unit of work, for any executor: argv lists run one after the other, never through a shell.
+    """One unit of work for any executor: argv lists run one after the other, never through a shell.
 
-    A training task has a ``fold_dir`` and one command, fresh: it runs with ``--c`` when the fold has a
-    checkpoint as it starts (:attr:`planned` is that decision now). Every other task writes its
-    ``marker`` when all its commands succeeded. ``inputs`` are the tasks whose outputs it reads.
+    A training task has a ``fold_dir`` and one fresh command (``--c`` is decided as it starts; :attr:`planned`
+    is that decision now); any other task writes its ``marker`` on success. ``inputs``: the tasks it reads.
     """
 
     id: TaskId
@@ -95,8 +73,7 @@ class Task:
     fold_dir: Path | None = None
     marker: Path | None = None
     inputs: tuple[TaskId, ...] = ()
-    label: tuple[str, str, str] = ("", "", "")
-    """Configuration, trainer and fold, as ``status`` shows them."""
+    label: tuple[str, str, str] = ("", "", "")  # configuration, trainer and fold, as status shows them
 
     @property
     def key(self) -> str:
@@ -128,14 +105,8 @@ class Group:
     name: str
     tasks: tuple[Task, ...]
     resources: Resources
-    after: tuple[TaskId, ...] = ()
-    """Groups of this plan that must succeed first."""
-    after_jobs: tuple[str, ...] = ()
-    """SLURM job ids from earlier submissions, still queued or running, that must succeed first."""
-
-    @property
-    def stage(self) -> str:
-        return self.id.stage
+    after: tuple[TaskId, ...] = ()  # groups of this plan that must succeed first
+    after_jobs: tuple[str, ...] = ()  # SLURM jobs of earlier submissions, still queued, that must succeed first
 
     @property
     def key(self) -> str:
@@ -184,14 +155,10 @@ def toy_folder_name(dataset: DatasetSpec) -> str:
 
 
 def resolve_datasets(spec: ExperimentSpec, *, planned_toys: bool = False) -> dict[int, str]:
-    """Dataset id → folder name; checks what must exist before anything runs.
-
-    With ``planned_toys`` a toy dataset not written yet resolves to the folder it will be written
-    to, unchecked (for a dry run).
+    """Dataset id → folder name, checking what must exist; ``planned_toys``: a toy not written yet is its future folder.
 
     Raises:
-        SpecError: a dataset is nowhere to be found, a dataset with ``preprocess = false`` is not
-            preprocessed, a test folder or the virtual environment is missing.
+        SpecError: a dataset, its preprocessing (``preprocess = false``), a test folder or the venv is missing.
     """
     names, problems = {}, []
     env = spec.environment
@@ -247,12 +214,9 @@ def missing_variants(spec: ExperimentSpec, dataset: DatasetSpec, name: str) -> l
 
 
 def partially_labelled(spec: ExperimentSpec, dataset: DatasetSpec, name: str) -> bool:
-    """Whether the dataset's raw dataset.json holds a partial-label manifest (a toy not yet written: its scenario's).
+    """Whether the raw dataset.json holds a partial-label manifest (a toy not yet written: its scenario's).
 
-    nnU-Net's ``find_best_configuration`` scores every structure against label maps in which an
-    unannotated structure is background, and fails outright when a class is in no validation case and
-    never predicted (its mean Dice is NaN). Grids leave that selection out for such datasets; the
-    report's validation tables leave the unannotated (case, class) pairs out instead.
+    Such a dataset gets no ``find_best_configuration``: it scores unannotated structures as background.
     """
     from nnunet_dicephi.partial_labels import MANIFEST_KEY
 
@@ -284,103 +248,66 @@ def resumed(argv: Sequence[str], *, resume: bool) -> tuple[str, ...]:
     return (*fresh, RESUME) if resume else fresh
 
 
-def preprocess_command(dataset: DatasetSpec, processes: int) -> tuple[str, ...]:
-    planner = ("-pl", dataset.planner) if dataset.planner else ()
-    return (
-        *("nnUNetv2_plan_and_preprocess", "-d", str(dataset.id), "-c", *dataset.configurations, *planner),
-        *("-np", str(processes), "--verify_dataset_integrity"),
-    )
-
-
-def train_command(dataset: DatasetSpec, configuration: str, fold, trainer: str, plans: str, device: str):
-    """``nnUNetv2_train`` for one fold, fresh: the job adds ``--c`` (:func:`resumed`) as it starts from a checkpoint."""
-    options = ("-tr", trainer, "-p", plans, "-device", device)
-    return ("nnUNetv2_train", str(dataset.id), configuration, str(fold), *options)
-
-
-def find_best_command(dataset: DatasetSpec, plans: str, trainers: Sequence[str], processes: int) -> tuple[str, ...]:
-    return (
-        *("nnUNetv2_find_best_configuration", str(dataset.id), "-p", plans, "-c", *dataset.configurations),
-        *("-tr", *trainers, "-f", *map(str, dataset.folds), "--disable_ensembling", "-np", str(processes)),
-    )
-
-
-def predict_commands(spec: ExperimentSpec, dataset: DatasetSpec, run: tuple[str, str, str], images, labels, target):
-    """``nnUNetv2_predict`` of the test set with a trainer's folds, then its evaluation when there are labels."""
-    configuration, trainer, plans = run
-    workers, cpus = str(min(3, spec.resources.predict.cpus)), str(spec.resources.predict.cpus)
-    commands = [
-        (
-            *("nnUNetv2_predict", "-i", str(images), "-o", str(target), "-d", str(dataset.id), "-c", configuration),
-            *("-tr", trainer, "-p", plans, "-f", *map(str, dataset.folds), "-device", spec.environment.device),
-            *("-npp", workers, "-nps", workers),
-        )
-    ]
-    if labels is not None:
-        files = ("-djfile", str(target / "dataset.json"), "-pfile", str(target / "plans.json"))
-        commands.append(("nnUNetv2_evaluate_folder", str(labels), str(target), *files, "-np", cpus))
-    return commands
-
-
-def prediction_folder(spec: ExperimentSpec, dataset_name: str, trainer_folder: str) -> Path:
-    return spec.output / "predictions" / dataset_name / trainer_folder
-
-
-def crossval_item(dataset: DatasetSpec, plans: str) -> str:
-    """``crossval`` for the dataset's own plans, ``crossval_<plans>`` for a batch-size variant."""
-    return CROSSVAL if plans == dataset.plans else f"{CROSSVAL}_{plans}"
-
-
-def _with_plans(configuration: str, plans: str, dataset: DatasetSpec) -> str:
-    """The configuration, and the plans when they are a variant (``2d (nnUNetPlans_bs2)``)."""
-    return configuration if plans == dataset.plans else f"{configuration} ({plans})"
-
-
 def dataset_tasks(spec: ExperimentSpec, dataset: DatasetSpec, name: str) -> list[Task]:
-    """The preprocessing, training and prediction tasks of one dataset, in that order."""
-    env = spec.environment
+    """The preprocessing, training and prediction tasks of one dataset, in that order, with their commands."""
+    env, cpus, folds = spec.environment, str(spec.resources.predict.cpus), tuple(map(str, dataset.folds))
     preprocess = TaskId("preprocess", name)
     commands = []
     if dataset.preprocess and not preprocessed(spec, dataset, name) and not marker_path(spec, preprocess).is_file():
-        commands.append(preprocess_command(dataset, spec.resources.preprocess.cpus))
+        planner = ("-pl", dataset.planner) if dataset.planner else ()
+        command = (
+            *("nnUNetv2_plan_and_preprocess", "-d", str(dataset.id), "-c", *dataset.configurations, *planner),
+            *("-np", str(spec.resources.preprocess.cpus), "--verify_dataset_integrity"),
+        )
+        commands.append(command)
     variants = missing_variants(spec, dataset, name)
     if variants:  # after preprocessing: they copy its plans
         commands.append(variants_command(env.nnunet_preprocessed / name, dataset.plans, variants))
     tasks = [Task(preprocess, tuple(commands), marker=marker_path(spec, preprocess))]
 
-    folds: dict[str, list[TaskId]] = {}  # trainer folder → its folds
-    for configuration in dataset.configurations:
-        for trainer, plans in dataset.runs:
-            folder = results_folder_name(trainer, plans, configuration)
-            for fold in dataset.folds:
-                task = TaskId("train", name, f"{folder}/fold_{fold}")
-                folds.setdefault(folder, []).append(task)
-                argv = train_command(dataset, configuration, fold, trainer, plans, env.device)
-                fold_dir = env.nnunet_results / name / folder / f"fold_{fold}"
-                label = (_with_plans(configuration, plans, dataset), trainer, str(fold))
-                tasks.append(Task(task, (argv,), fold_dir=fold_dir, inputs=(preprocess,), label=label))
+    def shown(configuration: str, plans: str) -> str:
+        return configuration if plans == dataset.plans else f"{configuration} ({plans})"  # 2d (nnUNetPlans_bs2)
 
-    def prediction(item: str, commands, folders: Iterable[str], label: tuple[str, str, str]) -> Task:
+    runs = [(c, t, p, results_folder_name(t, p, c)) for c in dataset.configurations for t, p in dataset.runs]
+    trained: dict[str, list[TaskId]] = {}  # trainer folder → its folds
+    for configuration, trainer, plans, folder in runs:
+        for fold in dataset.folds:
+            task = TaskId("train", name, f"{folder}/fold_{fold}")
+            trained.setdefault(folder, []).append(task)
+            argv = ("nnUNetv2_train", str(dataset.id), configuration, str(fold), "-tr", trainer, "-p", plans)
+            fold_dir = env.nnunet_results / name / folder / f"fold_{fold}"
+            label = (shown(configuration, plans), trainer, str(fold))
+            tasks.append(Task(task, ((*argv, "-device", env.device),), fold_dir, inputs=(preprocess,), label=label))
+
+    def prediction(item: str, commands: list, folders: Iterable[str], label: tuple[str, str, str]) -> Task:
         task = TaskId("predict", name, item)
-        inputs = (preprocess, *(fold for folder in folders for fold in folds[folder]))
+        inputs = (preprocess, *(fold for folder in folders for fold in trained[folder]))
         return Task(task, tuple(commands), marker=marker_path(spec, task), inputs=inputs, label=label)
 
     if dataset.folds != ("all",) and not partially_labelled(spec, dataset, name):
         for plans in dataset.plans_identifiers:
             trainers = [t for t, p in dataset.runs if p == plans]
-            command = find_best_command(dataset, plans, trainers, spec.resources.predict.cpus)
+            command = (
+                *("nnUNetv2_find_best_configuration", str(dataset.id), "-p", plans, "-c", *dataset.configurations),
+                *("-tr", *trainers, "-f", *folds, "--disable_ensembling", "-np", cpus),
+            )
             read = [results_folder_name(t, plans, c) for t in trainers for c in dataset.configurations]
-            item = crossval_item(dataset, plans)
-            tasks.append(prediction(item, [command], read, (item[len(CROSSVAL) + 1 :], "cross-validation", "")))
+            variant = "" if plans == dataset.plans else plans
+            item = f"crossval_{variant}" if variant else "crossval"
+            tasks.append(prediction(item, [command], read, (variant, "cross-validation", "")))
     images, labels = test_folders(spec, dataset, name)
-    if images is not None:
-        for configuration in dataset.configurations:
-            for trainer, plans in dataset.runs:
-                folder = results_folder_name(trainer, plans, configuration)
-                target = prediction_folder(spec, name, folder)
-                commands = predict_commands(spec, dataset, (configuration, trainer, plans), images, labels, target)
-                label = (_with_plans(configuration, plans, dataset), trainer, "")
-                tasks.append(prediction(folder, commands, [folder], label))
+    for configuration, trainer, plans, folder in runs if images is not None else []:
+        target, workers = spec.output / "predictions" / name / folder, str(min(3, spec.resources.predict.cpus))
+        commands = [
+            (
+                *("nnUNetv2_predict", "-i", str(images), "-o", str(target), "-d", str(dataset.id), "-c", configuration),
+                *("-tr", trainer, "-p", plans, "-f", *folds, "-device", env.device, "-npp", workers, "-nps", workers),
+            )
+        ]
+        if labels is not None:
+            files = ("-djfile", str(target / "dataset.json"), "-pfile", str(target / "plans.json"))
+            commands.append(("nnUNetv2_evaluate_folder", str(labels), str(target), *files, "-np", cpus))
+        tasks.append(prediction(folder, commands, [folder], (shown(configuration, plans), trainer, "")))
     return tasks
 
 
@@ -480,18 +407,11 @@ def plan_jobs(
     stages: Iterable[str] = STAGES,
     active: Mapping[str, str] | None = None,
 ) -> Plan:
-    """What to run now: the tasks that are neither done nor still queued, grouped per dataset and stage.
+    """What to run now: the tasks of ``stages`` neither done nor still queued, grouped per dataset and stage.
 
-    Args:
-        spec: the validated spec.
-        names: dataset id → ``DatasetXXX_Name`` (:func:`resolve_datasets`).
-        stages: the stages to run; others are neither run nor waited for (except while their jobs
-            are still active).
-        active: task id (text) → SLURM job id of jobs still queued or running from earlier submissions.
-
-    Returns:
-        The plan; a group waits for the nearest earlier stage of its datasets that has a group in the
-        plan, and for every active job from there on.
+    ``names``: dataset id → folder (:func:`resolve_datasets`); ``active``: task id → SLURM job id of jobs
+    still queued or running. A group waits for the nearest earlier stage of its datasets that has a group
+    in the plan, and for every active job from there on.
     """
     stages = set(stages)
     unknown = stages - set(STAGES)
@@ -542,6 +462,6 @@ def plan_jobs(
                     after.append(TaskId(stage, dataset))
                     break
         name = f"{spec.name}-{group.stage}" + (f"-{ids[group.dataset]}" if group.dataset else "")
-        resources = spec.resources.of(group.stage)
+        resources = getattr(spec.resources, group.stage)
         groups.append(Group(group, name, tuple(members), resources, tuple(after), tuple(dict.fromkeys(after_jobs))))
     return Plan(tuple(groups), tuple(skipped))
