@@ -1,0 +1,240 @@
+"""Predicted against measured transition, per regime: the table of docs/studies.md from a finished run.
+
+    python scripts/transition_regimes.py examples/transition_regimes.toml            # markdown table
+    python scripts/transition_regimes.py examples/transition_regimes.toml --json     # for scripts
+
+For every dataset of the spec whose raw folder holds ``lesion_types.json`` (the ``missing-vs-empty``
+and ``transition-*`` toys), it reads the test report of ``nnunet-dicephi run``
+(``<output>/report/test_<Dataset>/per_case.csv``) and splits the test DSC of the class ``lesion`` by
+lesion type. Type B's training labels are empty maps, so its test DSC is what the empty maps did:
+high where they were ignored, 0 where they were learned. The prediction is ``nnunet-dicephi advise``'s
+for the plans the Φ = I sweep trained with (``--json``; cached beside the trainers' statistics).
+
+Per regime: the predicted window in ε (R from 0.9 to 0.1) and its half-way ε, the measured DSC B at
+each ε of the Φ = I sweep, and the measured half-way ε: where DSC B falls to half its value at the
+smallest ε (ε ≈ 0, the empty maps ignored), interpolated linearly in log ε between the two sweep
+points around it. For a Φ = BI sweep over B: the predicted share R of DSC B kept at each B against
+the measured DSC B over its ε ≈ 0 value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from nnunet_dicephi.loss_config import HEURISTIC, parse_trainer_name
+
+CLASS = "lesion"
+
+
+def half_way(xs: Sequence[float], values: Sequence[float], level: float) -> tuple[float | None, str]:
+    """Where ``values`` (over ascending ``xs``) first fall to ``level``, linear in log x between two points.
+
+    Returns ``(x, "")``; ``(None, "above")`` when no value falls to the level; ``(xs[0], "at or below")``
+    when the first one already does (the crossing lies at or below the sweep's smallest x).
+    """
+    for i, (x, value) in enumerate(zip(xs, values)):
+        if value <= level:
+            if i == 0:
+                return float(x), "at or below"
+            x0, v0 = xs[i - 1], values[i - 1]
+            t = (v0 - level) / (v0 - value)
+            return float(10 ** (math.log10(x0) + t * (math.log10(x) - math.log10(x0)))), ""
+    return None, "above"
+
+
+def type_means(rows: Sequence[Mapping[str, str]], types: Mapping[str, str]) -> dict[str, dict[str, float]]:
+    """Mean test DSC of :data:`CLASS` per configuration and lesion type (``types``: case → ``A``/``B``)."""
+    sums: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        if row["class"] == CLASS and row["case"] in types and row["dsc"] not in ("", "nan"):
+            sums[row["configuration"]][types[row["case"]]].append(float(row["dsc"]))
+    return {conf: {kind: sum(v) / len(v) for kind, v in by_type.items()} for conf, by_type in sums.items()}
+
+
+def members(
+    means: Mapping[str, Mapping[str, float]], plans_batch: int
+) -> dict[str, list[tuple[float, dict[int, dict[str, float]]]]]:
+    """The configurations as sweep points, ascending: ``{"I": [(ε, {seed: dsc})], "BI": [(B, {seed: dsc})]}``."""
+    points: dict[str, dict[float, dict[int, dict[str, float]]]] = {"I": defaultdict(dict), "BI": defaultdict(dict)}
+    for configuration, dsc in means.items():
+        trainer, plans, _ = configuration.split("__")
+        loss = parse_trainer_name(trainer)
+        if loss.loss != "Dice" or loss.eps_nr == HEURISTIC or loss.eps_nr != loss.eps_dr:
+            continue
+        seed = loss.seed if loss.seed is not None else 0
+        if loss.phi == "I" and "_bs" not in plans:
+            points["I"][float(loss.eps_nr)][seed] = dict(dsc)
+        elif loss.phi == "BI":
+            batch = int(plans.rsplit("_bs", 1)[1]) if "_bs" in plans else plans_batch
+            points["BI"][float(batch)][seed] = dict(dsc)
+    return {phi: sorted(p.items()) for phi, p in points.items()}
+
+
+def _mean(per_seed: Mapping[int, Mapping[str, float]], kind: str) -> float:
+    values = [dsc[kind] for dsc in per_seed.values() if kind in dsc]
+    return sum(values) / len(values) if values else math.nan
+
+
+def regime(prediction: Mapping, means: Mapping[str, Mapping[str, float]]) -> dict:
+    """One regime's row: the prediction for :data:`CLASS` beside what the sweeps measured.
+
+    The measured half-way ε is taken on the DSC B averaged over the training seeds at each ε (the
+    level: half its average at ε ≈ 0), and per seed (``measured_half_I_per_seed``) for the spread.
+    """
+    predicted = next(c for c in prediction["classes"] if c["name"] == CLASS)
+    sweeps = members(means, int(prediction["batch_size"]))
+    row: dict = {
+        "dataset": prediction["dataset"],
+        "batch_size": prediction["batch_size"],
+        "empty": predicted["empty"],
+        "mean_volume": predicted["mean_volume"],
+        "v_hat": predicted["v_hat"],
+        "eps_window_I": predicted["eps_window_I"],
+        "eps_half_I": predicted["eps_half_I"],
+        "min_batch_BI": predicted["min_batch_BI"],
+        "sweep_I": [
+            {"eps": x, "seeds": sorted(per_seed), "dsc_A": _mean(per_seed, "A"), "dsc_B": _mean(per_seed, "B")}
+            for x, per_seed in sweeps["I"]
+        ],
+        "sweep_BI": [],
+    }
+    if not sweeps["I"] or not math.isfinite(row["sweep_I"][0]["dsc_B"]):
+        return row
+    reference = row["sweep_I"][0]["dsc_B"]
+    xs = [p["eps"] for p in row["sweep_I"]][1:]
+    measured, censored = half_way(xs, [p["dsc_B"] for p in row["sweep_I"]][1:], reference / 2)
+    low, high = predicted["eps_window_I"]
+    seeds = sorted({seed for _, per_seed in sweeps["I"] for seed in per_seed})
+    per_seed_half = {}
+    for seed in seeds:
+        curve = [(x, p[seed]["B"]) for x, p in sweeps["I"] if seed in p and "B" in p[seed]]
+        if len(curve) == len(sweeps["I"]):
+            per_seed_half[seed] = half_way([x for x, _ in curve][1:], [v for _, v in curve][1:], curve[0][1] / 2)
+    row.update(
+        reference_dsc_B=reference,
+        measured_half_I=measured,
+        censored=censored,
+        inside=bool(measured is not None and not censored and low <= measured <= high),
+        ratio=measured / predicted["eps_half_I"] if measured is not None and not censored else None,
+        measured_half_I_per_seed={seed: list(value) for seed, value in per_seed_half.items()},
+    )
+    retained_at = dict(zip(predicted["curve"]["batch_size"], predicted["curve"]["retained_BI"]))
+    for x, per_seed in sweeps["BI"]:
+        dsc_b = _mean(per_seed, "B")
+        row["sweep_BI"].append(
+            {
+                "batch": int(x),
+                "seeds": sorted(per_seed),
+                "dsc_A": _mean(per_seed, "A"),
+                "dsc_B": dsc_b,
+                "kept": dsc_b / reference,
+                "predicted": retained_at.get(int(x)),
+            }
+        )
+    return row
+
+
+def _number(x: float | None) -> str:
+    if x is None or not math.isfinite(x):
+        return "—"
+    return f"{x:.2g}" if abs(x) < 100 else f"{x:.0f}"
+
+
+def _censored(x: float | None, why: str, last: float) -> str:
+    return {"": _number(x), "above": f"> {_number(last)}"}.get(why, f"≤ {_number(x)}")
+
+
+def markdown(rows: Sequence[dict]) -> str:
+    """The regimes table (predicted window against the measured half-way ε), then the B sweeps."""
+    lines = [
+        "| regime | e | V̄ | v̂ | predicted window (half) | DSC B at ε = … | measured half-way ε | inside "
+        "| measured / predicted |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        low, high = r["eps_window_I"]
+        sweep = ", ".join(f"{_number(p['eps'])}: {p.get('dsc_B', math.nan):.2f}" for p in r["sweep_I"])
+        last = r["sweep_I"][-1]["eps"]
+        shown = _censored(r.get("measured_half_I"), r.get("censored", ""), last)
+        per_seed = r.get("measured_half_I_per_seed", {})
+        if len(per_seed) > 1:
+            shown += " (seeds: " + ", ".join(_censored(x, why, last) for x, why in per_seed.values()) + ")"
+        ratio = r.get("ratio")
+        lines.append(
+            f"| {r['dataset']} | {r['empty']:.2f} | {r['mean_volume']:.0f} | {r['v_hat']:.0f} | "
+            f"{_number(low)}–{_number(high)} ({_number(r['eps_half_I'])}) | {sweep} | {shown} | "
+            f"{'yes' if r.get('inside') else 'no'} | {'—' if ratio is None else f'×{ratio:.2f}'} |"
+        )
+    batch_rows = [r for r in rows if r["sweep_BI"]]
+    if batch_rows:
+        lines += [
+            "",
+            "| regime | predicted min B | B | DSC B | kept (measured) | R (predicted) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in batch_rows:
+            for p in r["sweep_BI"]:
+                lines.append(
+                    f"| {r['dataset']} | {r['min_batch_BI']} | {p['batch']} | {p.get('dsc_B', math.nan):.2f} | "
+                    f"{p['kept']:.2f} | {_number(p['predicted'])} |"
+                )
+    return "\n".join(lines)
+
+
+def _predict(dataset: str, configuration: str, fold: str, plans: str, environ: Mapping[str, str]) -> dict:
+    command = ["nnunet-dicephi", "advise", dataset, configuration, fold, "-p", plans, "--json"]
+    done = subprocess.run(command, env={**os.environ, **environ}, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr.strip()}")
+    return json.loads(done.stdout)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("spec", type=Path, help="the study's spec, e.g. examples/transition_regimes.toml")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+    args = parser.parse_args(argv)
+    from nnunet_dicephi.cluster.spec import load_spec
+
+    spec = load_spec(args.spec, default_device="cpu")
+    environment = spec.environment
+    environ = {
+        "nnUNet_raw": str(environment.nnunet_raw),
+        "nnUNet_preprocessed": str(environment.nnunet_preprocessed),
+        "nnUNet_results": str(environment.nnunet_results),
+    }
+    output = Path(spec.experiment.output or args.spec.parent)
+    report = Path(spec.report.output) if spec.report is not None and spec.report.output else output / "report"
+    rows = []
+    for dataset in spec.datasets:
+        raw = next(Path(environ["nnUNet_raw"]).glob(f"Dataset{dataset.id:03d}_*"), None)
+        if raw is None or not (raw / "lesion_types.json").is_file():
+            continue
+        per_case = report / f"test_{raw.name}" / "per_case.csv"
+        if not per_case.is_file():
+            print(f"{raw.name}: no test report at {per_case} (run the spec first)", file=sys.stderr)
+            continue
+        with open(per_case, newline="", encoding="utf-8") as handle:
+            means = type_means(
+                list(csv.DictReader(handle)), json.loads((raw / "lesion_types.json").read_text())["test"]
+            )
+        plans = {conf.split("__")[1] for conf in means}
+        base = min(plans, key=len)  # the sweep's plans; the B sweep's are <plans>_bs<B>
+        configuration = next(iter(means)).split("__")[2]
+        prediction = _predict(str(dataset.id), configuration, str(dataset.folds[0]), base, environ)
+        rows.append(regime(prediction, means))
+    print(json.dumps(rows, indent=2) if args.json else markdown(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""scripts/transition_regimes.py: the measured half-way ε and the regimes table, on hand-worked numbers."""
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+
+PATH = Path(__file__).resolve().parents[2] / "scripts" / "transition_regimes.py"
+_spec = importlib.util.spec_from_file_location("transition_regimes", PATH)
+script = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(script)
+
+PLANS = "nnUNetPlans_f16"
+
+
+def _conf(trainer, plans=PLANS):
+    return f"{trainer}_ep22_it40_lr1e-2_seed0__{plans}__2d"
+
+
+def test_half_way_interpolates_in_log_eps_between_the_points_around_the_level():
+    # 0.8 at ε = 1, 0.2 at ε = 100: the level 0.5 lies half-way in log ε, at ε = 10
+    assert script.half_way([1, 100], [0.8, 0.2], 0.5) == (pytest.approx(10.0), "")
+    # a quarter of the way down: 10^(2·¼)
+    assert script.half_way([1, 10, 100], [0.9, 0.9, 0.1], 0.7)[0] == pytest.approx(10**1.25)
+    assert script.half_way([1, 10], [0.9, 0.8], 0.45) == (None, "above")
+    assert script.half_way([1, 10], [0.3, 0.0], 0.45) == (1.0, "at or below")
+
+
+def test_type_means_split_the_lesion_dsc_by_type_and_leave_other_classes_out():
+    rows = [
+        {"configuration": "c", "case": "t0", "class": "lesion", "dsc": "0.9"},
+        {"configuration": "c", "case": "t1", "class": "lesion", "dsc": "0.1"},
+        {"configuration": "c", "case": "t2", "class": "lesion", "dsc": "0.3"},
+        {"configuration": "c", "case": "t1", "class": "dark", "dsc": "1.0"},
+        {"configuration": "c", "case": "t3", "class": "lesion", "dsc": "0.5"},  # no type: not a test case
+    ]
+    means = script.type_means(rows, {"t0": "A", "t1": "B", "t2": "B"})
+    assert means == {"c": {"A": 0.9, "B": pytest.approx(0.2)}}
+
+
+def _prediction():
+    return {
+        "dataset": "Dataset973_ToyTransitionEmpty1In2",
+        "batch_size": 3,
+        "classes": [
+            {
+                "name": "lesion",
+                "empty": 0.5,
+                "mean_volume": 150.0,
+                "v_hat": 75.0,
+                "eps_window_I": [2.9, 10.5],
+                "eps_half_I": 5.35,
+                "min_batch_BI": 4,
+                "curve": {"batch_size": [1, 2, 3, 4], "retained_BI": [1.0, 0.5, 0.16, 0.08]},
+            }
+        ],
+    }
+
+
+def test_a_regime_compares_the_measured_half_way_eps_with_the_predicted_window():
+    means = {
+        _conf("TrainerDiceI"): {"A": 0.98, "B": 0.90},
+        _conf("TrainerDiceI_eps1"): {"A": 0.98, "B": 0.85},
+        _conf("TrainerDiceI_eps1e1"): {"A": 0.97, "B": 0.05},
+        _conf("TrainerDiceIEps"): {"A": 0.97, "B": 0.0},  # the heuristic: not a point of the named-ε sweep
+        _conf("TrainerDiceBI", "nnUNetPlans_f16_bs2"): {"A": 0.99, "B": 0.45},
+        _conf("TrainerDiceBI", "nnUNetPlans_f16_bs4"): {"A": 0.99, "B": 0.0},
+    }
+    row = script.regime(_prediction(), means)
+    assert [p["eps"] for p in row["sweep_I"]] == [1e-7, 1.0, 10.0]
+    # half of 0.90 = 0.45 between 0.85 at ε = 1 and 0.05 at ε = 10: ½ of the way in log ε
+    assert row["measured_half_I"] == pytest.approx(10**0.5)
+    assert row["inside"] and row["ratio"] == pytest.approx(10**0.5 / 5.35)
+    assert [(p["batch"], p["kept"], p["predicted"]) for p in row["sweep_BI"]] == [(2, 0.5, 0.5), (4, 0.0, 0.08)]
+    table = script.markdown([row]).splitlines()
+    assert table[2].startswith("| Dataset973_ToyTransitionEmpty1In2 | 0.50 | 150 | 75 | 2.9–10 (5.3) |")
+    assert "| 3.2 | yes | ×0.59 |" in table[2]
+    assert table[-1] == "| Dataset973_ToyTransitionEmpty1In2 | 4 | 4 | 0.00 | 0.00 | 0.08 |"
+
+
+def test_a_transition_outside_the_sweep_is_named_as_such_not_interpolated():
+    means = {_conf("TrainerDiceI"): {"B": 0.9}, _conf("TrainerDiceI_eps1"): {"B": 0.2}}
+    row = script.regime(_prediction(), means)
+    assert row["censored"] == "at or below" and not row["inside"] and row["ratio"] is None
+    assert "| ≤ 1 | no | — |" in script.markdown([row])
+    means = {_conf("TrainerDiceI"): {"B": 0.9}, _conf("TrainerDiceI_eps1e2"): {"B": 0.8}}
+    row = script.regime(_prediction(), means)
+    assert row["censored"] == "above" and row["measured_half_I"] is None and not math.isnan(row["reference_dsc_B"])
+    assert "| > 100 | no |" in script.markdown([row])
+
+
+def test_seeds_are_averaged_at_each_eps_and_each_seed_gets_its_own_half_way_eps():
+    means = {
+        _conf("TrainerDiceI"): {"B": 0.9},
+        _conf("TrainerDiceI").replace("seed0", "seed1"): {"B": 0.8},
+        _conf("TrainerDiceI_eps1e1"): {"B": 0.9},  # seed 0 still at 0.9: its level 0.45 is crossed later
+        _conf("TrainerDiceI_eps1e1").replace("seed0", "seed1"): {"B": 0.0},
+        _conf("TrainerDiceI_eps1e2"): {"B": 0.0},
+        _conf("TrainerDiceI_eps1e2").replace("seed0", "seed1"): {"B": 0.0},
+    }
+    row = script.regime(_prediction(), means)
+    assert [(p["eps"], p["seeds"], p["dsc_B"]) for p in row["sweep_I"]] == [
+        (1e-7, [0, 1], pytest.approx(0.85)),
+        (10.0, [0, 1], pytest.approx(0.45)),
+        (100.0, [0, 1], 0.0),
+    ]
+    assert row["measured_half_I"] == pytest.approx(10 ** (1 + 0.025 / 0.45))  # 0.45 → 0: the level 0.425
+    assert row["measured_half_I_per_seed"] == {0: [pytest.approx(10**1.5), ""], 1: [10.0, "at or below"]}
+    assert "(seeds: 32, ≤ 10)" in script.markdown([row])
