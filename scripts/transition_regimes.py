@@ -79,6 +79,15 @@ def members(
     return {phi: sorted(p.items()) for phi, p in points.items()}
 
 
+def _on_curve(xs: Sequence[float], ys: Sequence[float], x: float) -> float | None:
+    """``ys`` at ``x``, linear in log x between the points of the predicted curve (None outside it)."""
+    for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
+        if x0 <= x <= x1:
+            t = (math.log(x) - math.log(x0)) / (math.log(x1) - math.log(x0)) if x1 > x0 else 0.0
+            return y0 + t * (y1 - y0)
+    return None
+
+
 def _mean(per_seed: Mapping[int, Mapping[str, float]], kind: str) -> float:
     values = [dsc[kind] for dsc in per_seed.values() if kind in dsc]
     return sum(values) / len(values) if values else math.nan
@@ -110,6 +119,10 @@ def regime(prediction: Mapping, means: Mapping[str, Mapping[str, float]]) -> dic
     if not sweeps["I"] or not math.isfinite(row["sweep_I"][0]["dsc_B"]):
         return row
     reference = row["sweep_I"][0]["dsc_B"]
+    curve = predicted["curve"]
+    for point in row["sweep_I"]:
+        point["kept"] = point["dsc_B"] / reference
+        point["predicted"] = _on_curve(curve["eps"], curve["retained_I"], point["eps"])
     xs = [p["eps"] for p in row["sweep_I"]][1:]
     measured, censored = half_way(xs, [p["dsc_B"] for p in row["sweep_I"]][1:], reference / 2)
     low, high = predicted["eps_window_I"]
@@ -162,7 +175,7 @@ def markdown(rows: Sequence[dict]) -> str:
     ]
     for r in rows:
         low, high = r["eps_window_I"]
-        sweep = ", ".join(f"{_number(p['eps'])}: {p.get('dsc_B', math.nan):.2f}" for p in r["sweep_I"])
+        sweep = ", ".join(f"{_number(p['eps'])}: {p['dsc_B']:.2f}" for p in r["sweep_I"])
         last = r["sweep_I"][-1]["eps"]
         shown = _censored(r.get("measured_half_I"), r.get("censored", ""), last)
         per_seed = r.get("measured_half_I_per_seed", {})
@@ -174,6 +187,12 @@ def markdown(rows: Sequence[dict]) -> str:
             f"{_number(low)}–{_number(high)} ({_number(r['eps_half_I'])}) | {sweep} | {shown} | "
             f"{'yes' if r.get('inside') else 'no'} | {'—' if ratio is None else f'×{ratio:.2f}'} |"
         )
+    lines += ["", "| regime | ε: DSC B kept, measured (predicted R) |", "|---|---|"]
+    for r in rows:
+        points = ", ".join(
+            f"{_number(p['eps'])}: {p['kept']:.2f} ({_number(p['predicted'])})" for p in r["sweep_I"] if "kept" in p
+        )
+        lines.append(f"| {r['dataset']} | {points} |")
     batch_rows = [r for r in rows if r["sweep_BI"]]
     if batch_rows:
         lines += [
