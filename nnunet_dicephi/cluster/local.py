@@ -1,27 +1,18 @@
 """The executor for this machine, and ``nnunet-dicephi run SPEC``: the grid of ``submit`` without a scheduler.
 
-:class:`LocalExecutor` runs tasks (:mod:`.tasks`) in *slots*: one by default, ``jobs`` on the CPU,
-or one per GPU of ``gpus`` (the task's processes see only that GPU, through ``CUDA_VISIBLE_DEVICES``).
-A task starts once the tasks it waits for have succeeded and a slot is free; what it runs is decided
-as it starts (:class:`~.process.TaskRun`: a training fold with a checkpoint resumes with ``--c``). A
-task that fails blocks its dependants; the others go on. Each task writes one log,
-``<output>/logs/<task id>.log``. The demo runs its nnU-Net commands through the same executor.
-
-``run`` plans with :func:`~.tasks.plan_jobs`, the plan ``submit`` submits, so a run stopped in any way
-(Ctrl-C, a kill, a reboot) continues where it stopped when started again. It records every task in
-``<output>/local_state.json`` for ``status``, holds the experiment's lock (:mod:`.lock`) from start to
-end, and leaves alone what SLURM still queues or runs for the experiment: those tasks are skipped,
-and the tasks that need them are blocked until a later run.
-
-Spec keys that only a SLURM job can use (``venv``, ``modules``, ``setup``, the resources but the
-preprocessing CPUs) are not applied here; the commands run in this Python environment.
+:class:`LocalExecutor` runs tasks in *slots* (one by default, ``jobs`` on the CPU, or one per GPU of
+``gpus``, seen through ``CUDA_VISIBLE_DEVICES``) once the tasks they wait for have succeeded; what a
+task runs is decided as it starts (:class:`~.process.TaskRun`), a failed task blocks its dependants,
+and each task writes ``<output>/logs/<task id>.log``. The demo runs its nnU-Net commands through it.
+``run`` plans with :func:`~.tasks.plan_jobs`, holds the experiment's lock, records every task in
+``<output>/local_state.json`` for ``status`` and leaves alone what SLURM still runs
+(``docs/experiment-grids.md``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
-import json
 import os
 import shlex
 import signal
@@ -30,12 +21,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nnunet_dicephi._files import write_text_atomically
 from nnunet_dicephi._problems import InputError
 
 from . import slurm
 from .experiment import STAGES, ExperimentSpec
-from .lock import ExperimentBusy, experiment_lock, read_record
+from .lock import ExperimentBusy, experiment_lock, read_record, write_record
 from .process import TaskRun, alive, ended, executable, log_tail, start, stop
 from .tasks import Plan, Task, TaskId, find_dataset, plan_jobs, resolve_datasets, toy_folder_name
 
@@ -56,8 +46,7 @@ class Unit:
     task: Task
     log: Path
     after: frozenset[TaskId] = frozenset()
-    slurm_jobs: tuple[str, ...] = ()
-    """SLURM jobs of an earlier ``submit``, still queued or running, that must succeed first."""
+    slurm_jobs: tuple[str, ...] = ()  # jobs of an earlier submit, still queued or running, that must succeed first
     status: str = "pending"
     commands: list[tuple[str, ...]] = field(default_factory=list)
     process: object = None
@@ -100,7 +89,8 @@ class LocalExecutor:
         for unit in units:
             if unit.slurm_jobs and unit.status == "pending":
                 jobs = ", ".join(unit.slurm_jobs)
-                self._block(unit, f"waits for SLURM job(s) {jobs} of an earlier submit; run again once they have ended")
+                why = f"waits for SLURM job(s) {jobs} of an earlier submit; run again once they have ended"
+                self._end(unit, "blocked", why)
         self.on_change(units)
         try:
             while any(u.status in ("pending", "running") for u in units):
@@ -124,8 +114,7 @@ class LocalExecutor:
 
     def _ready(self, unit: Unit) -> bool:
         done = {u.task.id for u in self.units if u.status == "done"}
-        waits = {u.task.id for u in self.units} & unit.after
-        return unit.status == "pending" and waits <= done
+        return unit.status == "pending" and {u.task.id for u in self.units} & unit.after <= done
 
     def _start(self, unit: Unit, slot: str | None) -> None:
         unit.status, unit.slot, unit.started = "running", slot, _now()
@@ -137,51 +126,37 @@ class LocalExecutor:
     def _next(self, unit: Unit) -> None:
         if not unit.commands:
             TaskRun(unit.task).succeeded()
-            self._end(unit, "done")
-            return
+            return self._end(unit, "done")
         argv = unit.commands.pop(0)
-        environment = dict(self.environment)
-        if unit.slot is not None:
-            environment["CUDA_VISIBLE_DEVICES"] = unit.slot
+        slot = {"CUDA_VISIBLE_DEVICES": unit.slot} if unit.slot is not None else {}
         try:
             argv = (executable(argv[0]), *argv[1:])
             unit.note("$ " + shlex.join(argv))
             with unit.log.open("ab") as log:
-                unit.process = start(argv, log=log, env=environment)
+                unit.process = start(argv, log=log, env={**self.environment, **slot})
         except OSError as error:  # not found, not executable
-            self._end(unit, "failed", str(error))
-            return
+            return self._end(unit, "failed", str(error))
         self.on_change(self.units)
 
     def _end(self, unit: Unit, status: str, detail: str = "") -> None:
+        """Done, failed, or blocked (never started); what waits for a unit that is not done is blocked."""
+        if unit.status == "running":
+            self.free.append(unit.slot)
+            unit.note(f"{status}{': ' + detail if detail else ''}")
         unit.status, unit.detail, unit.ended, unit.process = status, detail, _now(), None
-        self.free.append(unit.slot)
-        unit.note(f"{status}{': ' + detail if detail else ''}")
         self.on_end(unit)
         self.say(f"{status:>7}  {unit.key}{' (' + detail + ')' if detail else ''}")
-        if status == "failed":
-            self._block_dependants(unit, "failed")
-        self.on_change(self.units)
-
-    def _block(self, unit: Unit, detail: str) -> None:
-        unit.status, unit.detail, unit.ended = "blocked", detail, _now()
-        self.on_end(unit)
-        self.say(f"blocked  {unit.key} ({detail})")
-        self._block_dependants(unit, "is blocked")
-
-    def _block_dependants(self, unit: Unit, why: str) -> None:
-        for other in self.units:
+        why = "failed" if status == "failed" else "is blocked"
+        for other in self.units if status != "done" else []:
             if other.status == "pending" and unit.task.id in other.after:
-                self._block(other, f"{unit.key} {why}")
+                self._end(other, "blocked", f"{unit.key} {why}")
+        self.on_change(self.units)
 
     def stop(self) -> None:
         """Stop every running unit with its workers (SIGTERM, then SIGKILL) and record it as interrupted."""
         running = [u for u in self.units if u.status == "running" and u.process is not None]
+        stop([u.process for u in running], STOP_GRACE_S)
         for unit in running:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(unit.process.pid, signal.SIGTERM)
-        for unit in running:
-            stop(unit.process, STOP_GRACE_S)
             unit.process.wait()
             unit.status, unit.detail, unit.process = "interrupted", "stopped; run SPEC again to resume", None
             unit.note("interrupted")
@@ -213,50 +188,24 @@ def state_path(spec: ExperimentSpec) -> Path:
 
 
 def load_local_state(spec: ExperimentSpec) -> dict:
-    """The units recorded by the latest local run (``{}`` when there was none).
-
-    Raises:
-        InputError: the file is unreadable (e.g. cut short) or of another version.
-    """
-    state = read_record(
-        state_path(spec),
-        STATE_VERSION,
-        "the record of the latest local run",
-        "remove it to start that record afresh (the results, logs and markers are kept)",
-    )
-    return state or {}
+    """The units recorded by the latest local run (``{}`` when there was none); InputError if unreadable."""
+    remedy = "remove it to start that record afresh (the results, logs and markers are kept)"
+    return read_record(state_path(spec), STATE_VERSION, "the record of the latest local run", remedy) or {}
 
 
 def save_local_state(spec: ExperimentSpec, units: list[Unit]) -> None:
+    kept = ("status", "slot", "started", "ended", "detail")
     record = {
-        "version": STATE_VERSION,
-        "experiment": spec.name,
-        "pid": os.getpid(),
-        "saved": _now(),
-        "units": {
-            u.key: {
-                "status": u.status,
-                "stage": u.task.id.stage,
-                "log": str(u.log),
-                "pid": getattr(u.process, "pid", None),
-                "slot": u.slot,
-                "started": u.started,
-                "ended": u.ended,
-                "detail": u.detail,
-            }
-            for u in units
-        },
+        u.key: {"stage": u.task.id.stage, "log": str(u.log), "pid": getattr(u.process, "pid", None)}
+        | {name: getattr(u, name) for name in kept}
+        for u in units
     }
-    spec.output.mkdir(parents=True, exist_ok=True)
-    write_text_atomically(state_path(spec), json.dumps(record, indent=2) + "\n")
+    state = {"version": STATE_VERSION, "experiment": spec.name, "pid": os.getpid(), "saved": _now(), "units": record}
+    write_record(state_path(spec), state)
 
 
 def local_statuses(spec: ExperimentSpec) -> dict[str, tuple[str, str, str]]:
-    """Task id → (status, job, detail) from the latest local run, as ``status`` shows them.
-
-    A unit recorded as running or pending whose run is gone (killed, rebooted) is *interrupted*:
-    ``run`` resumes it.
-    """
+    """Task id → (status, job, detail) from the latest local run; a unit whose run is gone is *interrupted*."""
     state = load_local_state(spec)
     runner_alive = alive(state.get("pid"))
     out = {}
@@ -271,11 +220,7 @@ def local_statuses(spec: ExperimentSpec) -> dict[str, tuple[str, str, str]]:
 
 
 def refuse_live_local_units(spec: ExperimentSpec, verb: str) -> None:
-    """Refuse ``verb`` while a unit of an earlier run still runs (its run was killed with SIGKILL).
-
-    Raises:
-        ExperimentBusy: naming each such unit and its pid.
-    """
+    """ExperimentBusy, naming each unit and pid, while a unit of an earlier run still runs (its run was killed)."""
     units = load_local_state(spec).get("units", {})
     running = [(k, u["pid"]) for k, u in units.items() if u.get("status") == "running" and alive(u.get("pid"))]
     if running:
@@ -287,13 +232,7 @@ def refuse_live_local_units(spec: ExperimentSpec, verb: str) -> None:
 
 
 def slurm_active(spec: ExperimentSpec, say: Callable[[str], None]) -> dict[str, str]:
-    """Task id → job id of what SLURM still queues or runs for the experiment, for the plan to leave alone.
-
-    Without SLURM on this machine the jobs recorded by ``submit`` cannot run here: a note, and none.
-
-    Raises:
-        InputError: the scheduler is there but does not answer.
-    """
+    """Task id → job id of what SLURM still runs for the experiment; none, with a note, without SLURM here."""
     try:
         return slurm.active_jobs(spec)
     except slurm.NoScheduler as error:
@@ -359,25 +298,16 @@ def run_local(
     say: Callable[[str], None] = print,
     prepare: Callable[[ExperimentSpec], None] | None = None,
 ) -> LocalResult:
-    """Run the plan of ``spec`` on this machine; see the module docstring.
+    """Run the plan of ``spec`` on this machine: ``jobs`` units at once on the CPU, or one per GPU of ``gpus``.
 
-    Args:
-        spec: the validated spec.
-        stages: the stages to run (others are neither run nor waited for).
-        jobs: units at once on the CPU (ignored with ``gpus``).
-        gpus: GPU ids; one unit at a time per GPU.
-        progress: a progress bar over the units.
-        say: where the summary lines go.
-        prepare: called with the spec, under the run's lock, before the plan is made (e.g. to write
-            toy datasets the spec names).
+    ``progress``: a progress bar over the units; ``say``: where the summary lines go; ``prepare``: called
+    with the spec under the run's lock before the plan is made (e.g. to write the toy datasets it names).
 
     Raises:
-        ExperimentBusy: a ``run`` or ``submit`` of the experiment holds its lock, or processes of an
-            earlier run still train.
+        ExperimentBusy: a ``run`` or ``submit`` holds the experiment, or processes of an earlier run still train.
     """
     if not gpus and jobs < 1:
         raise ValueError(f"jobs must be at least 1; got {jobs}")
-    slots = list(gpus) if gpus else [None] * jobs
     with experiment_lock(spec.output, "run"), _terminate_as_exit():
         refuse_live_local_units(spec, "run")
         if prepare is not None:
@@ -395,7 +325,7 @@ def run_local(
             bar = tqdm(total=len(units), desc="jobs", unit="job", dynamic_ncols=True)
         environment = {**os.environ, **spec.environment.paths(), **dict(spec.environment.variables)}
         executor = LocalExecutor(
-            slots,
+            list(gpus) if gpus else [None] * jobs,
             environment,
             say=bar.write if bar is not None else say,
             on_change=lambda units: save_local_state(spec, units),

@@ -1,9 +1,9 @@
 """One lock per experiment folder, taken by ``run`` and by ``submit`` (one of them at a time), and its records.
 
-The lock is an ``flock`` on ``<output>/.experiment.lock``. The kernel releases it when its holder
-ends in any way, ``kill -9`` included, so a file left by a killed holder locks nothing: the next
-verb takes it. The holder writes its verb and pid into the file, for the refusal of the next one,
-and removes the file when it lets go; a verb that locked a file removed meanwhile takes the new one.
+The lock is an ``flock`` on ``<output>/.experiment.lock``: the kernel releases it when its holder ends
+in any way, ``kill -9`` included. The holder writes its verb and pid into the file, for the refusal of
+the next one, and removes the file when it lets go; a verb that locked a file removed meanwhile takes
+the new one.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from nnunet_dicephi._files import write_text_atomically
 from nnunet_dicephi._problems import InputError
 
 LOCK_FILE = ".experiment.lock"
@@ -23,20 +24,12 @@ class ExperimentBusy(InputError):
     """Another ``run`` or ``submit`` holds the experiment, or processes of an earlier run still train."""
 
 
-def lock_path(folder: str | os.PathLike) -> Path:
-    return Path(folder) / LOCK_FILE
-
-
 @contextlib.contextmanager
 def experiment_lock(folder: str | os.PathLike, verb: str) -> Iterator[None]:
-    """Hold the lock of the experiment whose output folder is ``folder``, as ``verb`` (``run``, ``submit``).
-
-    Raises:
-        ExperimentBusy: another process holds it.
-    """
+    """Hold the lock of the experiment whose output folder is ``folder``, as ``verb``; ExperimentBusy if held."""
     import fcntl
 
-    path = lock_path(folder)
+    path = Path(folder) / LOCK_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         handle = open(path, "a+", encoding="utf-8")  # held open for as long as the lock
@@ -50,12 +43,9 @@ def experiment_lock(folder: str | os.PathLike, verb: str) -> Iterator[None]:
                 f"another nnunet-dicephi {holder} of this experiment holds {path}; wait for it to end or stop it, "
                 "then try again"
             ) from None
-        try:
-            current = os.stat(path)
-        except FileNotFoundError:
-            current = None
-        if current is not None and os.path.samestat(current, os.fstat(handle.fileno())):
-            break
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.samestat(os.stat(path), os.fstat(handle.fileno())):
+                break
         handle.close()  # its holder removed the file between our open and our lock: lock the new one
     try:
         handle.truncate(0)
@@ -69,12 +59,7 @@ def experiment_lock(folder: str | os.PathLike, verb: str) -> Iterator[None]:
 
 
 def read_record(path: str | os.PathLike, version: int, what: str, remedy: str) -> dict | None:
-    """The content of the JSON record ``path`` (None when there is none), checked to be of ``version``.
-
-    Raises:
-        InputError: the file is unreadable (e.g. cut short by a full disk) or of another version;
-            the message names it, ``what`` it is and the ``remedy``.
-    """
+    """The JSON record ``path`` (None when there is none); InputError naming ``what`` and ``remedy`` if unreadable."""
     path = Path(path)
     if not path.is_file():
         return None
@@ -85,3 +70,9 @@ def read_record(path: str | os.PathLike, version: int, what: str, remedy: str) -
     if not isinstance(record, dict) or record.get("version") != version:
         raise InputError(f"{what} {path} is of another version of nnunet-dicephi; {remedy}")
     return record
+
+
+def write_record(path: str | os.PathLike, record: dict) -> None:
+    """Write a JSON record atomically (a reader never sees half a file)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(path, json.dumps(record, indent=2, sort_keys=True) + "\n")

@@ -1,12 +1,9 @@
 """Running a task, the same for every executor: what it runs now, its processes, its marker.
 
-:class:`TaskRun` is the callable that submitit pickles and runs on a compute node, and what the
-local executor asks what to run. A training task decides fresh or ``--c`` each time it starts, from
-its fold folder: a requeued, preempted or interrupted job resumes from ``checkpoint_latest.pth``, and
-the trainer reuses the ε recorded in ``dicephi_loss.json``. Under SLURM it is *checkpointable* in
-submitit's sense: before the time limit SLURM sends ``SIGUSR2`` (``#SBATCH --signal=USR2@<delay>``),
-submitit calls :meth:`TaskRun.checkpoint`, which stops the running command and requeues the job.
-
+:class:`TaskRun` is the callable that submitit pickles and runs on a compute node, and what the local
+executor asks what to run; a training task decides fresh or ``--c`` each time it starts, from its fold
+folder. Under SLURM it is *checkpointable* in submitit's sense: before the time limit SLURM sends
+``SIGUSR2`` and submitit calls :meth:`TaskRun.checkpoint`, which stops the command and requeues the job.
 Each command runs in a session of its own (argv, never a shell), so that :func:`stop` ends it with
 every worker it started.
 """
@@ -47,15 +44,9 @@ def say(message: str) -> None:
 
 
 def executable(name: str) -> str:
-    """A console script beside this interpreter (a virtual environment's), else from PATH.
-
-    Raises:
-        FileNotFoundError: it is in neither place.
-    """
+    """A console script beside this interpreter (a virtual environment's), else from PATH (FileNotFoundError)."""
     beside = Path(sys.executable).parent / name
-    if beside.exists():
-        return str(beside)
-    found = shutil.which(name)
+    found = str(beside) if beside.exists() else shutil.which(name)
     if found is None:
         raise FileNotFoundError(f"{name} not found beside {sys.executable} or on PATH: is nnunetv2 installed here?")
     return found
@@ -84,26 +75,23 @@ def ended(code: int) -> str:
     return f"signal {-code}" if code < 0 else f"exit status {code}"
 
 
-def stop(process: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
-    """Stop a command and its workers: SIGTERM to its group, SIGKILL after ``grace_s`` seconds."""
+def stop(processes: list[subprocess.Popen], grace_s: float = STOP_GRACE_S) -> None:
+    """Stop commands and their workers: SIGTERM to their groups at once, SIGKILL after ``grace_s`` seconds."""
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
-        if process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
+        for process in processes:
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, sig)
         deadline = time.monotonic() + wait_s
-        while process.poll() is None and time.monotonic() < deadline:
+        while any(p.poll() is None for p in processes) and time.monotonic() < deadline:
             time.sleep(0.1)
 
 
 def run_command(argv) -> None:
-    """Run one command to its end (a SLURM job's), output to the job's logs.
+    """Run one command to its end (a SLURM job's), output to the job's logs; CommandFailed if it fails.
 
     The wait is a poll loop, not ``Popen.wait()``: submitit's signal handler runs in this thread and
-    may call :func:`stop_child`, which must not block on ``wait``'s lock.
-
-    Raises:
-        CommandFailed: it exited with a non-zero status.
+    may stop the command (:meth:`TaskRun.checkpoint`), which must not block on ``wait``'s lock.
     """
     global _CHILD
     argv = [executable(argv[0]), *argv[1:]]
@@ -119,26 +107,10 @@ def run_command(argv) -> None:
         _CHILD = None
     minutes = (time.monotonic() - started) / 60
     if code != 0:
-        how = f"{ended(code)} after {minutes:.1f} min"
-        raise CommandFailed(f"{Path(argv[0]).name} failed with {how}: {shlex.join(argv)}")
+        raise CommandFailed(
+            f"{Path(argv[0]).name} failed with {ended(code)} after {minutes:.1f} min: {shlex.join(argv)}"
+        )
     say(f"finished in {minutes:.1f} min")
-
-
-def stop_child(grace_s: float = STOP_GRACE_S) -> None:
-    """Stop the command a SLURM job runs right now, if any."""
-    child = _CHILD
-    if child is not None and child.poll() is None:
-        say(f"stopping {Path(str(child.args[0])).name} (pid {child.pid})")
-        stop(child, grace_s)
-
-
-def usable_checkpoint(path: Path) -> bool:
-    """Whether a torch checkpoint file is complete (torch saves zip archives; a kill mid-write breaks them)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return archive.testzip() is None
-    except (OSError, zipfile.BadZipFile, RuntimeError, ValueError):
-        return False
 
 
 @dataclass(frozen=True)
@@ -157,11 +129,13 @@ class TaskRun:
         if fold_dir is None:
             say(f"{self.key}: {len(self.task.commands)} command(s)")
             return list(self.task.commands)
-        for name in ("checkpoint_latest.pth", "checkpoint_final.pth"):
-            path = fold_dir / name
-            if path.is_file() and not usable_checkpoint(path):
-                # written while the job was killed: --c would crash on it; nnU-Net then falls back to
-                # the other checkpoints, or starts afresh
+        for path in (fold_dir / "checkpoint_latest.pth", fold_dir / "checkpoint_final.pth"):
+            try:  # torch saves zip archives; one written while the job was killed would crash --c
+                with zipfile.ZipFile(path) as archive:
+                    whole = archive.testzip() is None
+            except (OSError, zipfile.BadZipFile, RuntimeError, ValueError):
+                whole = not path.is_file()
+            if not whole:  # nnU-Net then falls back to the other checkpoints, or starts afresh
                 say(f"{path} is incomplete; moved aside to {path.name}.broken")
                 os.replace(path, path.with_name(path.name + ".broken"))
         state = fold_state(fold_dir)
@@ -194,10 +168,13 @@ class TaskRun:
         return f"{self.key}: done"
 
     def checkpoint(self, *args: object, **kwargs: object):
-        """Time limit or preemption: stop; the requeued job resumes (training) or runs again."""
+        """Time limit or preemption: stop the command; the requeued job resumes (training) or runs again."""
         again = "resume with --c" if self.task.fold_dir is not None else "run again"
         say(f"{self.key}: interrupted (time limit or preemption); requeued to {again}")
-        stop_child()
+        child = _CHILD
+        if child is not None and child.poll() is None:
+            say(f"stopping {Path(str(child.args[0])).name} (pid {child.pid})")
+            stop([child])
         from submitit.helpers import DelayedSubmission
 
         return DelayedSubmission(self)

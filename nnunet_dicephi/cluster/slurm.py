@@ -1,15 +1,11 @@
 """The SLURM executor and ``nnunet-dicephi submit``: groups of tasks as jobs, through submitit's public API.
 
-submitit writes the sbatch script, pickles each task's :class:`~.process.TaskRun`, submits one job or
-one array per group (``executor.batch()``), and handles the time limit: ``#SBATCH --signal=USR2@<delay>``
-plus a checkpoint-and-requeue handler in the job. ``--dry-run`` submits the same way to an ``sbatch``
-that records instead of submitting, so it shows exactly the script submitit writes.
-
-``<experiment output>/cluster_state.json`` lists every submission (time, submitit folder, task id →
-job id); the latest submission of a task wins. It is rewritten atomically after each group, so an
-interrupted ``submit`` still records what it did submit. Job states come from ``squeue`` and
-``scontrol`` (no slurmdbd needed) and, for jobs the controller has forgotten, from submitit's result
-pickles. submitit is imported inside functions only.
+submitit writes the sbatch script, pickles each task's :class:`~.process.TaskRun`, submits one job or one
+array per group and handles the time limit (``--signal=USR2@<delay>``, checkpoint, requeue). ``--dry-run``
+submits the same way to an ``sbatch`` that records instead of submitting. ``<output>/cluster_state.json``
+lists every submission (time, submitit folder, task id → job id; the latest job of a task wins), rewritten
+after each group. Job states come from ``squeue``, ``scontrol`` and submitit's result pickles (no
+slurmdbd). submitit is imported inside functions only.
 """
 
 from __future__ import annotations
@@ -17,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import getpass
-import json
 import os
 import re
 import shlex
@@ -28,11 +23,10 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from nnunet_dicephi._files import write_text_atomically
 from nnunet_dicephi._problems import InputError
 
 from .experiment import STAGES, Environment, ExperimentSpec, Resources
-from .lock import experiment_lock, read_record
+from .lock import experiment_lock, read_record, write_record
 from .process import TaskRun
 from .tasks import Group, Plan, plan_jobs, resolve_datasets
 
@@ -57,11 +51,7 @@ class NoScheduler(SubmissionError):
 
 
 def setup_lines(environment: Environment) -> list[str]:
-    """Shell lines before the job's command: modules, virtual environment, variables, user setup.
-
-    Every value is quoted with :func:`shlex.quote`; only the spec's ``setup`` lines are shell code
-    by design.
-    """
+    """Shell lines before the job's command: modules, venv, variables (each value quoted), the spec's setup."""
     lines = ["set -e"]  # a failed `module load` or `source` must not run the job in a wrong environment
     lines += [f"module load {shlex.quote(m)}" for m in environment.modules]
     if environment.venv is not None:
@@ -104,15 +94,19 @@ def executor(spec: ExperimentSpec, group: Group, folder: Path, dependency: str |
     return ex
 
 
+def _submit(spec: ExperimentSpec, group: Group, folder: Path, dependency: str | None) -> list:
+    """Submit one group (one job, or one array) through submitit; its jobs."""
+    ex = executor(spec, group, folder, dependency)
+    with ex.batch():
+        return [ex.submit(TaskRun(task)) for task in group.tasks]
+
+
 def submit_group(spec: ExperimentSpec, group: Group, folder: Path, dependency: str | None) -> list[str]:
-    """Submit one group (one job, or one array); returns the job id of each task."""
+    """Submit one group; returns the job id of each task."""
     try:
-        ex = executor(spec, group, folder, dependency)
-        with ex.batch():
-            jobs = [ex.submit(TaskRun(task)) for task in group.tasks]
+        return [job.job_id for job in _submit(spec, group, folder, dependency)]
     except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as error:
         raise SubmissionError(f"submitting {group.key} failed: {error}") from error
-    return [job.job_id for job in jobs]
 
 
 def dependency_text(job_ids: Sequence[str]) -> str | None:
@@ -145,10 +139,7 @@ def render_script(spec: ExperimentSpec, group: Group, folder: Path, dependency: 
     """The sbatch script submitit writes for ``group`` into ``folder`` (submitted to a recording ``sbatch``)."""
     with _recording_sbatch() as tmp:
         scratch = tmp / "jobs"
-        ex = executor(spec, group, scratch, dependency)
-        with ex.batch():
-            jobs = [ex.submit(TaskRun(task)) for task in group.tasks]
-        text = jobs[0].paths.submission_file.read_text(encoding="utf-8")
+        text = _submit(spec, group, scratch, dependency)[0].paths.submission_file.read_text(encoding="utf-8")
     # the scratch folder, as submitit wrote it (quoted word by word), becomes the folder asked for
     lines = []
     for line in text.splitlines():
@@ -214,12 +205,8 @@ def _run(args: list[str], timeout: float = 30) -> str:
 
 def parse_squeue(text: str) -> dict[str, JobInfo]:
     """``squeue -h -r -o '%i|%T|%r'`` → job id (``123`` or ``123_4``) → info."""
-    jobs = {}
-    for line in text.splitlines():
-        parts = line.strip().split("|")
-        if len(parts) >= 2 and parts[0]:
-            jobs[parts[0]] = JobInfo(parts[0], parts[1], parts[2] if len(parts) > 2 else "")
-    return jobs
+    rows = [[*line.strip().split("|"), ""] for line in text.splitlines()]
+    return {row[0]: JobInfo(*row[:3]) for row in rows if len(row) > 2 and row[0]}
 
 
 def queued_jobs(user: str | None = None) -> dict[str, JobInfo]:
@@ -290,11 +277,7 @@ _REMEDY = (
 
 
 def load_state(path: str | os.PathLike, experiment: str) -> dict:
-    """The state file's content, or an empty state when there is none yet.
-
-    Raises:
-        InputError: the file is unreadable, of another version, or holds no list of submissions.
-    """
+    """The state file's content, or an empty state when there is none yet; InputError if unreadable."""
     state = read_record(path, VERSION, _WHAT, _REMEDY)
     if state is None:
         return {"version": VERSION, "experiment": experiment, "submissions": []}
@@ -303,10 +286,7 @@ def load_state(path: str | os.PathLike, experiment: str) -> dict:
     return state
 
 
-def save_state(path: str | os.PathLike, state: dict) -> None:
-    """Write the state atomically (a reader never sees half a file)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomically(path, json.dumps(state, indent=2, sort_keys=True) + "\n")
+save_state = write_record
 
 
 def new_submission(state: dict, folder: str | os.PathLike) -> dict:
@@ -326,14 +306,7 @@ def latest_jobs(state: dict) -> dict[str, JobRecord]:
 
 
 def active_jobs(spec: ExperimentSpec, queue: Collection[str] | None = None) -> dict[str, str]:
-    """Task id → job id of this experiment's recorded jobs that SLURM still queues or runs.
-
-    ``queue`` holds the ids that SLURM queues; without it ``squeue`` is asked, only when jobs were
-    recorded.
-
-    Raises:
-        SubmissionError: the scheduler cannot be asked.
-    """
+    """Task id → job id of the recorded jobs that SLURM still queues (``queue``: its ids; else ``squeue`` asked)."""
     records = latest_jobs(load_state(spec.state_file, spec.name))
     if records and queue is None:
         queue = queued_jobs()
@@ -343,21 +316,8 @@ def active_jobs(spec: ExperimentSpec, queue: Collection[str] | None = None) -> d
 # --- ``nnunet-dicephi submit`` --------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Submitted:
-    """What one ``submit`` did: the plan, the submitit folder, and group key → job ids of its tasks."""
-
-    plan: Plan
-    folder: Path
-    job_ids: dict[str, list[str]]
-
-
 def submission_folder(spec: ExperimentSpec) -> Path:
-    """A fresh submitit folder for each submission.
-
-    Job ids restart on a fresh controller, and a stale ``<id>_result.pkl`` from an earlier cluster
-    must never be taken for this job's result.
-    """
+    """A fresh submitit folder for each submission: a result pickle of an earlier cluster's job id is never read."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     folder, n = spec.output / "slurm" / stamp, 1
     while folder.exists():
@@ -381,15 +341,13 @@ def dry_run(spec: ExperimentSpec, stages: Iterable[str] = STAGES, say: Callable[
     return plan
 
 
-def submit(spec: ExperimentSpec, stages: Iterable[str] = STAGES, say: Callable[[str], None] = print) -> Submitted:
+def submit(spec: ExperimentSpec, stages: Iterable[str] = STAGES, say: Callable[[str], None] = print) -> Plan:
     """Submit what is not done and not already queued, chained with ``afterok`` dependencies.
 
     Raises:
-        SpecError: a dataset, test folder or the virtual environment is missing.
-        ExperimentBusy: a ``run`` or ``submit`` of the experiment holds its lock, or processes of an
-            earlier ``run`` still train.
-        SubmissionError: the scheduler cannot be reached or refused a job (the jobs submitted
-            before that are recorded in the state file).
+        SpecError: a dataset, test folder or the venv is missing.
+        ExperimentBusy: a ``run`` or ``submit`` holds the experiment, or processes of an earlier run still train.
+        SubmissionError: the scheduler cannot be reached or refused a job (those submitted before are recorded).
     """
     from .local import refuse_live_local_units
 
@@ -423,4 +381,4 @@ def submit(spec: ExperimentSpec, stages: Iterable[str] = STAGES, say: Callable[[
     for key, why in plan.skipped:
         if why != "done":
             say(f"  skipped {key}: {why}")
-    return Submitted(plan, folder, job_ids)
+    return plan
