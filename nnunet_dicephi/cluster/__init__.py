@@ -1,10 +1,7 @@
-"""Experiment grids on SLURM: a TOML spec → preprocess → training array → predict → report.
+"""Experiment grids: a TOML spec → preprocess → train → predict → report, on SLURM (``submit``) or here (``run``).
 
-Importing this package is cheap (no torch, nnU-Net or submitit); the CLI verbs come from
-:func:`add_parser`. See :mod:`.spec` for the spec format, :mod:`.tasks` for the job model (every
-task, its commands, when it is done, the plan), :mod:`.process` for how a task runs on any executor,
-:mod:`.slurm` for the SLURM executor and ``submit``, :mod:`.local` for this machine's executor and
-``run``, :mod:`.lock` for the lock that ``run`` and ``submit`` share, :mod:`.status` for the table.
+Importing this package is cheap (no torch, nnU-Net or submitit); the CLI verbs come from :func:`add_parser`,
+and ``docs/architecture.md`` says which module holds what.
 """
 
 from .cli import add_parser, run_status, run_submit

@@ -1,34 +1,22 @@
 """``nnunet-dicephi status``: per stage and training fold, done / running / pending / failed / ... .
 
-Sources, in order of authority:
-
-1. the results folders and the stage markers: a finished fold or stage is **done**, whatever its
-   job says;
-2. ``squeue``: a recorded job still queued is **pending** (or **blocked** when SLURM says its
-   dependency can never be satisfied) or **running**;
-3. ``scontrol show job`` (finished jobs, for ``MinJobAge``): a job that ended without producing
-   the outputs **failed** (with its state and exit code), or is **blocked** when SLURM cancelled it
-   because a dependency failed;
-4. submitit's result pickle, for jobs the controller no longer remembers: its error message.
-
-A prediction or report done before what it reads changed (a retraining, a new preprocessing) is
-**stale**, as the plan judges it (:class:`~.tasks.Progress`).
-
-Without any job recorded, a fold is **interrupted** (it has a checkpoint) or **missing**. Keys that
-no SLURM job ran take their status from the latest local run (``nnunet-dicephi run``,
-:func:`~nnunet_dicephi.cluster.local.local_statuses`): running, pending, failed (with its log),
-blocked, or interrupted when that run has stopped.
-No slurmdbd (``sacct``) is needed. The exit status is 1 when anything failed or is blocked.
+Sources, in order of authority: the results folders and markers (done, or stale as the plan judges it:
+:class:`~.tasks.Progress`); ``squeue`` (pending, running, or blocked when a dependency can never be
+satisfied); ``scontrol show job`` (a job that ended without its outputs failed, or is blocked when
+cancelled for a failed dependency); submitit's result pickle (its error). Keys that no SLURM job ran
+take their status from the latest local run; without any record a fold is interrupted (it has a
+checkpoint) or missing. No slurmdbd (``sacct``) is needed.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, astuple, dataclass
 
 from . import slurm
 from .experiment import ExperimentSpec
+from .local import local_statuses
 from .slurm import JobRecord, latest_jobs, load_state
 from .tasks import FoldState, Progress, fold_state, grid_tasks, resolve_datasets
 
@@ -50,49 +38,38 @@ class Row:
     detail: str = ""
 
 
-def _ended(record: JobRecord, known: Mapping[str, slurm.JobInfo] | None) -> tuple[str, str]:
-    """Status and detail of a recorded job that is no longer queued, its outputs missing."""
-    paths = slurm.job_paths(record.folder, record.job_id)
-    result = slurm.result_of(record.folder, record.job_id)
+def job_status(
+    record: JobRecord | None, queue: Mapping[str, slurm.JobInfo] | None, known: Mapping[str, slurm.JobInfo] | None
+) -> tuple[str, str, str]:
+    """(status, job id, detail) of an item that is not done, from the queue, the controller and submitit's files."""
+    if record is None:
+        return "missing", "", ""
+    job = record.job_id
+    info = (queue or {}).get(job)
+    if info is not None:
+        return info.status, job, info.reason if info.reason not in ("", "None") else ""
+    paths, result = slurm.job_paths(record.folder, job), slurm.result_of(record.folder, job)
     message = ""
     if result is not None and result[0] == "error":
-        lines = [line for line in result[1].strip().splitlines() if line.strip()]
-        message = lines[-1].strip() if lines else "error"
-    info = (known or {}).get(record.job_id)
+        lines = [line.strip() for line in result[1].splitlines() if line.strip()]
+        message = lines[-1] if lines else "error"
+    elif queue is None:  # no scheduler to ask: only a job's own error report is certain
+        return "unknown", job, "scheduler not reachable"
+    info = (known or {}).get(job) if queue is not None else None
     if info is not None:
         if info.reason == slurm.NEVER_RUNS or (info.state == "CANCELLED" and slurm.NEVER_RUNS in info.reason):
-            return "blocked", "never ran: a job it depends on failed"
+            return "blocked", job, "never ran: a job it depends on failed"
         what = f"{info.state} (exit {info.exit_code})" if info.exit_code else info.state
         if info.state == "COMPLETED" and not message:
             message = "the job ended but its outputs are missing"
-        return "failed", f"{what}: {message or 'see ' + str(paths.stderr)}; log {paths.stderr}"
+        return "failed", job, f"{what}: {message or 'see ' + str(paths.stderr)}; log {paths.stderr}"
     if message:
-        return "failed", f"{message}; log {paths.stderr}"
+        return "failed", job, f"{message}; log {paths.stderr}"
     if result is not None:
-        return "failed", f"the job ended but its outputs are missing; log {paths.stdout}"
+        return "failed", job, f"the job ended but its outputs are missing; log {paths.stdout}"
     if not paths.stderr.exists() and not paths.stdout.exists():
-        return "blocked", "never ran (cancelled before it started, e.g. a dependency failed)"
-    return "failed", f"ended without a result (killed, cancelled or out of memory?); log {paths.stderr}"
-
-
-def job_status(
-    record: JobRecord | None,
-    queue: Mapping[str, slurm.JobInfo] | None,
-    known: Mapping[str, slurm.JobInfo] | None,
-) -> tuple[str, str, str]:
-    """(status, job id, detail) of an item that is not done."""
-    if record is None:
-        return "missing", "", ""
-    if queue is None:  # no scheduler to ask: only a job's own error report is certain
-        result = slurm.result_of(record.folder, record.job_id)
-        if result is not None and result[0] == "error":
-            return ("failed", record.job_id, _ended(record, None)[1])
-        return "unknown", record.job_id, "scheduler not reachable"
-    info = queue.get(record.job_id)
-    if info is not None:
-        return info.status, record.job_id, info.reason if info.reason not in ("", "None") else ""
-    status, detail = _ended(record, known)
-    return status, record.job_id, detail
+        return "blocked", job, "never ran (cancelled before it started, e.g. a dependency failed)"
+    return "failed", job, f"ended without a result (killed, cancelled or out of memory?); log {paths.stderr}"
 
 
 def collect(
@@ -132,10 +109,7 @@ def collect(
 def table(rows: list[Row]) -> str:
     """A plain-text table, one row per stage job and training fold, and a one-line summary."""
     header = ("STAGE", "DATASET", "CONFIGURATION", "TRAINER", "FOLD", "STATUS", "JOB", "DETAIL")
-    cells = [header] + [
-        (r.stage, r.dataset, r.configuration, r.trainer, r.fold, r.status, r.job_id, r.detail) for r in rows
-    ]
-    cells = [tuple(c or "-" for c in row[:-1]) + (row[-1],) for row in cells]
+    cells = [tuple(c or "-" for c in row[:-1]) + (row[-1],) for row in [header, *map(astuple, rows)]]
     widths = [max(len(c[i]) for c in cells) for i in range(len(header) - 1)]
     lines = ["  ".join(c[i].ljust(widths[i]) for i in range(len(widths))) + "  " + c[-1] for c in cells]
     counts = {s: sum(r.status == s for r in rows) for s in ORDER}
@@ -145,19 +119,14 @@ def table(rows: list[Row]) -> str:
 
 def status(spec: ExperimentSpec) -> tuple[list[Row], list[str]]:
     """The rows and notes (e.g. scheduler not reachable) for ``spec``."""
-    from .local import local_statuses
-
     names = resolve_datasets(spec)
     records = latest_jobs(load_state(spec.state_file, spec.name))
-    notes = []
-    queue = known = None
+    notes, queue, known = [], None if records else {}, None if records else {}
     if records:
         try:
             queue, known = slurm.queued_jobs(), slurm.known_jobs()
         except slurm.SubmissionError as error:
             notes.append(f"scheduler not reachable ({error}); job states from files only")
-    else:
-        queue, known = {}, {}
     return collect(spec, names, records, queue, known, local_statuses(spec)), notes
 
 

@@ -1,20 +1,15 @@
 """Variants of nnU-Net plans that keep the preprocessed data: another batch size, a narrower network.
 
-In nnU-Net the batch size is a setting of the plans, not of the trainer. A sweep over B (the
-reduction set Φ = BI spans the batch) therefore trains with ``-p nnUNetPlans_bs<B>``: a copy of
-the plans whose configurations all have batch size B and whose ``data_identifier`` is unchanged,
-so nothing is preprocessed again, and each B gets its own results folder
-``<Trainer>__nnUNetPlans_bs<B>__<configuration>``. ``<plans>_f<F>`` scales the network's widths so
-that the first stage has F features (the same stages, kernels and strides; nnU-Net's 32 → 16 makes
-a CPU study about four times faster), and ``<plans>_f<F>_bs<B>`` does both.
-
-The name says what a variant changes (:func:`parse_variant`), so the command the experiment grid
-runs after preprocessing needs only the names:
-``python -m nnunet_dicephi.cluster.write_variants FOLDER --plans nnUNetPlans nnUNetPlans_f16_bs4``.
+``<plans>_bs<B>`` is a copy of the plans with batch size B in every configuration and the same
+``data_identifier`` (nothing is preprocessed again; in nnU-Net the batch size belongs to the plans);
+``<plans>_f<F>`` scales the network's widths so that the first stage has F features; ``<plans>_f<F>_bs<B>``
+does both. The name says what a variant changes (:func:`parse_variant`), so the grid's command after
+preprocessing needs only the names (:func:`variants_command`, run through :mod:`.write_variants`).
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import re
@@ -47,10 +42,7 @@ def parse_variant(plans: str, name: str) -> Variant | None:
 
 
 def write_variants(folder: str | Path, plans: str, names: Sequence[str]) -> list[Path]:
-    """Write ``folder/<name>.json`` for every variant name of ``plans``; returns the files.
-
-    ``folder`` is the dataset's folder in ``nnUNet_preprocessed``; ``plans`` the identifier copied.
-    """
+    """Write ``<folder>/<name>.json`` (the dataset's folder in nnUNet_preprocessed) for each variant of ``plans``."""
     folder = Path(folder)
     source = folder / f"{plans}.json"
     try:
@@ -87,7 +79,21 @@ def variants_command(preprocessed_folder: Path, plans: str, names: Sequence[str]
     return ("python", "-m", module, str(preprocessed_folder), "--plans", plans, *names)
 
 
-if __name__ == "__main__":  # the command of grids planned before write_variants existed
-    from nnunet_dicephi.cluster.write_variants import main
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m nnunet_dicephi.cluster.write_variants FOLDER --plans PLANS NAME…``."""
+    parser = argparse.ArgumentParser(prog="python -m nnunet_dicephi.cluster.write_variants", description=__doc__)
+    parser.add_argument("folder", help="the dataset's folder in nnUNet_preprocessed")
+    parser.add_argument("--plans", default="nnUNetPlans", help="plans identifier to copy (default: nnUNetPlans)")
+    parser.add_argument("variants", nargs="+", metavar="NAME", help="variant names, e.g. nnUNetPlans_f16_bs4")
+    args = parser.parse_args(argv)
+    try:
+        for path in write_variants(args.folder, args.plans, args.variants):
+            print(f"wrote {path}")
+    except ValueError as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
 
+
+if __name__ == "__main__":  # the command of grids planned before write_variants existed
     sys.exit(main())
