@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from nnunet_dicephi._files import write_text_atomically
 from nnunet_dicephi._problems import InputError
@@ -63,13 +64,18 @@ def read_record(path: str | os.PathLike, version: int, what: str, remedy: str) -
     path = Path(path)
     if not path.is_file():
         return None
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise InputError(f"cannot read {what} {path} ({error}); {remedy}") from None
+    record = read_json(path, lambda error: InputError(f"cannot read {what} {path} ({error}); {remedy}"))
     if not isinstance(record, dict) or record.get("version") != version:
         raise InputError(f"{what} {path} is of another version of nnunet-dicephi; {remedy}")
     return record
+
+
+def read_json(path: Path, refusal: Callable[[Exception], Exception]) -> Any:
+    """The JSON in ``path``; ``refusal(error)`` is raised when it cannot be read."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise refusal(error) from None
 
 
 def write_record(path: str | os.PathLike, record: dict) -> None:

@@ -19,8 +19,8 @@ import shlex
 import subprocess
 import sys
 import tempfile
+from collections import namedtuple
 from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from nnunet_dicephi._problems import InputError
@@ -174,21 +174,13 @@ def render_plan(spec: ExperimentSpec, groups: Sequence[Group], folder: Path) -> 
 # --- what the scheduler says ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class JobInfo:
-    """One job (or array task) as SLURM reports it."""
+JobInfo = namedtuple("JobInfo", "job_id state reason exit_code status")  # one job (or array task) as SLURM says
 
-    job_id: str
-    state: str
-    reason: str = ""
-    exit_code: str = ""
 
-    @property
-    def status(self) -> str:
-        """Pending, running or blocked while active, else the SLURM state in lower case."""
-        if self.state in ACTIVE_STATES:
-            return "blocked" if NEVER_RUNS in self.reason else ACTIVE_STATES[self.state]
-        return self.state.lower()
+def job_info(job_id: str, state: str, reason: str = "", exit_code: str = "") -> JobInfo:
+    """A job as SLURM reports it; status: pending, running or blocked while active, else the state in lower case."""
+    status = ("blocked" if NEVER_RUNS in reason else ACTIVE_STATES[state]) if state in ACTIVE_STATES else state.lower()
+    return JobInfo(job_id, state, reason, exit_code, status)
 
 
 def _run(args: list[str], timeout: float = 30) -> str:
@@ -206,7 +198,7 @@ def _run(args: list[str], timeout: float = 30) -> str:
 def parse_squeue(text: str) -> dict[str, JobInfo]:
     """``squeue -h -r -o '%i|%T|%r'`` → job id (``123`` or ``123_4``) → info."""
     rows = [[*line.strip().split("|"), ""] for line in text.splitlines()]
-    return {row[0]: JobInfo(*row[:3]) for row in rows if len(row) > 2 and row[0]}
+    return {row[0]: job_info(*row[:3]) for row in rows if len(row) > 2 and row[0]}
 
 
 def queued_jobs(user: str | None = None) -> dict[str, JobInfo]:
@@ -228,7 +220,7 @@ def parse_scontrol(text: str) -> dict[str, JobInfo]:
             ranges = read_job_id(f"{fields['ArrayJobId']}_[{fields['ArrayTaskId']}]")
             ids = [f"{r[0]}_{i}" for r in ranges for i in range(int(r[1]), int(r[-1]) + 1)]
         for job_id in ids:
-            jobs[job_id] = JobInfo(job_id, fields["JobState"], fields.get("Reason", ""), fields.get("ExitCode", ""))
+            jobs[job_id] = job_info(job_id, fields["JobState"], fields.get("Reason", ""), fields.get("ExitCode", ""))
     return jobs
 
 
@@ -259,14 +251,7 @@ def result_of(folder: str | Path, job_id: str) -> tuple[str, str] | None:
 # --- the state file -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class JobRecord:
-    """The latest job of one task."""
-
-    key: str
-    job_id: str
-    folder: str
-    submitted: str
+JobRecord = namedtuple("JobRecord", "key job_id folder submitted")  # the latest job of one task
 
 
 _WHAT = "the record of the jobs submitted to SLURM"

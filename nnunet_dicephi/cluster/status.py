@@ -11,8 +11,8 @@ checkpoint) or missing. No slurmdbd (``sacct``) is needed.
 from __future__ import annotations
 
 import json
+from collections import namedtuple
 from collections.abc import Mapping
-from dataclasses import asdict, astuple, dataclass
 
 from . import slurm
 from .experiment import ExperimentSpec
@@ -24,18 +24,7 @@ PROBLEMS = ("failed", "blocked")
 ORDER = ("done", "running", "pending", "failed", "blocked", "interrupted", "stale", "missing", "unknown")
 
 
-@dataclass(frozen=True)
-class Row:
-    """One line of the status table."""
-
-    stage: str
-    dataset: str
-    configuration: str
-    trainer: str
-    fold: str
-    status: str
-    job_id: str = ""
-    detail: str = ""
+Row = namedtuple("Row", "stage dataset configuration trainer fold status job_id detail")  # a line of the table
 
 
 def job_status(
@@ -109,7 +98,7 @@ def collect(
 def table(rows: list[Row]) -> str:
     """A plain-text table, one row per stage job and training fold, and a one-line summary."""
     header = ("STAGE", "DATASET", "CONFIGURATION", "TRAINER", "FOLD", "STATUS", "JOB", "DETAIL")
-    cells = [tuple(c or "-" for c in row[:-1]) + (row[-1],) for row in [header, *map(astuple, rows)]]
+    cells = [tuple(c or "-" for c in row[:-1]) + (row[-1],) for row in [header, *rows]]
     widths = [max(len(c[i]) for c in cells) for i in range(len(header) - 1)]
     lines = ["  ".join(c[i].ljust(widths[i]) for i in range(len(widths))) + "  " + c[-1] for c in cells]
     counts = {s: sum(r.status == s for r in rows) for s in ORDER}
@@ -136,4 +125,4 @@ def exit_status(rows: list[Row]) -> int:
 
 
 def as_json(rows: list[Row]) -> str:
-    return json.dumps([asdict(r) for r in rows], indent=2)
+    return json.dumps([r._asdict() for r in rows], indent=2)

@@ -20,6 +20,8 @@ from typing import NamedTuple
 
 from nnunet_dicephi._files import write_text_atomically
 
+from .lock import read_json
+
 
 class Variant(NamedTuple):
     """What a plans variant changes: the first stage's features, the batch size (None: unchanged)."""
@@ -45,10 +47,9 @@ def write_variants(folder: str | Path, plans: str, names: Sequence[str]) -> list
     """Write ``<folder>/<name>.json`` (the dataset's folder in nnUNet_preprocessed) for each variant of ``plans``."""
     folder = Path(folder)
     source = folder / f"{plans}.json"
-    try:
-        base = json.loads(source.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ValueError(f"cannot read the plans {source} to vary ({error}); preprocess the dataset first") from None
+    base = read_json(
+        source, lambda e: ValueError(f"cannot read the plans {source} to vary ({e}); preprocess the dataset first")
+    )
     written = []
     for name in names:
         variant = parse_variant(plans, name)
