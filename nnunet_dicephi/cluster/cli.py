@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from nnunet_dicephi._cli import add_verb, positive_int, refuse
@@ -120,19 +121,22 @@ def _toy_datasets(spec: ExperimentSpec) -> None:
             print(f"wrote toy dataset {folder}")
 
 
-def _gpus(text: str) -> list[str]:
-    gpus = [g.strip() for g in text.split(",") if g.strip()]
-    if not gpus or not all(g.isdigit() for g in gpus) or len(set(gpus)) != len(gpus):
-        raise argparse.ArgumentTypeError(f"expected distinct GPU ids such as 0,1; got {text!r}")
-    return gpus
+def _comma_list(valid: Callable[[list[str]], bool], expected: str) -> Callable[[str], list[str]]:
+    """An argparse ``type`` for a comma-separated list that ``valid`` accepts."""
+
+    def parse(text: str) -> list[str]:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        if not items or not valid(items):
+            raise argparse.ArgumentTypeError(f"{expected}; got {text!r}")
+        return items
+
+    return parse
 
 
-def _stages(text: str) -> list[str]:
-    stages = [s.strip() for s in text.split(",") if s.strip()]
-    unknown = [s for s in stages if s not in STAGES]
-    if unknown or not stages:
-        raise argparse.ArgumentTypeError(f"stages are {', '.join(STAGES)}; got {text!r}")
-    return stages
+_gpus = _comma_list(
+    lambda ids: all(i.isdigit() for i in ids) and len(set(ids)) == len(ids), "expected distinct GPU ids such as 0,1"
+)
+_stages = _comma_list(lambda stages: set(stages) <= set(STAGES), f"stages are {', '.join(STAGES)}")
 
 
 def add_parser(verbs: Any) -> None:

@@ -154,12 +154,9 @@ def _integer(low: int, high: int | None = None) -> Callable[[Any], int]:
 
 
 def _number(what: str, low: float, high: float = math.inf) -> Callable[[Any], float]:
-    def check(value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value < high:
-            raise ValueError(f"expected {what}, got {kind(value)}")
-        return float(value)
-
-    return check
+    what = f"expected {what}, got {{}}"
+    number = _accept(lambda v: not isinstance(v, bool) and isinstance(v, (int, float)) and low < v < high, what)
+    return lambda value: float(number(value))
 
 
 def _path(value: Any, info: ValidationInfo) -> Path:
@@ -246,11 +243,7 @@ def _trainer(value: Any) -> str:
 
 
 def check_trainer(name: str) -> str | None:
-    """None when nnU-Net will find ``name``, else why not (with the closest valid name).
-
-    This project's names are checked with its grammar (no import of torch or nnU-Net); nnU-Net's
-    own trainers (``nnUNetTrainer...``, for baselines) with nnU-Net's lookup.
-    """
+    """None when nnU-Net will find ``name``, else why not: this project's grammar, or nnU-Net's lookup for its own."""
     if name.startswith("nnUNetTrainer"):
         if not re.fullmatch(r"nnUNetTrainer[A-Za-z0-9_]*", name):
             return f"{name!r} is not a class name"

@@ -141,11 +141,7 @@ def parse_spec(
 def load_spec(
     path: str | os.PathLike, *, environ: Mapping[str, str] | None = None, default_device: str = "cuda"
 ) -> ExperimentSpec:
-    """Read and validate a TOML spec file (``default_device``: see :func:`parse_spec`).
-
-    Raises:
-        SpecError: the file is missing, is not TOML, or has problems (all of them are named).
-    """
+    """Read and validate a TOML spec file (see :func:`parse_spec`); SpecError if missing, not TOML, or refused."""
     path = Path(path)
     try:
         with open(path, "rb") as handle:
