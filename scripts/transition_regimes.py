@@ -97,10 +97,15 @@ def regime(prediction: Mapping, means: Mapping[str, Mapping[str, float]]) -> dic
     """One regime's row: the prediction for :data:`CLASS` beside what the sweeps measured.
 
     The measured half-way ε is taken on the DSC B averaged over the training seeds at each ε (the
-    level: half its average at ε ≈ 0), and per seed (``measured_half_I_per_seed``) for the spread.
+    level: half its average at ε ≈ 0), and per seed (``measured_half_I_per_seed``) for the spread;
+    a seed not trained at every ε of the sweep is left out of both.
     """
     predicted = next(c for c in prediction["classes"] if c["name"] == CLASS)
     sweeps = members(means, int(prediction["batch_size"]))
+    complete = set.intersection(*(set(per_seed) for _, per_seed in sweeps["I"])) if sweeps["I"] else set()
+    sweeps["I"] = [
+        (x, {seed: dsc for seed, dsc in per_seed.items() if seed in complete}) for x, per_seed in sweeps["I"]
+    ]
     row: dict = {
         "dataset": prediction["dataset"],
         "batch_size": prediction["batch_size"],

@@ -106,6 +106,7 @@ def test_seeds_are_averaged_at_each_eps_and_each_seed_gets_its_own_half_way_eps(
         _conf("TrainerDiceI_eps1e1").replace("seed0", "seed1"): {"B": 0.0},
         _conf("TrainerDiceI_eps1e2"): {"B": 0.0},
         _conf("TrainerDiceI_eps1e2").replace("seed0", "seed1"): {"B": 0.0},
+        _conf("TrainerDiceI").replace("seed0", "seed2"): {"B": 0.1},  # seed 2 only at ε ≈ 0: left out
     }
     row = script.regime(_prediction(), means)
     assert [(p["eps"], p["seeds"], p["dsc_B"]) for p in row["sweep_I"]] == [
