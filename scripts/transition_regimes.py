@@ -14,7 +14,8 @@ Per regime: the predicted window in ε (R from 0.9 to 0.1) and its half-way ε, 
 each ε of the Φ = I sweep, and the measured half-way ε: where DSC B falls to half its value at the
 smallest ε (ε ≈ 0, the empty maps ignored), interpolated linearly in log ε between the two sweep
 points around it. For a Φ = BI sweep over B: the predicted share R of DSC B kept at each B against
-the measured DSC B over its ε ≈ 0 value.
+the measured DSC B over its ε ≈ 0 value. Φ = I trained for another number of epochs than the sweep
+(a check of what the training length does) gets a table of its own.
 """
 
 from __future__ import annotations
@@ -63,20 +64,31 @@ def type_means(rows: Sequence[Mapping[str, str]], types: Mapping[str, str]) -> d
 def members(
     means: Mapping[str, Mapping[str, float]], plans_batch: int
 ) -> dict[str, list[tuple[float, dict[int, dict[str, float]]]]]:
-    """The configurations as sweep points, ascending: ``{"I": [(ε, {seed: dsc})], "BI": [(B, {seed: dsc})]}``."""
-    points: dict[str, dict[float, dict[int, dict[str, float]]]] = {"I": defaultdict(dict), "BI": defaultdict(dict)}
+    """The configurations as sweep points, ascending: ``{"I": [(ε, {seed: dsc})], "BI": [(B, {seed: dsc})]}``.
+
+    The sweeps are the trainings of the most common length; Φ = I trained longer or shorter goes to
+    ``"I_other"`` as ``(ε, epochs, {seed: dsc})`` (the check of what the training length does).
+    """
+    losses = {conf: parse_trainer_name(conf.split("__")[0]) for conf in means}
+    lengths = [loss.epochs for loss in losses.values()]
+    usual = max(set(lengths), key=lengths.count) if lengths else None
+    points: dict = {"I": defaultdict(dict), "BI": defaultdict(dict), "I_other": defaultdict(dict)}
     for configuration, dsc in means.items():
-        trainer, plans, _ = configuration.split("__")
-        loss = parse_trainer_name(trainer)
+        plans, loss = configuration.split("__")[1], losses[configuration]
         if loss.loss != "Dice" or loss.eps_nr == HEURISTIC or loss.eps_nr != loss.eps_dr:
             continue
         seed = loss.seed if loss.seed is not None else 0
-        if loss.phi == "I" and "_bs" not in plans:
+        if loss.epochs != usual:
+            if loss.phi == "I" and "_bs" not in plans:
+                points["I_other"][(float(loss.eps_nr), loss.epochs)][seed] = dict(dsc)
+        elif loss.phi == "I" and "_bs" not in plans:
             points["I"][float(loss.eps_nr)][seed] = dict(dsc)
         elif loss.phi == "BI":
             batch = int(plans.rsplit("_bs", 1)[1]) if "_bs" in plans else plans_batch
             points["BI"][float(batch)][seed] = dict(dsc)
-    return {phi: sorted(p.items()) for phi, p in points.items()}
+    out = {phi: sorted(p.items()) for phi, p in points.items() if phi != "I_other"}
+    out["I_other"] = [(eps, epochs, per_seed) for (eps, epochs), per_seed in sorted(points["I_other"].items())]
+    return out
 
 
 def _on_curve(xs: Sequence[float], ys: Sequence[float], x: float) -> float | None:
@@ -134,9 +146,9 @@ def regime(prediction: Mapping, means: Mapping[str, Mapping[str, float]]) -> dic
     seeds = sorted({seed for _, per_seed in sweeps["I"] for seed in per_seed})
     per_seed_half = {}
     for seed in seeds:
-        curve = [(x, p[seed]["B"]) for x, p in sweeps["I"] if seed in p and "B" in p[seed]]
-        if len(curve) == len(sweeps["I"]):
-            per_seed_half[seed] = half_way([x for x, _ in curve][1:], [v for _, v in curve][1:], curve[0][1] / 2)
+        own = [(x, p[seed]["B"]) for x, p in sweeps["I"] if seed in p and "B" in p[seed]]
+        if len(own) == len(sweeps["I"]):
+            per_seed_half[seed] = half_way([x for x, _ in own][1:], [v for _, v in own][1:], own[0][1] / 2)
     row.update(
         reference_dsc_B=reference,
         measured_half_I=measured,
@@ -145,6 +157,18 @@ def regime(prediction: Mapping, means: Mapping[str, Mapping[str, float]]) -> dic
         ratio=measured / predicted["eps_half_I"] if measured is not None and not censored else None,
         measured_half_I_per_seed={seed: list(value) for seed, value in per_seed_half.items()},
     )
+    row["longer_I"] = [
+        {
+            "eps": eps,
+            "epochs": epochs,
+            "seeds": sorted(per_seed),
+            "dsc_A": _mean(per_seed, "A"),
+            "dsc_B": _mean(per_seed, "B"),
+            "kept": _mean(per_seed, "B") / reference,
+            "predicted": _on_curve(curve["eps"], curve["retained_I"], eps),
+        }
+        for eps, epochs, per_seed in sweeps["I_other"]
+    ]
     retained_at = dict(zip(predicted["curve"]["batch_size"], predicted["curve"]["retained_BI"]))
     for x, per_seed in sweeps["BI"]:
         dsc_b = _mean(per_seed, "B")
@@ -198,6 +222,14 @@ def markdown(rows: Sequence[dict]) -> str:
             f"{_number(p['eps'])}: {p['kept']:.2f} ({_number(p['predicted'])})" for p in r["sweep_I"] if "kept" in p
         )
         lines.append(f"| {r['dataset']} | {points} |")
+    other = [(r, p) for r in rows for p in r.get("longer_I", [])]
+    if other:
+        lines += ["", "| regime | ε | epochs | DSC B | kept (measured) | R (predicted) |", "|---|---|---|---|---|---|"]
+        for r, p in other:
+            lines.append(
+                f"| {r['dataset']} | {_number(p['eps'])} | {p['epochs']} | {p['dsc_B']:.2f} | {p['kept']:.2f} | "
+                f"{_number(p['predicted'])} |"
+            )
     batch_rows = [r for r in rows if r["sweep_BI"]]
     if batch_rows:
         lines += [

@@ -117,3 +117,18 @@ def test_seeds_are_averaged_at_each_eps_and_each_seed_gets_its_own_half_way_eps(
     assert row["measured_half_I"] == pytest.approx(10 ** (1 + 0.025 / 0.45))  # 0.45 → 0: the level 0.425
     assert row["measured_half_I_per_seed"] == {0: [pytest.approx(10**1.5), ""], 1: [10.0, "at or below"]}
     assert "(seeds: 32, ≤ 10)" in script.markdown([row])
+
+
+def test_trainings_of_another_length_are_not_points_of_the_sweep_but_a_table_of_their_own():
+    means = {
+        _conf("TrainerDiceI"): {"B": 0.9},
+        _conf("TrainerDiceI_eps1"): {"B": 0.85},
+        _conf("TrainerDiceI_eps1e1"): {"B": 0.05},
+        _conf("TrainerDiceI_eps1").replace("ep22", "ep66"): {"B": 0.09},
+    }
+    row = script.regime(_prediction(), means)
+    assert [p["eps"] for p in row["sweep_I"]] == [1e-7, 1.0, 10.0]
+    (longer,) = row["longer_I"]
+    assert (longer["eps"], longer["epochs"], longer["seeds"], longer["dsc_B"]) == (1.0, 66, [0], 0.09)
+    assert longer["kept"] == pytest.approx(0.1) and longer["predicted"] == 0.9
+    assert "| Dataset973_ToyTransitionEmpty1In2 | 1 | 66 | 0.09 | 0.10 | 0.9 |" in script.markdown([row])
