@@ -92,11 +92,14 @@ def members(
 
 
 def _on_curve(xs: Sequence[float], ys: Sequence[float], x: float) -> float | None:
-    """``ys`` at ``x``, linear in log x between the points of the predicted curve (None outside it)."""
+    """``ys`` at ``x``, linear in log x between the points of the predicted curve, flat beyond its ends."""
+    if not len(xs):
+        return None
+    if x <= xs[0] or x >= xs[-1]:
+        return ys[0] if x <= xs[0] else ys[-1]
     for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
         if x0 <= x <= x1:
-            t = (math.log(x) - math.log(x0)) / (math.log(x1) - math.log(x0)) if x1 > x0 else 0.0
-            return y0 + t * (y1 - y0)
+            return y0 + (math.log(x) - math.log(x0)) / (math.log(x1) - math.log(x0)) * (y1 - y0)
     return None
 
 
