@@ -227,11 +227,15 @@ def markdown(rows: Sequence[dict]) -> str:
         lines.append(f"| {r['dataset']} | {points} |")
     other = [(r, p) for r in rows for p in r.get("longer_I", [])]
     if other:
-        lines += ["", "| regime | ε | epochs | DSC B | kept (measured) | R (predicted) |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| regime | ε | epochs | DSC A | DSC B | kept (measured) | R (predicted) |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for r, p in other:
             lines.append(
-                f"| {r['dataset']} | {_number(p['eps'])} | {p['epochs']} | {p['dsc_B']:.2f} | {p['kept']:.2f} | "
-                f"{_number(p['predicted'])} |"
+                f"| {r['dataset']} | {_number(p['eps'])} | {p['epochs']} | {p['dsc_A']:.2f} | {p['dsc_B']:.2f} | "
+                f"{p['kept']:.2f} | {_number(p['predicted'])} |"
             )
     batch_rows = [r for r in rows if r["sweep_BI"]]
     if batch_rows:

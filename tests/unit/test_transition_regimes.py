@@ -125,11 +125,11 @@ def test_trainings_of_another_length_are_not_points_of_the_sweep_but_a_table_of_
         _conf("TrainerDiceI"): {"B": 0.9},
         _conf("TrainerDiceI_eps1"): {"B": 0.85},
         _conf("TrainerDiceI_eps1e1"): {"B": 0.05},
-        _conf("TrainerDiceI_eps1").replace("ep22", "ep66"): {"B": 0.09},
+        _conf("TrainerDiceI_eps1").replace("ep22", "ep66"): {"A": 0.97, "B": 0.09},
     }
     row = script.regime(_prediction(), means)
     assert [p["eps"] for p in row["sweep_I"]] == [1e-7, 1.0, 10.0]
     (longer,) = row["longer_I"]
     assert (longer["eps"], longer["epochs"], longer["seeds"], longer["dsc_B"]) == (1.0, 66, [0], 0.09)
     assert longer["kept"] == pytest.approx(0.1) and longer["predicted"] == 0.9
-    assert "| Dataset973_ToyTransitionEmpty1In2 | 1 | 66 | 0.09 | 0.10 | 0.9 |" in script.markdown([row])
+    assert "| Dataset973_ToyTransitionEmpty1In2 | 1 | 66 | 0.97 | 0.09 | 0.10 | 0.9 |" in script.markdown([row])
