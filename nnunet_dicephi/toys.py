@@ -58,6 +58,7 @@ from nnunet_dicephi.synthetic import (
     lesion_case,
     lesion_cases,
     organ_case,
+    stripe,
     write_raw_dataset,
 )
 
@@ -213,8 +214,7 @@ def lesion_among_others(rng: np.random.Generator, kind: str, size: int) -> tuple
     ]
     image, label = _draw(rng, size, discs)
     if kind == "B":
-        columns = np.indices(label.shape)[-1]
-        image[(label == 1) & ((columns // 2) % 2 == 0)] -= 1.05
+        stripe(image, label == 1)
     return image, label
 
 
