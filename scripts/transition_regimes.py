@@ -172,6 +172,7 @@ def regime(prediction: Mapping, means: Mapping[str, Mapping[str, float]]) -> dic
         }
         for eps, epochs, per_seed in sweeps["I_other"]
     ]
+    row["longer_half_I"] = _half_by_length(row["longer_I"], reference, predicted)
     retained_at = dict(zip(predicted["curve"]["batch_size"], predicted["curve"]["retained_BI"]))
     for x, per_seed in sweeps["BI"]:
         dsc_b = _mean(per_seed, "B")
@@ -186,6 +187,38 @@ def regime(prediction: Mapping, means: Mapping[str, Mapping[str, float]]) -> dic
             }
         )
     return row
+
+
+def _half_by_length(points: Sequence[Mapping], reference: float, predicted: Mapping) -> list[dict]:
+    """The half-way ε of each other training length whose sweep has two ε or more.
+
+    The level is half the DSC B at ε ≈ 0 of that length when it was trained, else of the sweep's
+    length (``reference``): at ε ≈ 0 the empty maps are ignored at any length.
+    """
+    by_length: dict[int, list[Mapping]] = defaultdict(list)
+    for point in points:
+        by_length[point["epochs"]].append(point)
+    low, high = predicted["eps_window_I"]
+    out = []
+    for epochs, own in sorted(by_length.items()):
+        own = sorted(own, key=lambda p: p["eps"])
+        level = reference / 2
+        if own[0]["eps"] < low / 100:  # trained at ε ≈ 0 too: its own reference
+            level, own = own[0]["dsc_B"] / 2, own[1:]
+        if len(own) < 2:
+            continue
+        measured, censored = half_way([p["eps"] for p in own], [p["dsc_B"] for p in own], level)
+        out.append(
+            {
+                "epochs": epochs,
+                "eps": [p["eps"] for p in own],
+                "measured_half_I": measured,
+                "censored": censored,
+                "inside": bool(measured is not None and not censored and low <= measured <= high),
+                "ratio": measured / predicted["eps_half_I"] if measured is not None and not censored else None,
+            }
+        )
+    return out
 
 
 def _number(x: float | None) -> str:
@@ -236,6 +269,21 @@ def markdown(rows: Sequence[dict]) -> str:
             lines.append(
                 f"| {r['dataset']} | {_number(p['eps'])} | {p['epochs']} | {p['dsc_A']:.2f} | {p['dsc_B']:.2f} | "
                 f"{p['kept']:.2f} | {_number(p['predicted'])} |"
+            )
+    halves = [(r, h) for r in rows for h in r.get("longer_half_I", [])]
+    if halves:
+        lines += [
+            "",
+            "| regime | epochs | predicted window (half) | measured half-way ε | inside | measured / predicted |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r, h in halves:
+            low, high = r["eps_window_I"]
+            shown = _censored(h["measured_half_I"], h["censored"], h["eps"][-1])
+            ratio = "—" if h["ratio"] is None else f"×{h['ratio']:.2f}"
+            lines.append(
+                f"| {r['dataset']} | {h['epochs']} | {_number(low)}–{_number(high)} ({_number(r['eps_half_I'])}) "
+                f"| {shown} | {'yes' if h['inside'] else 'no'} | {ratio} |"
             )
     batch_rows = [r for r in rows if r["sweep_BI"]]
     if batch_rows:

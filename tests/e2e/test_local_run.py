@@ -149,7 +149,12 @@ def test_a_bad_spec_is_refused_before_anything_runs(tmp_path):
 
 
 def one_dataset_per_configuration(text: str) -> str:
-    """The spec with only the first ``[[dataset]]`` of each ``configurations`` list: every code path, less time."""
+    """The spec with every code path at a fraction of the time.
+
+    Only the first ``[[dataset]]`` of each ``configurations`` list is kept; in each sweep the first
+    training seed, and of its ε the ends and every named one ("H"): seeds and the ε between repeat
+    code paths that the ends already run.
+    """
     head, *blocks = text.split("\n[[dataset]]\n")
     kept, seen = [], set()
     for block in blocks:
@@ -157,7 +162,28 @@ def one_dataset_per_configuration(text: str) -> str:
         if configurations not in seen:
             seen.add(configurations)
             kept.append(block)
-    return "\n[[dataset]]\n".join([head, *kept])
+    text = "\n[[dataset]]\n".join([head, *kept])
+    text = re.sub(r"^seeds = \[([^],]+)[^]]*\]", r"seeds = [\1]", text, flags=re.M)
+    return re.sub(
+        r"^eps = \[([^]]*)\]", lambda m: f"eps = [{', '.join(_ends_and_names(m.group(1)))}]", text, flags=re.M
+    )
+
+
+def _ends_and_names(values: str) -> list[str]:
+    items = [v.strip() for v in values.split(",") if v.strip()]
+    numbers = [v for v in items if not v.startswith('"')]
+    return [v for v in items if v.startswith('"') or v in (numbers[0], numbers[-1])]
+
+
+def test_the_smoke_trim_keeps_every_configuration_the_ends_of_each_eps_sweep_and_one_seed():
+    text = (ROOT / "examples" / "transition.toml").read_text("utf-8")
+    trimmed = tomllib.loads(one_dataset_per_configuration(text))
+    sweeps = trimmed["dataset"][0]["sweep"]
+    assert sweeps[0]["eps"] == [1e-7, "H", 1000] and sweeps[0]["seeds"] == [0]
+    assert sweeps[1]["batch_sizes"] == [1, 2, 4]
+    regimes = tomllib.loads(one_dataset_per_configuration((ROOT / "examples" / "transition_regimes.toml").read_text()))
+    assert [d["configurations"] for d in regimes["dataset"]] == [["2d"], ["3d_fullres"]]
+    assert regimes["dataset"][0]["sweep"][0]["seeds"] == [0]
 
 
 @pytest.mark.parametrize("example", EXAMPLES)
@@ -179,8 +205,8 @@ def test_every_example_runs_end_to_end_with_smoke(example, tmp_path):
 
     summary = pd.read_csv(report / "summary.csv")
     results = tmp_path / "runs" / "nnUNet_results"
-    trained = {p.parent.parent.name for p in results.glob("*/*/fold_0/checkpoint_final.pth")}
-    assert len(set(summary["configuration"])) == len(trained) > 0
+    trained = {p.parents[1] for p in results.glob("*/*/fold_0/checkpoint_final.pth")}  # one per dataset and trainer
+    assert len(set(zip(summary["dataset"], summary["configuration"]))) == len(trained) > 0
     if example == "transition":
         assert list(report.glob("transition_*.png")) and (report / "transition.csv").is_file()
         sweeps = pd.read_csv(report / "transition.csv")

@@ -133,3 +133,31 @@ def test_trainings_of_another_length_are_not_points_of_the_sweep_but_a_table_of_
     assert (longer["eps"], longer["epochs"], longer["seeds"], longer["dsc_B"]) == (1.0, 66, [0], 0.09)
     assert longer["kept"] == pytest.approx(0.1) and longer["predicted"] == 0.9
     assert "| Dataset973_ToyTransitionEmpty1In2 | 1 | 66 | 0.97 | 0.09 | 0.10 | 0.9 |" in script.markdown([row])
+
+
+def test_each_other_training_length_gets_its_own_half_way_eps_against_its_own_or_the_sweeps_reference():
+    means = {
+        _conf("TrainerDiceI"): {"B": 0.9},
+        _conf("TrainerDiceI_eps1e1"): {"B": 0.8},
+        _conf("TrainerDiceI_eps3e1"): {"B": 0.8},
+        _conf("TrainerDiceI_eps1e2"): {"B": 0.0},
+        # 66 epochs with its own ε ≈ 0 (level 0.4): 0.8 at ε = 1, 0.0 at ε = 10
+        _conf("TrainerDiceI").replace("ep22", "ep66"): {"B": 0.8},
+        _conf("TrainerDiceI_eps1").replace("ep22", "ep66"): {"B": 0.8},
+        _conf("TrainerDiceI_eps1e1").replace("ep22", "ep66"): {"B": 0.0},
+        # 44 epochs without one (the sweep's level 0.45): already 0.1 at its smallest ε
+        _conf("TrainerDiceI_eps3").replace("ep22", "ep44"): {"B": 0.1},
+        _conf("TrainerDiceI_eps1e1").replace("ep22", "ep44"): {"B": 0.0},
+        # 88 epochs at one ε: no sweep, no half-way ε
+        _conf("TrainerDiceI_eps3").replace("ep22", "ep88"): {"B": 0.0},
+    }
+    row = script.regime(_prediction(), means)
+    forty_four, sixty_six = row["longer_half_I"]
+    assert (forty_four["epochs"], forty_four["measured_half_I"], forty_four["censored"]) == (44, 3.0, "at or below")
+    assert forty_four["ratio"] is None and not forty_four["inside"]
+    assert (sixty_six["epochs"], sixty_six["eps"]) == (66, [1.0, 10.0])
+    assert sixty_six["measured_half_I"] == pytest.approx(10**0.5) and sixty_six["inside"]  # 0.8 → 0.0: level 0.4
+    assert sixty_six["ratio"] == pytest.approx(10**0.5 / 5.35)
+    shown = script.markdown([row])
+    assert "| Dataset973_ToyTransitionEmpty1In2 | 44 | 2.9–10 (5.3) | ≤ 3 | no | — |" in shown
+    assert "| Dataset973_ToyTransitionEmpty1In2 | 66 | 2.9–10 (5.3) | 3.2 | yes | ×0.59 |" in shown
