@@ -15,7 +15,10 @@ each ε of the Φ = I sweep, and the measured half-way ε: where DSC B falls to 
 smallest ε (ε ≈ 0, the empty maps ignored), interpolated linearly in log ε between the two sweep
 points around it. For a Φ = BI sweep over B: the predicted share R of DSC B kept at each B against
 the measured DSC B over its ε ≈ 0 value. Φ = I trained for another number of epochs than the sweep
-(a check of what the training length does) gets a table of its own.
+(a check of what the training length does) gets a table of its own, and a half-way ε of its own where
+it has two ε or more. Last, when in training each Φ = I run left type B out: the first epoch from
+which its validation DSC stays at 0.1 or less (the trainers' per-epoch validation record, on the
+fully labelled validation images).
 """
 
 from __future__ import annotations
@@ -108,8 +111,13 @@ def _mean(per_seed: Mapping[int, Mapping[str, float]], kind: str) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
-def regime(prediction: Mapping, means: Mapping[str, Mapping[str, float]]) -> dict:
+def regime(
+    prediction: Mapping, means: Mapping[str, Mapping[str, float]], left_out: Mapping[str, tuple] | None = None
+) -> dict:
     """One regime's row: the prediction for :data:`CLASS` beside what the sweeps measured.
+
+    ``left_out`` (configuration → ``(epoch or None, epochs)``, from :func:`left_out_epochs`) adds when
+    each Φ = I training left type B out of the validation images: ``row["timeline"]``.
 
     The measured half-way ε is taken on the DSC B averaged over the training seeds at each ε (the
     level: half its average at ε ≈ 0), and per seed (``measured_half_I_per_seed``) for the spread;
@@ -173,6 +181,7 @@ def regime(prediction: Mapping, means: Mapping[str, Mapping[str, float]]) -> dic
         for eps, epochs, per_seed in sweeps["I_other"]
     ]
     row["longer_half_I"] = _half_by_length(row["longer_I"], reference, predicted)
+    row["timeline"] = _timeline(means, left_out or {})
     retained_at = dict(zip(predicted["curve"]["batch_size"], predicted["curve"]["retained_BI"]))
     for x, per_seed in sweeps["BI"]:
         dsc_b = _mean(per_seed, "B")
@@ -187,6 +196,38 @@ def regime(prediction: Mapping, means: Mapping[str, Mapping[str, float]]) -> dic
             }
         )
     return row
+
+
+def left_out_epochs(fold_folders: Mapping[str, Path], validation_types: Mapping[str, str]) -> dict[str, tuple]:
+    """Per configuration: the epoch (1-based) from which type B stays left out of the validation images.
+
+    Read from the trainer's per-epoch validation record (``dicephi_validation.jsonl``: nnU-Net's online
+    pseudo-Dice per validation case, whose labels are complete), with the demo's rule: the validation
+    DSC of type B at most ``LEFT_OUT_MAX`` from that epoch to the end. ``(None, epochs)`` when it never
+    is; configurations without a record are left out.
+    """
+    from nnunet_dicephi.demo import left_out_since, validation_trend
+    from nnunet_dicephi.evaluation import VALIDATION_FILE, read_validation_record
+
+    out = {}
+    for configuration, folder in fold_folders.items():
+        record_file = folder / VALIDATION_FILE
+        if record_file.is_file():
+            trend = validation_trend(read_validation_record(record_file), validation_types)
+            since = left_out_since(trend)
+            out[configuration] = (None if since is None else since + 1, len(trend["epochs"]))
+    return out
+
+
+def _timeline(means: Mapping[str, Mapping[str, float]], left_out: Mapping[str, tuple]) -> list[dict]:
+    points = []
+    for configuration in sorted(means):
+        loss = parse_trainer_name(configuration.split("__")[0])
+        if configuration in left_out and loss.phi == "I" and "_bs" not in configuration.split("__")[1]:
+            epoch, epochs = left_out[configuration]
+            seed = loss.seed if loss.seed is not None else 0
+            points.append({"eps": float(loss.eps_nr), "epochs": epochs, "seed": seed, "left_out_from": epoch})
+    return sorted(points, key=lambda p: (p["epochs"], p["eps"], p["seed"]))
 
 
 def _half_by_length(points: Sequence[Mapping], reference: float, predicted: Mapping) -> list[dict]:
@@ -285,6 +326,17 @@ def markdown(rows: Sequence[dict]) -> str:
                 f"| {r['dataset']} | {h['epochs']} | {_number(low)}–{_number(high)} ({_number(r['eps_half_I'])}) "
                 f"| {shown} | {'yes' if h['inside'] else 'no'} | {ratio} |"
             )
+    timed = [r for r in rows if r.get("timeline")]
+    if timed:
+        lines += ["", "| regime | epochs | ε: type B left out of the validation images from epoch … |", "|---|---|---|"]
+        for r in timed:
+            for epochs in sorted({p["epochs"] for p in r["timeline"]}):
+                shown = ", ".join(
+                    f"{_number(p['eps'])}: {'—' if p['left_out_from'] is None else p['left_out_from']}"
+                    for p in r["timeline"]
+                    if p["epochs"] == epochs
+                )
+                lines.append(f"| {r['dataset']} | {epochs} | {shown} |")
     batch_rows = [r for r in rows if r["sweep_BI"]]
     if batch_rows:
         lines += [
@@ -342,7 +394,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         base = min(plans, key=len)  # the sweep's plans; the B sweep's are <plans>_bs<B>
         configuration = next(iter(means)).split("__")[2]
         prediction = _predict(str(dataset.id), configuration, str(dataset.folds[0]), base, environ)
-        rows.append(regime(prediction, means))
+        results = Path(environ["nnUNet_results"]) / raw.name
+        folds = {conf: results / conf / f"fold_{dataset.folds[0]}" for conf in means}
+        validation_types = json.loads((raw / "lesion_types.json").read_text())["val"]
+        rows.append(regime(prediction, means, left_out_epochs(folds, validation_types)))
     print(json.dumps(rows, indent=2) if args.json else markdown(rows))
     return 0
 

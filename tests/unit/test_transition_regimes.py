@@ -161,3 +161,29 @@ def test_each_other_training_length_gets_its_own_half_way_eps_against_its_own_or
     shown = script.markdown([row])
     assert "| Dataset973_ToyTransitionEmpty1In2 | 44 | 2.9–10 (5.3) | ≤ 3 | no | — |" in shown
     assert "| Dataset973_ToyTransitionEmpty1In2 | 66 | 2.9–10 (5.3) | 3.2 | yes | ×0.59 |" in shown
+
+
+def test_the_timeline_reads_when_type_b_left_the_validation_images_from_the_trainers_record(tmp_path):
+    import numpy as np
+
+    from nnunet_dicephi.evaluation import append_validation_record
+
+    types = {"v0": "A", "v1": "B"}
+    folds = {}
+    # per epoch [tp, fp, fn] of type B's case: segmented (DSC 0.9), left out at epoch 3, back, left out from 5
+    b_counts = [(9, 1, 1), (9, 1, 1), (0, 0, 10), (9, 1, 1), (0, 0, 10), (0, 1, 10)]
+    for trainer, left_out in (("TrainerDiceI_eps1e1", True), ("TrainerDiceI", False)):
+        conf = _conf(trainer)
+        folds[conf] = tmp_path / conf / "fold_0"
+        folds[conf].mkdir(parents=True)
+        for epoch, b in enumerate(b_counts):
+            counts_b = b if left_out else (9, 1, 1)
+            cases = {"v0": np.array([[9], [1], [1]]), "v1": np.array([[counts_b[0]], [counts_b[1]], [counts_b[2]]])}
+            append_validation_record(folds[conf] / "dicephi_validation.jsonl", epoch, cases)
+    folds[_conf("TrainerDiceI_eps1e2")] = tmp_path / "none"  # no record: not in the timeline
+    left_out = script.left_out_epochs(folds, types)
+    assert left_out == {_conf("TrainerDiceI_eps1e1"): (5, 6), _conf("TrainerDiceI"): (None, 6)}
+    means = {conf: {"B": 0.5} for conf in folds}
+    row = script.regime(_prediction(), means, left_out)
+    assert [(p["eps"], p["left_out_from"]) for p in row["timeline"]] == [(1e-7, None), (10.0, 5)]
+    assert "| Dataset973_ToyTransitionEmpty1In2 | 6 | 1e-07: —, 10: 5 |" in script.markdown([row])
