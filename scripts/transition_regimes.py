@@ -180,7 +180,7 @@ def regime(
         }
         for eps, epochs, per_seed in sweeps["I_other"]
     ]
-    row["longer_half_I"] = _half_by_length(row["longer_I"], reference, predicted)
+    row["longer_half_I"] = _half_by_length(row["longer_I"], reference, predicted, prediction["model"])
     row["timeline"] = _timeline(means, left_out or {})
     retained_at = dict(zip(predicted["curve"]["batch_size"], predicted["curve"]["retained_BI"]))
     for x, per_seed in sweeps["BI"]:
@@ -230,11 +230,50 @@ def _timeline(means: Mapping[str, Mapping[str, float]], left_out: Mapping[str, t
     return sorted(points, key=lambda p: (p["epochs"], p["eps"], p["seed"]))
 
 
-def _half_by_length(points: Sequence[Mapping], reference: float, predicted: Mapping) -> list[dict]:
+REFERENCE_SCHEDULE = (22, 40, 1e-2)
+"""Epochs, iterations per epoch and initial learning rate of the sweep on which ``advise``'s ρ½ was
+read (examples/transition.toml)."""
+
+
+def lr_weighted_steps(epochs: int, iterations: int, lr: float) -> float:
+    """Σ over the training's iterations of nnU-Net's learning rate (poly: lr·(1 − epoch/epochs)^0.9)."""
+    return iterations * lr * sum((1 - t / epochs) ** 0.9 for t in range(epochs))
+
+
+def schedule_factor(epochs: int, iterations: int = 40, lr: float = 1e-2) -> float:
+    """How much more learning-rate-weighted training than the reference schedule (1 at 22 × 40 at 1e-2)."""
+    return lr_weighted_steps(epochs, iterations, lr) / lr_weighted_steps(*REFERENCE_SCHEDULE)
+
+
+def _crossing(xs: Sequence[float], ys: Sequence[float], level: float) -> float | None:
+    """The first x at which ``ys`` reaches ``level`` from below, linear in log x; None when it never does."""
+    for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
+        if y0 < level <= y1:
+            return math.exp(math.log(x0) + (level - y0) / (y1 - y0) * (math.log(x1) - math.log(x0)))
+    return None
+
+
+def window_at(predicted: Mapping, model: Mapping, factor: float) -> tuple[float | None, float | None, float | None]:
+    """The predicted window and half-way ε under the time law, at ``factor`` times the reference training.
+
+    The law (measured on the regimes' validation records, docs/studies.md): the empty maps are
+    learned once the learning-rate-weighted push, ρ times the training, reaches a fixed amount, so
+    that every ρ threshold of the model (ρ½ and the window's edges) scales as 1/factor. The ε are
+    read off ``advise``'s curve of ρ against ε; None where ρ never reaches the threshold.
+    """
+    curve = predicted["curve"]
+    rho_half, k = model["rho_half"] / factor, model["steepness"]
+    odds_low = (1 / model["segmented"] - 1) ** (1 / k)  # R = 0.9: ρ = ρ½·(1/9)^(1/k)
+    odds_high = (1 / model["left_out"] - 1) ** (1 / k)
+    return tuple(_crossing(curve["eps"], curve["push_ratio_I"], rho_half * odds) for odds in (odds_low, 1.0, odds_high))
+
+
+def _half_by_length(points: Sequence[Mapping], reference: float, predicted: Mapping, model: Mapping) -> list[dict]:
     """The half-way ε of each other training length whose sweep has two ε or more.
 
     The level is half the DSC B at ε ≈ 0 of that length when it was trained, else of the sweep's
-    length (``reference``): at ε ≈ 0 the empty maps are ignored at any length.
+    length (``reference``): at ε ≈ 0 the empty maps are ignored at any length. Beside it, the window
+    the time law predicts at that length (:func:`window_at`; 40 iterations at 1e-2 per epoch).
     """
     by_length: dict[int, list[Mapping]] = defaultdict(list)
     for point in points:
@@ -249,14 +288,22 @@ def _half_by_length(points: Sequence[Mapping], reference: float, predicted: Mapp
         if len(own) < 2:
             continue
         measured, censored = half_way([p["eps"] for p in own], [p["dsc_B"] for p in own], level)
+        factor = schedule_factor(epochs)
+        at_low, at_half, at_high = window_at(predicted, model, factor)
+        found = measured is not None and not censored
         out.append(
             {
                 "epochs": epochs,
                 "eps": [p["eps"] for p in own],
                 "measured_half_I": measured,
                 "censored": censored,
-                "inside": bool(measured is not None and not censored and low <= measured <= high),
-                "ratio": measured / predicted["eps_half_I"] if measured is not None and not censored else None,
+                "inside": bool(found and low <= measured <= high),
+                "ratio": measured / predicted["eps_half_I"] if found else None,
+                "schedule_factor": factor,
+                "eps_window_I_at_length": [at_low, at_high],
+                "eps_half_I_at_length": at_half,
+                "inside_at_length": bool(found and at_low and at_high and at_low <= measured <= at_high),
+                "ratio_at_length": measured / at_half if found and at_half else None,
             }
         )
     return out
@@ -315,16 +362,20 @@ def markdown(rows: Sequence[dict]) -> str:
     if halves:
         lines += [
             "",
-            "| regime | epochs | predicted window (half) | measured half-way ε | inside | measured / predicted |",
-            "|---|---|---|---|---|---|",
+            "| regime | epochs | predicted window (half) | inside | × training | window at this length (half) "
+            "| measured half-way ε | inside | measured / predicted |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for r, h in halves:
             low, high = r["eps_window_I"]
+            at_low, at_high = h["eps_window_I_at_length"]
             shown = _censored(h["measured_half_I"], h["censored"], h["eps"][-1])
-            ratio = "—" if h["ratio"] is None else f"×{h['ratio']:.2f}"
+            ratio = "—" if h["ratio_at_length"] is None else f"×{h['ratio_at_length']:.2f}"
             lines.append(
                 f"| {r['dataset']} | {h['epochs']} | {_number(low)}–{_number(high)} ({_number(r['eps_half_I'])}) "
-                f"| {shown} | {'yes' if h['inside'] else 'no'} | {ratio} |"
+                f"| {'yes' if h['inside'] else 'no'} | {h['schedule_factor']:.2f} "
+                f"| {_number(at_low)}–{_number(at_high)} ({_number(h['eps_half_I_at_length'])}) "
+                f"| {shown} | {'yes' if h['inside_at_length'] else 'no'} | {ratio} |"
             )
     timed = [r for r in rows if r.get("timeline")]
     if timed:

@@ -43,6 +43,7 @@ def _prediction():
     return {
         "dataset": "Dataset973_ToyTransitionEmpty1In2",
         "batch_size": 3,
+        "model": {"rho_half": 0.5, "steepness": 4.0, "segmented": 0.9, "left_out": 0.1},
         "classes": [
             {
                 "name": "lesion",
@@ -54,6 +55,7 @@ def _prediction():
                 "min_batch_BI": 4,
                 "curve": {
                     "eps": [1e-6, 1.0, 10.0, 100.0],
+                    "push_ratio_I": [1e-7, 0.2, 2.0, 1.5],
                     "retained_I": [1.0, 0.9, 0.3, 0.0],
                     "batch_size": [1, 2, 3, 4],
                     "retained_BI": [1.0, 0.5, 0.16, 0.08],
@@ -159,8 +161,18 @@ def test_each_other_training_length_gets_its_own_half_way_eps_against_its_own_or
     assert sixty_six["measured_half_I"] == pytest.approx(10**0.5) and sixty_six["inside"]  # 0.8 → 0.0: level 0.4
     assert sixty_six["ratio"] == pytest.approx(10**0.5 / 5.35)
     shown = script.markdown([row])
-    assert "| Dataset973_ToyTransitionEmpty1In2 | 44 | 2.9–10 (5.3) | ≤ 3 | no | — |" in shown
-    assert "| Dataset973_ToyTransitionEmpty1In2 | 66 | 2.9–10 (5.3) | 3.2 | yes | ×0.59 |" in shown
+    at_low, at_half, at_high = script.window_at(
+        _prediction()["classes"][0], _prediction()["model"], script.schedule_factor(66)
+    )
+    assert sixty_six["eps_window_I_at_length"] == [pytest.approx(at_low), pytest.approx(at_high)]
+    assert sixty_six["schedule_factor"] == pytest.approx(2.917, abs=1e-3) and at_high < 10**0.5
+    assert not sixty_six["inside_at_length"] and sixty_six["ratio_at_length"] == pytest.approx(10**0.5 / at_half)
+    assert "| Dataset973_ToyTransitionEmpty1In2 | 44 | 2.9–10 (5.3) | no | 1.96 |" in shown
+    assert "| ≤ 3 | no | — |" in shown
+    assert (
+        "| Dataset973_ToyTransitionEmpty1In2 | 66 | 2.9–10 (5.3) | yes | 2.92 | 0.00093–1.1 (0.14) | 3.2 | no |"
+        in shown
+    )
 
 
 def test_the_timeline_reads_when_type_b_left_the_validation_images_from_the_trainers_record(tmp_path):
@@ -187,3 +199,23 @@ def test_the_timeline_reads_when_type_b_left_the_validation_images_from_the_trai
     row = script.regime(_prediction(), means, left_out)
     assert [(p["eps"], p["left_out_from"]) for p in row["timeline"]] == [(1e-7, None), (10.0, 5)]
     assert "| Dataset973_ToyTransitionEmpty1In2 | 6 | 1e-07: —, 10: 5 |" in script.markdown([row])
+
+
+def test_the_schedule_factor_weighs_iterations_by_nnunets_poly_learning_rate():
+    assert script.schedule_factor(22) == pytest.approx(1.0)
+    assert script.schedule_factor(22, 80) == pytest.approx(2.0) == script.schedule_factor(22, 40, 2e-2)
+    poly = [sum((1 - t / e) ** 0.9 for t in range(e)) for e in (22, 66)]
+    assert script.schedule_factor(66) == pytest.approx(poly[1] / poly[0]) == pytest.approx(2.917, abs=1e-3)
+
+
+def test_the_window_at_another_length_scales_every_rho_threshold_by_the_inverse_of_the_training():
+    prediction = _prediction()
+    (predicted,) = prediction["classes"]
+    # twice the training: ρ½ = 0.25, edges 0.25·9^(∓¼); the curve ρ = 1e-7, 0.2, 2.0 at ε = 1e-6, 1, 10
+    low, half, high = script.window_at(predicted, prediction["model"], 2.0)
+    edge = 9**0.25
+    assert half == pytest.approx(10 ** ((0.25 - 0.2) / 1.8))
+    assert low == pytest.approx(10 ** (-6 + 6 * (0.25 / edge - 1e-7) / (0.2 - 1e-7)))
+    assert high == pytest.approx(10 ** ((0.25 * edge - 0.2) / 1.8))
+    # a tenth of the training: ρ½ = 5, beyond the curve's largest ρ (2.0): never reached
+    assert script.window_at(predicted, prediction["model"], 0.1) == (None, None, None)
