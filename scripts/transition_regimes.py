@@ -34,6 +34,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from nnunet_dicephi.analysis.advise import schedule_factor
 from nnunet_dicephi.loss_config import HEURISTIC, parse_trainer_name
 
 CLASS = "lesion"
@@ -70,7 +71,8 @@ def members(
     """The configurations as sweep points, ascending: ``{"I": [(ε, {seed: dsc})], "BI": [(B, {seed: dsc})]}``.
 
     The sweeps are the trainings of the most common length; Φ = I trained longer or shorter goes to
-    ``"I_other"`` as ``(ε, epochs, {seed: dsc})`` (the check of what the training length does).
+    ``"I_other"`` as ``(ε, (epochs, iterations, lr), {seed: dsc})`` (the check of what the training
+    length does; nnU-Net's 250 iterations where the name gives none).
     """
     losses = {conf: parse_trainer_name(conf.split("__")[0]) for conf in means}
     lengths = [loss.epochs for loss in losses.values()]
@@ -83,15 +85,24 @@ def members(
         seed = loss.seed if loss.seed is not None else 0
         if loss.epochs != usual:
             if loss.phi == "I" and "_bs" not in plans:
-                points["I_other"][(float(loss.eps_nr), loss.epochs)][seed] = dict(dsc)
+                schedule = (loss.epochs or 1000, loss.iterations or 250, loss.initial_lr)
+                points["I_other"][(float(loss.eps_nr), schedule)][seed] = dict(dsc)
         elif loss.phi == "I" and "_bs" not in plans:
             points["I"][float(loss.eps_nr)][seed] = dict(dsc)
         elif loss.phi == "BI":
             batch = int(plans.rsplit("_bs", 1)[1]) if "_bs" in plans else plans_batch
             points["BI"][float(batch)][seed] = dict(dsc)
     out = {phi: sorted(p.items()) for phi, p in points.items() if phi != "I_other"}
-    out["I_other"] = [(eps, epochs, per_seed) for (eps, epochs), per_seed in sorted(points["I_other"].items())]
+    out["I_other"] = [(eps, schedule, per_seed) for (eps, schedule), per_seed in sorted(points["I_other"].items())]
     return out
+
+
+def sweep_trainer(means: Mapping[str, Mapping[str, float]]) -> str:
+    """A trainer of the Φ = I sweep (the most common length), for ``advise -tr``: the training it models."""
+    losses = {conf.split("__")[0]: parse_trainer_name(conf.split("__")[0]) for conf in means}
+    lengths = [loss.epochs for loss in losses.values()]
+    usual = max(set(lengths), key=lengths.count)
+    return min(name for name, loss in losses.items() if loss.epochs == usual and loss.phi == "I")
 
 
 def _on_curve(xs: Sequence[float], ys: Sequence[float], x: float) -> float | None:
@@ -171,14 +182,16 @@ def regime(
     row["longer_I"] = [
         {
             "eps": eps,
-            "epochs": epochs,
+            "epochs": schedule[0],
+            "iterations": schedule[1],
+            "lr": schedule[2],
             "seeds": sorted(per_seed),
             "dsc_A": _mean(per_seed, "A"),
             "dsc_B": _mean(per_seed, "B"),
             "kept": _mean(per_seed, "B") / reference,
             "predicted": _on_curve(curve["eps"], curve["retained_I"], eps),
         }
-        for eps, epochs, per_seed in sweeps["I_other"]
+        for eps, schedule, per_seed in sweeps["I_other"]
     ]
     row["longer_half_I"] = _half_by_length(row["longer_I"], reference, predicted, prediction["model"])
     row["timeline"] = _timeline(means, left_out or {})
@@ -230,21 +243,6 @@ def _timeline(means: Mapping[str, Mapping[str, float]], left_out: Mapping[str, t
     return sorted(points, key=lambda p: (p["epochs"], p["eps"], p["seed"]))
 
 
-REFERENCE_SCHEDULE = (22, 40, 1e-2)
-"""Epochs, iterations per epoch and initial learning rate of the sweep on which ``advise``'s ρ½ was
-read (examples/transition.toml)."""
-
-
-def lr_weighted_steps(epochs: int, iterations: int, lr: float) -> float:
-    """Σ over the training's iterations of nnU-Net's learning rate (poly: lr·(1 − epoch/epochs)^0.9)."""
-    return iterations * lr * sum((1 - t / epochs) ** 0.9 for t in range(epochs))
-
-
-def schedule_factor(epochs: int, iterations: int = 40, lr: float = 1e-2) -> float:
-    """How much more learning-rate-weighted training than the reference schedule (1 at 22 × 40 at 1e-2)."""
-    return lr_weighted_steps(epochs, iterations, lr) / lr_weighted_steps(*REFERENCE_SCHEDULE)
-
-
 def _crossing(xs: Sequence[float], ys: Sequence[float], level: float) -> float | None:
     """The first x at which ``ys`` reaches ``level`` from below, linear in log x; None when it never does."""
     for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
@@ -256,13 +254,15 @@ def _crossing(xs: Sequence[float], ys: Sequence[float], level: float) -> float |
 def window_at(predicted: Mapping, model: Mapping, factor: float) -> tuple[float | None, float | None, float | None]:
     """The predicted window and half-way ε under the time law, at ``factor`` times the reference training.
 
+    ``factor``: ``advise``'s :func:`~nnunet_dicephi.analysis.advise.schedule_factor`.
+
     The law (measured on the regimes' validation records, docs/studies.md): the empty maps are
     learned once the learning-rate-weighted push, ρ times the training, reaches a fixed amount, so
     that every ρ threshold of the model (ρ½ and the window's edges) scales as 1/factor. The ε are
     read off ``advise``'s curve of ρ against ε; None where ρ never reaches the threshold.
     """
     curve = predicted["curve"]
-    rho_half, k = model["rho_half"] / factor, model["steepness"]
+    rho_half, k = model.get("rho_half_reference", model["rho_half"]) / factor, model["steepness"]
     odds_low = (1 / model["segmented"] - 1) ** (1 / k)  # R = 0.9: ρ = ρ½·(1/9)^(1/k)
     odds_high = (1 / model["left_out"] - 1) ** (1 / k)
     return tuple(_crossing(curve["eps"], curve["push_ratio_I"], rho_half * odds) for odds in (odds_low, 1.0, odds_high))
@@ -273,14 +273,14 @@ def _half_by_length(points: Sequence[Mapping], reference: float, predicted: Mapp
 
     The level is half the DSC B at ε ≈ 0 of that length when it was trained, else of the sweep's
     length (``reference``): at ε ≈ 0 the empty maps are ignored at any length. Beside it, the window
-    the time law predicts at that length (:func:`window_at`; 40 iterations at 1e-2 per epoch).
+    the time law predicts at that length (:func:`window_at`).
     """
-    by_length: dict[int, list[Mapping]] = defaultdict(list)
+    by_length: dict[tuple, list[Mapping]] = defaultdict(list)
     for point in points:
-        by_length[point["epochs"]].append(point)
+        by_length[(point["epochs"], point["iterations"], point["lr"])].append(point)
     low, high = predicted["eps_window_I"]
     out = []
-    for epochs, own in sorted(by_length.items()):
+    for (epochs, iterations, lr), own in sorted(by_length.items()):
         own = sorted(own, key=lambda p: p["eps"])
         level = reference / 2
         if own[0]["eps"] < low / 100:  # trained at ε ≈ 0 too: its own reference
@@ -288,7 +288,7 @@ def _half_by_length(points: Sequence[Mapping], reference: float, predicted: Mapp
         if len(own) < 2:
             continue
         measured, censored = half_way([p["eps"] for p in own], [p["dsc_B"] for p in own], level)
-        factor = schedule_factor(epochs)
+        factor = schedule_factor(epochs, iterations, lr)
         at_low, at_half, at_high = window_at(predicted, model, factor)
         found = measured is not None and not censored
         out.append(
@@ -404,8 +404,9 @@ def markdown(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-def _predict(dataset: str, configuration: str, fold: str, plans: str, environ: Mapping[str, str]) -> dict:
-    command = ["nnunet-dicephi", "advise", dataset, configuration, fold, "-p", plans, "--json"]
+def _predict(dataset: str, configuration: str, fold: str, plans: str, trainer: str, environ: Mapping[str, str]) -> dict:
+    """``advise --json`` for the sweep's plans and a trainer of the sweep (its training length)."""
+    command = ["nnunet-dicephi", "advise", dataset, configuration, fold, "-p", plans, "-tr", trainer, "--json"]
     done = subprocess.run(command, env={**os.environ, **environ}, capture_output=True, text=True, check=False)
     if done.returncode:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr.strip()}")
@@ -444,7 +445,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         plans = {conf.split("__")[1] for conf in means}
         base = min(plans, key=len)  # the sweep's plans; the B sweep's are <plans>_bs<B>
         configuration = next(iter(means)).split("__")[2]
-        prediction = _predict(str(dataset.id), configuration, str(dataset.folds[0]), base, environ)
+        trainer = sweep_trainer(means)
+        prediction = _predict(str(dataset.id), configuration, str(dataset.folds[0]), base, trainer, environ)
         results = Path(environ["nnUNet_results"]) / raw.name
         folds = {conf: results / conf / f"fold_{dataset.folds[0]}" for conf in means}
         validation_types = json.loads((raw / "lesion_types.json").read_text())["val"]

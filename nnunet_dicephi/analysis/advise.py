@@ -60,6 +60,8 @@ from nnunet_dicephi.loss_config import DEFAULT_EPS
 
 __all__ = [
     "RHO_HALF",
+    "REFERENCE_SCHEDULE",
+    "TIME_LAW_CHECKED",
     "STEEPNESS",
     "SEGMENTED",
     "LEFT_OUT",
@@ -74,6 +76,8 @@ __all__ = [
     "empty_share",
     "labelled_volumes",
     "push_ratio_I",
+    "lr_weighted_steps",
+    "schedule_factor",
     "retained",
     "mixed_share",
     "push_ratio",
@@ -89,7 +93,15 @@ __all__ = [
 ]
 
 RHO_HALF = 0.5
-"""ρ at which half of a structure hidden in the empty maps stays segmented (the demo's transition)."""
+"""ρ at which half of a structure hidden in the empty maps stays segmented (the demo's transition), at
+the reference training :data:`REFERENCE_SCHEDULE`; at another length it is ``RHO_HALF / factor``
+(:func:`schedule_factor`, the time law)."""
+REFERENCE_SCHEDULE = (22, 40, 1e-2)
+"""Epochs, iterations per epoch and initial learning rate of the training on which :data:`RHO_HALF` was
+read (examples/transition.toml, nnU-Net's poly schedule)."""
+TIME_LAW_CHECKED = (1.0, 5.8)
+"""The range of trainings, as multiples of the reference, on which the time law was checked
+(docs/studies.md); outside it the window is an extrapolation, and ``advise`` says so."""
 STEEPNESS = 4.0
 """k of R(ρ) = 1 / (1 + (ρ/ρ½)^k): the window (R from 0.9 to 0.1) spans ρ from 0.29 to 0.87."""
 SEGMENTED = 0.9
@@ -241,6 +253,21 @@ def push_ratio_I(
     predicted = v_hat if fp is None else fp
     empty = e[:, 0] / (predicted + e[:, 0]) ** 2
     return (empty / background).reshape(shape)
+
+
+def lr_weighted_steps(epochs: int, iterations: int, initial_lr: float) -> float:
+    """Σ over a training's iterations of nnU-Net's learning rate, lr·(1 − epoch/epochs)^0.9 (poly)."""
+    return iterations * initial_lr * sum((1 - t / epochs) ** 0.9 for t in range(epochs))
+
+
+def schedule_factor(epochs: int, iterations: int, initial_lr: float) -> float:
+    """How many times the reference training (:data:`REFERENCE_SCHEDULE`) a schedule amounts to.
+
+    The time law (docs/advise.md): a structure hidden in the empty maps is left out once ρ times the
+    learning-rate-weighted training reaches a fixed amount, so ρ½ and the window's edges in ρ scale
+    as 1/factor.
+    """
+    return lr_weighted_steps(epochs, iterations, initial_lr) / lr_weighted_steps(*REFERENCE_SCHEDULE)
 
 
 def retained(rho: float | np.ndarray, *, rho_half: float = RHO_HALF, steepness: float = STEEPNESS) -> np.ndarray:
@@ -642,7 +669,8 @@ def evaluate(
                 eps_map, volume=mean_v, patch_voxels=sampling.patch_voxels, start_prediction=start, mixed=mixed
             )
         )
-        pushed = float(retained(rho0, rho_half=rho_half, steepness=steepness)) < 0.5
+        # the flood sets in at the start of training: judged at the reference training's ρ½
+        pushed = float(retained(rho0, rho_half=RHO_HALF, steepness=steepness)) < 0.5
         flood = "high" if e >= FLOOD_EMPTY_SHARE and not pushed else "low"
     collapse = 0.0 if setting.ce else collapse_ratio(e, 1 - r, 0.0 if setting.leaf else mixed)
 
@@ -1100,9 +1128,23 @@ def table_text(header: dict, predictions: Sequence[ClassPrediction]) -> str:
         f"B = {header['batch_size']} ({header['forced_slots']} foreground-forced), patch {header['patch_voxels']} "
         f"voxels, {header['training_cases']} training cases; deep-supervision outputs at {scales} of the voxels "
         "(ε scaled alike: ρ is the same at every output)",
-        f"model: ρ½ = {header['model']['rho_half']:g}, k = {header['model']['steepness']:g}; window: R from "
+        f"model: ρ½ = {header['model']['rho_half']:.3g}, k = {header['model']['steepness']:g}; window: R from "
         f"{SEGMENTED:g} (ignored) to {LEFT_OUT:g} (learned)",
     ]
+    schedule = header.get("schedule")
+    if schedule:
+        epochs, iterations, lr = REFERENCE_SCHEDULE
+        lines.append(
+            f"training: {schedule['epochs']} epochs × {schedule['iterations']} iterations at "
+            f"{schedule['initial_lr']:g} (-tr {header['trainer']}), {schedule['factor']:.3g} × the reference "
+            f"({epochs} × {iterations} at {lr:g}): "
+            f"ρ½ = {RHO_HALF:g} / {schedule['factor']:.3g} (the time law"
+            + (
+                ")"
+                if schedule["checked"]
+                else f", checked from ×{TIME_LAW_CHECKED[0]:g} to ×{TIME_LAW_CHECKED[1]:g}: here an extrapolation)"
+            )
+        )
     for p in predictions:
         q = p.volume_quantiles
         lines += [
@@ -1226,7 +1268,22 @@ def add_parser(verbs) -> None:
     p.add_argument("--json", action="store_true", help="print the prediction as JSON instead of the table")
 
 
+def _schedule(trainer) -> dict:
+    """The trainer's training length and where it stands against the reference (the time law)."""
+    epochs, iterations, lr = int(trainer.num_epochs), int(trainer.num_iterations_per_epoch), float(trainer.initial_lr)
+    factor = schedule_factor(epochs, iterations, lr)
+    low, high = TIME_LAW_CHECKED
+    return {
+        "epochs": epochs,
+        "iterations": iterations,
+        "initial_lr": lr,
+        "factor": factor,
+        "checked": low <= factor * (1 + 1e-9) and factor <= high * (1 + 1e-9),
+    }
+
+
 def _header(args, trainer, sampling: Sampling, cases: int) -> dict:
+    schedule = _schedule(trainer)
     return {
         "dataset": trainer.plans_manager.dataset_name,
         "configuration": args.configuration,
@@ -1239,8 +1296,12 @@ def _header(args, trainer, sampling: Sampling, cases: int) -> dict:
         "patch_voxels": sampling.patch_voxels,
         "training_cases": cases,
         "level_scales": list(sampling.level_scales),
+        "schedule": schedule,
         "model": {
-            "rho_half": RHO_HALF,
+            "rho_half": RHO_HALF / schedule["factor"],
+            "rho_half_reference": RHO_HALF,
+            "reference_schedule": list(REFERENCE_SCHEDULE),
+            "time_law_checked": list(TIME_LAW_CHECKED),
             "steepness": STEEPNESS,
             "segmented": SEGMENTED,
             "left_out": LEFT_OUT,
@@ -1291,7 +1352,7 @@ def run_advise(args: argparse.Namespace) -> int:
         return refuse("advise", f"cannot read dataset {args.dataset}: {error}")
     judged = Setting.from_trainer(args.trainer) is not None
     extra = [args.trainer] if judged else []
-    predictions = advise(classes, sampling, extra=extra)
+    predictions = advise(classes, sampling, extra=extra, rho_half=header["model"]["rho_half"])
     heuristic = record["heuristic_eps"]
     result = {
         **header,

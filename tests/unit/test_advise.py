@@ -387,8 +387,11 @@ def _run(argv):
 def test_advise_end_to_end(toy, tmp_path, capsys):
     base, volumes = toy
     figure = tmp_path / "advice.png"
-    assert _run(["977", "2d", "0", "--json", "-o", str(figure)]) == 0
+    # at the reference training (22 × 40 at 1e-2, where ρ½ = ½ was read)
+    assert _run(["977", "2d", "0", "-tr", "TrainerDiceIEps_ep22_it40_lr1e-2", "--json", "-o", str(figure)]) == 0
     result = json.loads(capsys.readouterr().out)
+    assert result["schedule"] == {"epochs": 22, "iterations": 40, "initial_lr": 0.01, "factor": 1.0, "checked": True}
+    assert result["model"]["rho_half"] == result["model"]["rho_half_reference"] == 0.5
     assert figure.is_file() and figure.stat().st_size > 0
     assert result["batch_size"] == 3 and result["forced_slots"] == 1 and result["patch_voxels"] == 32 * 32
     (lesion,) = result["classes"]
@@ -408,13 +411,23 @@ def test_advise_end_to_end(toy, tmp_path, capsys):
     assert lesion["intents"]["missing"]["advice"].startswith("the manifest declares")
     assert list((base / "dicephi_statistics").glob("nnUNetPlans_2d_fold0_maps_*.json"))  # cached
 
-    # a folder gets the figure, the JSON and the table; the table names the trainers
+    # a folder gets the figure, the JSON and the table; the table names the trainers. nnU-Net's
+    # 1000 × 250 iterations at the Dice presets' 1e-3: ρ½ over that many times the reference training
     out = tmp_path / "advice"
     assert _run(["977", "2d", "0", "-tr", "TrainerDiceI_eps3", "-o", str(out)]) == 0
     printed = capsys.readouterr().out
     assert {p.name for p in out.iterdir()} == {"advise.png", "advise.json", "advise.txt"}
     assert "TrainerDiceI_eps3 " in printed and "to learn maps that are truly empty" in printed
-    assert json.loads((out / "advise.json").read_text())["classes"][0]["eps_window_I"] == [low, high]
+    longer = json.loads((out / "advise.json").read_text())
+    factor = (250 * 1e-3 * sum((1 - t / 1000) ** 0.9 for t in range(1000))) / (
+        40 * 1e-2 * sum((1 - t / 22) ** 0.9 for t in range(22))
+    )
+    assert longer["schedule"]["factor"] == pytest.approx(factor) and not longer["schedule"]["checked"]
+    assert longer["model"]["rho_half"] == pytest.approx(0.5 / factor)
+    assert "here an extrapolation" in printed and "1000 epochs × 250 iterations at 0.001" in printed
+    longer_low, longer_high = longer["classes"][0]["eps_window_I"]
+    assert longer_high < low  # the whole window moved below the reference one (ρ ≈ linear in ε there)
+    assert longer_low * factor == pytest.approx(low, rel=0.15) and longer_high * factor == pytest.approx(high, rel=0.3)
     assert _run(["977", "2d", "0", "-o", str(out)]) == 2  # an earlier output needs --force
     assert "--force" in capsys.readouterr().err
 
@@ -425,3 +438,10 @@ def test_advise_refuses_bad_input_in_one_line(toy, capsys):
     assert _run(["977", "2d", "0", "-tr", "TrainerDiceQ"]) == 2
     assert _run(["978", "2d", "0"]) == 2
     assert "cannot read dataset 978" in capsys.readouterr().err
+
+
+def test_the_schedule_factor_weighs_iterations_by_nnunets_poly_learning_rate():
+    assert A.schedule_factor(22, 40, 1e-2) == pytest.approx(1.0)
+    assert A.schedule_factor(22, 80, 1e-2) == pytest.approx(2.0) == A.schedule_factor(22, 40, 2e-2)
+    poly = [sum((1 - t / e) ** 0.9 for t in range(e)) for e in (22, 66)]
+    assert A.schedule_factor(66, 40, 1e-2) == pytest.approx(poly[1] / poly[0]) == pytest.approx(2.917, abs=1e-3)

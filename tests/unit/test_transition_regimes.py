@@ -162,7 +162,7 @@ def test_each_other_training_length_gets_its_own_half_way_eps_against_its_own_or
     assert sixty_six["ratio"] == pytest.approx(10**0.5 / 5.35)
     shown = script.markdown([row])
     at_low, at_half, at_high = script.window_at(
-        _prediction()["classes"][0], _prediction()["model"], script.schedule_factor(66)
+        _prediction()["classes"][0], _prediction()["model"], script.schedule_factor(66, 40, 1e-2)
     )
     assert sixty_six["eps_window_I_at_length"] == [pytest.approx(at_low), pytest.approx(at_high)]
     assert sixty_six["schedule_factor"] == pytest.approx(2.917, abs=1e-3) and at_high < 10**0.5
@@ -199,13 +199,6 @@ def test_the_timeline_reads_when_type_b_left_the_validation_images_from_the_trai
     row = script.regime(_prediction(), means, left_out)
     assert [(p["eps"], p["left_out_from"]) for p in row["timeline"]] == [(1e-7, None), (10.0, 5)]
     assert "| Dataset973_ToyTransitionEmpty1In2 | 6 | 1e-07: —, 10: 5 |" in script.markdown([row])
-
-
-def test_the_schedule_factor_weighs_iterations_by_nnunets_poly_learning_rate():
-    assert script.schedule_factor(22) == pytest.approx(1.0)
-    assert script.schedule_factor(22, 80) == pytest.approx(2.0) == script.schedule_factor(22, 40, 2e-2)
-    poly = [sum((1 - t / e) ** 0.9 for t in range(e)) for e in (22, 66)]
-    assert script.schedule_factor(66) == pytest.approx(poly[1] / poly[0]) == pytest.approx(2.917, abs=1e-3)
 
 
 def test_the_window_at_another_length_scales_every_rho_threshold_by_the_inverse_of_the_training():
