@@ -639,7 +639,8 @@ def evaluate(
     # margin: the factor by which the setting's knob clears the window's nearer edge
     eps_map = eps if per_map else eps / _maps_per_subset(setting.phi, maps, b, loss_classes)
     margin, of = None, "rho"
-    if setting.phi == "I" and not setting.leaf and window is not None:
+    # with the background in the loss its own term adds a push that no ε removes: the margin is in ρ
+    if setting.phi == "I" and not setting.leaf and not include_bg and window is not None:
         of = "eps"
         if state == "learned":
             margin = eps_map / window[1]

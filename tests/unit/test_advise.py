@@ -140,6 +140,10 @@ def test_verdicts_on_the_demo_and_on_a_rare_class():
     by = {v.trainer: v for v in rare.verdicts}
     assert by["TrainerDiceI"].flood == "high" and by["TrainerDiceIEps"].flood == "high"
     assert by["TrainerDiceI_bg"].flood == "none" and by["TrainerDiceI_bg"].state == "ignored"
+    # the background's own term pushes whatever ε is: the margin is the ρ window's lower edge over ρ
+    bg = by["TrainerDiceI_bg"]
+    assert bg.margin_of == "rho" and bg.margin == pytest.approx(0.5 * 9**-0.25 / bg.push_ratio)
+    assert bg.push_ratio == pytest.approx(2 * 17 / 4096, rel=0.01)  # 2V̄/N, the empty maps' own push ≈ 0
     assert by["TrainerDiceIEps"].collapse == pytest.approx(4.0, rel=0.02)  # e/(1 − e) = 4
     assert rare.intents["missing"]["trainers"][0] == "TrainerDiceI_bg"
 
