@@ -34,7 +34,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from nnunet_dicephi.analysis.advise import schedule_factor
+from nnunet_dicephi.analysis.advise import REFERENCE_SCHEDULE, lr_weighted_steps, schedule_factor
 from nnunet_dicephi.loss_config import HEURISTIC, parse_trainer_name
 
 CLASS = "lesion"
@@ -194,7 +194,7 @@ def regime(
         for eps, schedule, per_seed in sweeps["I_other"]
     ]
     row["longer_half_I"] = _half_by_length(row["longer_I"], reference, predicted, prediction["model"])
-    row["timeline"] = _timeline(means, left_out or {})
+    row["timeline"] = _timeline(means, left_out or {}, curve)
     retained_at = dict(zip(predicted["curve"]["batch_size"], predicted["curve"]["retained_BI"]))
     for x, per_seed in sweeps["BI"]:
         dsc_b = _mean(per_seed, "B")
@@ -232,14 +232,31 @@ def left_out_epochs(fold_folders: Mapping[str, Path], validation_types: Mapping[
     return out
 
 
-def _timeline(means: Mapping[str, Mapping[str, float]], left_out: Mapping[str, tuple]) -> list[dict]:
+def _timeline(
+    means: Mapping[str, Mapping[str, float]], left_out: Mapping[str, tuple], curve: Mapping | None = None
+) -> list[dict]:
+    """When each Φ = I run left type B out, and the push it had received by then (the time law).
+
+    ``amount``: ρ (``advise``'s curve at the run's ε) times the learning-rate-weighted training up to
+    that epoch, in reference trainings; under the time law it is about the same for every run of a
+    regime (docs/advise.md).
+    """
     points = []
+    reference = lr_weighted_steps(*REFERENCE_SCHEDULE)
     for configuration in sorted(means):
         loss = parse_trainer_name(configuration.split("__")[0])
         if configuration in left_out and loss.phi == "I" and "_bs" not in configuration.split("__")[1]:
             epoch, epochs = left_out[configuration]
+            eps = float(loss.eps_nr)
+            rho = _on_curve(curve["eps"], curve["push_ratio_I"], eps) if curve else None
+            amount = None
+            if epoch is not None and rho is not None:
+                elapsed = lr_weighted_steps(loss.epochs or epochs, loss.iterations or 250, loss.initial_lr, epoch)
+                amount = rho * elapsed / reference
             seed = loss.seed if loss.seed is not None else 0
-            points.append({"eps": float(loss.eps_nr), "epochs": epochs, "seed": seed, "left_out_from": epoch})
+            points.append(
+                {"eps": eps, "epochs": epochs, "seed": seed, "left_out_from": epoch, "rho": rho, "amount": amount}
+            )
     return sorted(points, key=lambda p: (p["epochs"], p["eps"], p["seed"]))
 
 
@@ -379,11 +396,17 @@ def markdown(rows: Sequence[dict]) -> str:
             )
     timed = [r for r in rows if r.get("timeline")]
     if timed:
-        lines += ["", "| regime | epochs | ε: type B left out of the validation images from epoch … |", "|---|---|---|"]
+        lines += [
+            "",
+            "| regime | epochs | ε: type B left out of the validation images from epoch … (ρ · S/S_ref by then) |",
+            "|---|---|---|",
+        ]
         for r in timed:
             for epochs in sorted({p["epochs"] for p in r["timeline"]}):
                 shown = ", ".join(
-                    f"{_number(p['eps'])}: {'—' if p['left_out_from'] is None else p['left_out_from']}"
+                    f"{_number(p['eps'])}: "
+                    + ("—" if p["left_out_from"] is None else f"{p['left_out_from']}")
+                    + ("" if p["amount"] is None else f" ({p['amount']:.2f})")
                     for p in r["timeline"]
                     if p["epochs"] == epochs
                 )

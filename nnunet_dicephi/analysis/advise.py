@@ -255,9 +255,13 @@ def push_ratio_I(
     return (empty / background).reshape(shape)
 
 
-def lr_weighted_steps(epochs: int, iterations: int, initial_lr: float) -> float:
-    """Σ over a training's iterations of nnU-Net's learning rate, lr·(1 − epoch/epochs)^0.9 (poly)."""
-    return iterations * initial_lr * sum((1 - t / epochs) ** 0.9 for t in range(epochs))
+def lr_weighted_steps(epochs: int, iterations: int, initial_lr: float, elapsed: int | None = None) -> float:
+    """Σ over a training's iterations of nnU-Net's learning rate, lr·(1 − epoch/epochs)^0.9 (poly).
+
+    ``elapsed``: over its first ``elapsed`` epochs only (all of them by default).
+    """
+    done = epochs if elapsed is None else min(elapsed, epochs)
+    return iterations * initial_lr * sum((1 - t / epochs) ** 0.9 for t in range(done))
 
 
 def schedule_factor(epochs: int, iterations: int, initial_lr: float) -> float:

@@ -449,3 +449,7 @@ def test_the_schedule_factor_weighs_iterations_by_nnunets_poly_learning_rate():
     assert A.schedule_factor(22, 80, 1e-2) == pytest.approx(2.0) == A.schedule_factor(22, 40, 2e-2)
     poly = [sum((1 - t / e) ** 0.9 for t in range(e)) for e in (22, 66)]
     assert A.schedule_factor(66, 40, 1e-2) == pytest.approx(poly[1] / poly[0]) == pytest.approx(2.917, abs=1e-3)
+    # the first epochs of a training: the poly rate of those epochs alone, never past the end
+    first = 40 * 1e-2 * sum((1 - t / 66) ** 0.9 for t in range(5))
+    assert A.lr_weighted_steps(66, 40, 1e-2, 5) == pytest.approx(first)
+    assert A.lr_weighted_steps(66, 40, 1e-2, 500) == A.lr_weighted_steps(66, 40, 1e-2)

@@ -198,7 +198,11 @@ def test_the_timeline_reads_when_type_b_left_the_validation_images_from_the_trai
     means = {conf: {"B": 0.5} for conf in folds}
     row = script.regime(_prediction(), means, left_out)
     assert [(p["eps"], p["left_out_from"]) for p in row["timeline"]] == [(1e-7, None), (10.0, 5)]
-    assert "| Dataset973_ToyTransitionEmpty1In2 | 6 | 1e-07: —, 10: 5 |" in script.markdown([row])
+    # the push by then: ρ = 2.0 at ε = 10 (the curve) times 5 of the 22 epochs' poly learning rate
+    poly = [(1 - t / 22) ** 0.9 for t in range(22)]
+    assert row["timeline"][1]["amount"] == pytest.approx(2.0 * sum(poly[:5]) / sum(poly))
+    assert row["timeline"][0]["amount"] is None
+    assert "| Dataset973_ToyTransitionEmpty1In2 | 6 | 1e-07: —, 10: 5 (0.76) |" in script.markdown([row])
 
 
 def test_the_window_at_another_length_scales_every_rho_threshold_by_the_inverse_of_the_training():
