@@ -38,9 +38,12 @@ like one map at ε/m). A structure hidden in the empty maps stays segmented in t
 
     R(\rho) = \frac{1}{1 + (\rho / \rho_{1/2})^k}, \qquad \rho_{1/2} = \tfrac12,\ k = 4,
 
-calibrated on the demo's measured transition (docs/studies.md); the window is R from 0.9 (segmented)
-to 0.1 (left out). Every function here is a pure function of numbers; :func:`read_class_maps` and the
-verb read them from a dataset fold, through the trainers' own data and sampling model.
+calibrated on the demo's measured transition (docs/studies.md) at the reference training, 22 epochs ×
+40 iterations at 1e-2; the window is R from 0.9 (segmented) to 0.1 (left out). A training with
+``factor`` times the reference's learning-rate-weighted iterations has ρ½ / factor (the time law,
+:func:`schedule_factor`): the verb reads the trainer's schedule. Every function here is a pure
+function of numbers; :func:`read_class_maps` and the verb read them from a dataset fold, through the
+trainers' own data and sampling model.
 """
 
 from __future__ import annotations
