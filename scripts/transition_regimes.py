@@ -75,8 +75,7 @@ def members(
     length does; nnU-Net's 250 iterations where the name gives none).
     """
     losses = {conf: parse_trainer_name(conf.split("__")[0]) for conf in means}
-    lengths = [loss.epochs for loss in losses.values()]
-    usual = max(set(lengths), key=lengths.count) if lengths else None
+    usual = _usual_length(losses.values())
     points: dict = {"I": defaultdict(dict), "BI": defaultdict(dict), "I_other": defaultdict(dict)}
     for configuration, dsc in means.items():
         plans, loss = configuration.split("__")[1], losses[configuration]
@@ -85,8 +84,7 @@ def members(
         seed = loss.seed if loss.seed is not None else 0
         if loss.epochs != usual:
             if loss.phi == "I" and "_bs" not in plans:
-                schedule = (loss.epochs or 1000, loss.iterations or 250, loss.initial_lr)
-                points["I_other"][(float(loss.eps_nr), schedule)][seed] = dict(dsc)
+                points["I_other"][(float(loss.eps_nr), _schedule(loss))][seed] = dict(dsc)
         elif loss.phi == "I" and "_bs" not in plans:
             points["I"][float(loss.eps_nr)][seed] = dict(dsc)
         elif loss.phi == "BI":
@@ -97,11 +95,21 @@ def members(
     return out
 
 
+def _usual_length(losses) -> int | None:
+    """The most common number of epochs among ``losses``: the sweeps' training length."""
+    lengths = [loss.epochs for loss in losses]
+    return max(set(lengths), key=lengths.count) if lengths else None
+
+
+def _schedule(loss) -> tuple[int, int, float]:
+    """Epochs, iterations per epoch and initial rate a trainer trains with (nnU-Net's 1000 × 250 by default)."""
+    return loss.epochs or 1000, loss.iterations or 250, loss.initial_lr
+
+
 def sweep_trainer(means: Mapping[str, Mapping[str, float]]) -> str:
     """A trainer of the Φ = I sweep (the most common length), for ``advise -tr``: the training it models."""
     losses = {conf.split("__")[0]: parse_trainer_name(conf.split("__")[0]) for conf in means}
-    lengths = [loss.epochs for loss in losses.values()]
-    usual = max(set(lengths), key=lengths.count)
+    usual = _usual_length(losses.values())
     return min(name for name, loss in losses.items() if loss.epochs == usual and loss.phi == "I")
 
 
@@ -251,7 +259,7 @@ def _timeline(
             rho = _on_curve(curve["eps"], curve["push_ratio_I"], eps) if curve else None
             amount = None
             if epoch is not None and rho is not None:
-                elapsed = lr_weighted_steps(loss.epochs or epochs, loss.iterations or 250, loss.initial_lr, epoch)
+                elapsed = lr_weighted_steps(*_schedule(loss), epoch)
                 amount = rho * elapsed / reference
             seed = loss.seed if loss.seed is not None else 0
             points.append(
