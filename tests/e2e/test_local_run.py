@@ -148,7 +148,7 @@ def test_a_bad_spec_is_refused_before_anything_runs(tmp_path):
     assert "TrainerDiceQ" in result.stderr and not (tmp_path / "bad").exists()
 
 
-def one_dataset_per_configuration(text: str) -> str:
+def trimmed_for_smoke(text: str) -> str:
     """The spec with every code path at a fraction of the time.
 
     Only the first ``[[dataset]]`` of each ``configurations`` list is kept; in each sweep the first
@@ -177,11 +177,11 @@ def _ends_and_names(values: str) -> list[str]:
 
 def test_the_smoke_trim_keeps_every_configuration_the_ends_of_each_eps_sweep_and_one_seed():
     text = (ROOT / "examples" / "transition.toml").read_text("utf-8")
-    trimmed = tomllib.loads(one_dataset_per_configuration(text))
+    trimmed = tomllib.loads(trimmed_for_smoke(text))
     sweeps = trimmed["dataset"][0]["sweep"]
     assert sweeps[0]["eps"] == [1e-7, "H", 1000] and sweeps[0]["seeds"] == [0]
     assert sweeps[1]["batch_sizes"] == [1, 2, 4]
-    regimes = tomllib.loads(one_dataset_per_configuration((ROOT / "examples" / "transition_regimes.toml").read_text()))
+    regimes = tomllib.loads(trimmed_for_smoke((ROOT / "examples" / "transition_regimes.toml").read_text()))
     assert [d["configurations"] for d in regimes["dataset"]] == [["2d"], ["3d_fullres"]]
     assert regimes["dataset"][0]["sweep"][0]["seeds"] == [0]
 
@@ -189,7 +189,7 @@ def test_the_smoke_trim_keeps_every_configuration_the_ends_of_each_eps_sweep_and
 @pytest.mark.parametrize("example", EXAMPLES)
 def test_every_example_runs_end_to_end_with_smoke(example, tmp_path):
     spec = tmp_path / f"{example}.toml"  # its runs/ folder lands in tmp_path
-    spec.write_text(one_dataset_per_configuration((ROOT / "examples" / f"{example}.toml").read_text("utf-8")))
+    spec.write_text(trimmed_for_smoke((ROOT / "examples" / f"{example}.toml").read_text("utf-8")))
     started = time.monotonic()
     datasets = len(tomllib.loads(spec.read_text(encoding="utf-8"))["dataset"])
     result = run("run", str(spec), "--smoke", "--quiet", timeout=1500 + 300 * datasets)
