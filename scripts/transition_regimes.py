@@ -30,11 +30,13 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from nnunet_dicephi.analysis.advise import REFERENCE_SCHEDULE, lr_weighted_steps, schedule_factor
+from nnunet_dicephi.analysis.pilot import PILOT_SCHEDULE
 from nnunet_dicephi.loss_config import HEURISTIC, parse_trainer_name
 
 CLASS = "lesion"
@@ -82,6 +84,8 @@ def members(
         if loss.loss != "Dice" or loss.eps_nr == HEURISTIC or loss.eps_nr != loss.eps_dr:
             continue
         seed = loss.seed if loss.seed is not None else 0
+        if is_pilot(loss):
+            continue
         if loss.epochs != usual:
             if loss.phi == "I" and "_bs" not in plans:
                 points["I_other"][(float(loss.eps_nr), _schedule(loss))][seed] = dict(dsc)
@@ -95,9 +99,14 @@ def members(
     return out
 
 
+def is_pilot(loss) -> bool:
+    """A pilot of ``advise --pilot`` (Φ = I at :data:`PILOT_SCHEDULE`): read for the speed, not a sweep point."""
+    return loss.phi == "I" and _schedule(loss) == PILOT_SCHEDULE
+
+
 def _usual_length(losses) -> int | None:
     """The most common number of epochs among ``losses``: the sweeps' training length."""
-    lengths = [loss.epochs for loss in losses]
+    lengths = [loss.epochs for loss in losses if not is_pilot(loss)]
     return max(set(lengths), key=lengths.count) if lengths else None
 
 
@@ -110,7 +119,7 @@ def sweep_trainer(means: Mapping[str, Mapping[str, float]]) -> str:
     """A trainer of the Φ = I sweep (the most common length), for ``advise -tr``: the training it models."""
     losses = {conf.split("__")[0]: parse_trainer_name(conf.split("__")[0]) for conf in means}
     usual = _usual_length(losses.values())
-    return min(name for name, loss in losses.items() if loss.epochs == usual and loss.phi == "I")
+    return min(name for name, loss in losses.items() if loss.epochs == usual and loss.phi == "I" and not is_pilot(loss))
 
 
 def _on_curve(xs: Sequence[float], ys: Sequence[float], x: float) -> float | None:
@@ -253,6 +262,8 @@ def _timeline(
     reference = lr_weighted_steps(*REFERENCE_SCHEDULE)
     for configuration in sorted(means):
         loss = parse_trainer_name(configuration.split("__")[0])
+        if is_pilot(loss):
+            continue
         if configuration in left_out and loss.phi == "I" and "_bs" not in configuration.split("__")[1]:
             epoch, epochs = left_out[configuration]
             eps = float(loss.eps_nr)
@@ -332,6 +343,44 @@ def _half_by_length(points: Sequence[Mapping], reference: float, predicted: Mapp
             }
         )
     return out
+
+
+def calibrate(row: dict, prediction: Mapping) -> None:
+    """The windows once a pilot has read the regime's speed, beside the measured half-way ε of each length.
+
+    ``prediction``: ``advise --json --pilot …`` for the sweep's plans and training. Sets ``row["pilot"]``
+    (the reading, or None) and ``row["calibrated"]``: per training length with a measured half-way ε
+    (the sweep's, then the longer ones), the time law's window at that length with ρ½ times the speed.
+    """
+    predicted = next(c for c in prediction["classes"] if c["name"] == CLASS)
+    reading = predicted.get("pilot")
+    row["pilot"], row["calibrated"] = reading, []
+    if not reading or reading.get("speed") is None or "measured_half_I" not in row:
+        return
+    schedule = prediction["schedule"]
+    lengths = [
+        (schedule["epochs"], schedule["factor"], row["measured_half_I"], row["censored"], row["sweep_I"][-1]["eps"])
+    ]
+    lengths += [
+        (h["epochs"], h["schedule_factor"], h["measured_half_I"], h["censored"], h["eps"][-1])
+        for h in row.get("longer_half_I", [])
+    ]
+    for epochs, factor, measured, censored, last in lengths:
+        low, half, high = window_at(predicted, prediction["model"], factor / reading["speed"])
+        found = measured is not None and not censored
+        row["calibrated"].append(
+            {
+                "epochs": epochs,
+                "schedule_factor": factor,
+                "eps_window_I": [low, high],
+                "eps_half_I": half,
+                "measured_half_I": measured,
+                "censored": censored,
+                "last_eps": last,
+                "inside": bool(found and low and high and low <= measured <= high),
+                "ratio": measured / half if found and half else None,
+            }
+        )
 
 
 def _number(x: float | None) -> str:
@@ -419,6 +468,32 @@ def markdown(rows: Sequence[dict]) -> str:
                     if p["epochs"] == epochs
                 )
                 lines.append(f"| {r['dataset']} | {epochs} | {shown} |")
+    piloted = [r for r in rows if r.get("pilot")]
+    if piloted:
+        lines += [
+            "",
+            "| regime | pilot: ε, epochs segmented → left out | push | speed | epochs | window with the speed (half) "
+            "| measured half-way ε | inside | measured / predicted |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in piloted:
+            p = r["pilot"]
+            left = p["left_epoch"] if p["left_epoch"] else f"> {p['recorded_epochs']}"
+            at = "≥ " if p["bound"] else ""
+            head = (
+                f"| {r['dataset']} | {_number(p['eps'])}, {p['segmented_epoch']} → {left} "
+                f"| {at}{_number(p['amount'])} | {at}{_number(p['speed'])} "
+            )
+            if not r["calibrated"]:
+                lines.append(head + f"| — | {p['note'] or '—'} | — | — | — |")
+            for c in r["calibrated"]:
+                low, high = c["eps_window_I"]
+                ratio = "—" if c["ratio"] is None else f"×{c['ratio']:.2f}"
+                lines.append(
+                    head + f"| {c['epochs']} | {_number(low)}–{_number(high)} ({_number(c['eps_half_I'])}) "
+                    f"| {_censored(c['measured_half_I'], c['censored'], c['last_eps'])} "
+                    f"| {'yes' if c['inside'] else 'no' if not c['censored'] else '—'} | {ratio} |"
+                )
     batch_rows = [r for r in rows if r["sweep_BI"]]
     if batch_rows:
         lines += [
@@ -435,9 +510,21 @@ def markdown(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-def _predict(dataset: str, configuration: str, fold: str, plans: str, trainer: str, environ: Mapping[str, str]) -> dict:
-    """``advise --json`` for the sweep's plans and a trainer of the sweep (its training length)."""
+def _predict(
+    dataset: str,
+    configuration: str,
+    fold: str,
+    plans: str,
+    trainer: str,
+    environ: Mapping[str, str],
+    pilot: Sequence[str] = (),
+) -> dict:
+    """``advise --json`` for the sweep's plans and a trainer of the sweep (its training length).
+
+    ``pilot``: ``--pilot`` and ``--pilot-cases`` arguments.
+    """
     command = ["nnunet-dicephi", "advise", dataset, configuration, fold, "-p", plans, "-tr", trainer, "--json"]
+    command += list(pilot)
     done = subprocess.run(command, env={**os.environ, **environ}, capture_output=True, text=True, check=False)
     if done.returncode:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr.strip()}")
@@ -481,7 +568,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = Path(environ["nnUNet_results"]) / raw.name
         folds = {conf: results / conf / f"fold_{dataset.folds[0]}" for conf in means}
         validation_types = json.loads((raw / "lesion_types.json").read_text())["val"]
-        rows.append(regime(prediction, means, left_out_epochs(folds, validation_types)))
+        row = regime(prediction, means, left_out_epochs(folds, validation_types))
+        pilots = sorted(
+            folder
+            for folder in results.glob(f"*__{base}__{configuration}/fold_{dataset.folds[0]}")
+            if is_pilot(parse_trainer_name(folder.parent.name.split("__")[0]))
+        )
+        if pilots:  # its speed, read on the validation images' type B (the hidden structure)
+            with tempfile.TemporaryDirectory() as scratch:
+                cases = Path(scratch) / "type_B.json"
+                cases.write_text(json.dumps(sorted(c for c, kind in validation_types.items() if kind == "B")))
+                with_pilot = _predict(
+                    str(dataset.id),
+                    configuration,
+                    str(dataset.folds[0]),
+                    base,
+                    trainer,
+                    environ,
+                    ["--pilot", str(pilots[0]), "--pilot-cases", str(cases)],
+                )
+            calibrate(row, with_pilot)
+        rows.append(row)
     print(json.dumps(rows, indent=2) if args.json else markdown(rows))
     return 0
 

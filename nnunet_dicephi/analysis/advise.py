@@ -53,8 +53,8 @@ import json
 import math
 import os
 import sys
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -552,6 +552,12 @@ class ClassPrediction:
     verdicts: tuple[Verdict, ...] = ()
     intents: dict = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    rho_half: float = RHO_HALF
+    """The class's ρ½ at the trainer's training (the time law), times its speed when a pilot read one."""
+    pilot_eps: float | None = None
+    """The suggested pilot's ε for this class (:mod:`~nnunet_dicephi.analysis.pilot`)."""
+    pilot: dict | None = None
+    """What ``--pilot`` read for this class (:class:`~nnunet_dicephi.analysis.pilot.ClassReading`)."""
 
     def to_json(self) -> dict:
         out = asdict(self)
@@ -743,12 +749,17 @@ def predict_class(
             notes=(note,),
         )
 
+    from nnunet_dicephi.analysis.pilot import suggested_eps
+
     edges = eps_window(maps, sampling, rho_half=rho_half, steepness=steepness)
     window = (edges[0], edges[2]) if edges else None
     ignoring, learned = batch_window(maps, sampling, rho_half=rho_half, steepness=steepness)
     low, high = window if window else (v_hat / 10, v_hat)
     grid = np.logspace(math.log10(low) - 2, math.log10(high) + 2, 81)
     rho = push_ratio_I(grid, v_hat=v_hat, volumes=volumes, weights=weights)
+    pilot_eps = suggested_eps(
+        lambda x: push_ratio_I(x, v_hat=v_hat, volumes=volumes, weights=weights), float(grid[0]), float(grid[-1])
+    )
     batches = np.arange(1, max(2 * b, 2 * (learned or 1), 8) + 1)
     retained_bi = [
         float(retained(push_ratio("BI", TINY_EPS, maps, sampling, int(x)), rho_half=rho_half, steepness=steepness))
@@ -816,6 +827,8 @@ def predict_class(
         verdicts=tuple(verdicts),
         intents=intents,
         notes=tuple(notes),
+        rho_half=rho_half,
+        pilot_eps=pilot_eps,
     )
 
 
@@ -1174,6 +1187,7 @@ def table_text(header: dict, predictions: Sequence[ClassPrediction]) -> str:
                 + (f", ignored up to B = {p.max_batch_ignoring_BI}" if p.max_batch_ignoring_BI else "")
                 + f" (ρ = {p.push_ratio_BI:.2f} at B = {header['batch_size']})"
             )
+        lines += _speed_lines(p, header)
         for note in p.notes:
             lines.append(f"  note: {note}")
         if p.verdicts:
@@ -1200,6 +1214,36 @@ def table_text(header: dict, predictions: Sequence[ClassPrediction]) -> str:
         "background); χ ≥ 1: leaving the labelled structures out too is no more costly (collapse).",
     ]
     return "\n".join(lines)
+
+
+def _speed_lines(p: ClassPrediction, header: dict) -> list[str]:
+    """How fast the class's regime leaves a hidden structure: read by a pilot, or how to read it."""
+    from nnunet_dicephi.analysis.pilot import PUSH_TO_LEAVE, pilot_trainer
+
+    r = p.pilot
+    if r is None:
+        if p.pilot_eps is None or not p.eps_window_I:
+            return []
+        return [
+            f"  speed: the demo's (not measured); a pilot reads this class's: -tr {pilot_trainer(p.pilot_eps)}, "
+            "then advise … --pilot <its fold folder>"
+        ]
+    head = f"  pilot {header['pilot']['trainer']} (ε = {r['eps']:.3g}, {r['cases']} validation cases): "
+    if r["speed"] is None:
+        return [head + r["note"]]
+    at = "at least " if r["bound"] else ""
+    when = f"segmented from epoch {r['segmented_epoch']}, " + (
+        f"left out from epoch {r['left_epoch']}"
+        if r["left_epoch"]
+        else f"still segmented at epoch {r['recorded_epochs']}"
+    )
+    lines = [
+        head + when + f": push {at}{r['amount']:.2g} = {at}{r['speed']:.2g} × the demo's {PUSH_TO_LEAVE:g} "
+        f"→ ρ½ = {at}{p.rho_half:.3g} (the windows above take it)"
+    ]
+    if r["note"]:
+        lines.append(f"  note: {r['note']}")
+    return lines
 
 
 def plot_predictions(predictions: Sequence[ClassPrediction], path: str, title: str, batch_size: int) -> None:
@@ -1249,11 +1293,24 @@ def advise(
     extra: Sequence[str] = (),
     rho_half: float = RHO_HALF,
     steepness: float = STEEPNESS,
+    speeds: Mapping[int, float] | None = None,
 ) -> list[ClassPrediction]:
-    """The prediction for every class (the verb without reading or writing)."""
+    """The prediction for every class (the verb without reading or writing).
+
+    ``speeds``: per channel, the regime's speed a pilot read (:mod:`~nnunet_dicephi.analysis.pilot`):
+    that class's ρ½ is ``rho_half`` times it.
+    """
     included = len(classes)
+    speeds = speeds or {}
     return [
-        predict_class(m, sampling, classes=included, extra=extra, rho_half=rho_half, steepness=steepness)
+        predict_class(
+            m,
+            sampling,
+            classes=included,
+            extra=extra,
+            rho_half=rho_half * speeds.get(m.channel, 1.0),
+            steepness=steepness,
+        )
         for m in classes
     ]
 
@@ -1274,6 +1331,18 @@ def add_parser(verbs) -> None:
     p.add_argument("-o", "--output", help="FIGURE.png, or a folder for advise.png, advise.json and advise.txt")
     p.add_argument("--force", action="store_true", help="replace an earlier advise output folder")
     p.add_argument("--json", action="store_true", help="print the prediction as JSON instead of the table")
+    p.add_argument(
+        "--pilot",
+        metavar="FOLD_FOLDER",
+        help="fold folder of a pilot training on the same data and plans (the TrainerDiceI_eps…_ep60_it40_lr1e-2 "
+        "advise suggests; finished or not): calibrates each class's speed from its validation record",
+    )
+    p.add_argument(
+        "--pilot-cases",
+        metavar="FILE",
+        help="only these validation cases measure the pilot (a JSON list of case identifiers, or one per line): "
+        "those in which the hidden structure is labelled",
+    )
 
 
 def _schedule(trainer) -> dict:
@@ -1291,6 +1360,8 @@ def _schedule(trainer) -> dict:
 
 
 def _header(args, trainer, sampling: Sampling, cases: int) -> dict:
+    from nnunet_dicephi.analysis.pilot import PILOT_PUSH, PILOT_SCHEDULE, PUSH_TO_LEAVE
+
     schedule = _schedule(trainer)
     return {
         "dataset": trainer.plans_manager.dataset_name,
@@ -1315,7 +1386,11 @@ def _header(args, trainer, sampling: Sampling, cases: int) -> dict:
             "left_out": LEFT_OUT,
             "overlap": OVERLAP,
             "outside": OUTSIDE,
+            "push_to_leave": PUSH_TO_LEAVE,
+            "pilot_schedule": list(PILOT_SCHEDULE),
+            "pilot_push": PILOT_PUSH,
         },
+        "pilot": None,
     }
 
 
@@ -1337,6 +1412,17 @@ def run_advise(args: argparse.Namespace) -> int:
         parse_trainer_name(args.trainer)
     except TrainerNameError as error:
         return refuse("advise", error)
+    pilot_run, pilot_cases = None, None
+    if args.pilot:
+        from nnunet_dicephi.analysis.pilot import PilotError, read_cases, read_pilot
+
+        try:
+            pilot_run = read_pilot(args.pilot)
+            pilot_cases = read_cases(args.pilot_cases) if args.pilot_cases else None
+        except (PilotError, OSError) as error:
+            return refuse("advise", error)
+    elif args.pilot_cases:
+        return refuse("advise", "--pilot-cases chooses the cases of a pilot: give the pilot with --pilot")
     output = os.path.abspath(args.output) if args.output else None
     figure_file = output is not None and output.lower().endswith((".png", ".pdf", ".svg"))
     if output is not None and not figure_file:
@@ -1356,11 +1442,32 @@ def run_advise(args: argparse.Namespace) -> int:
         with reading_trainer(args.dataset, args.configuration, args.fold, args.trainer, args.plans) as trainer:
             classes, sampling, record = read_class_maps(trainer, log=lambda text: print(text, file=sys.stderr))
             header = _header(args, trainer, sampling, len(trainer.do_split()[0]))
+            annotated = _validation_cases(trainer, classes) if pilot_run is not None else {}
     except Exception as error:  # nnU-Net's many failure types become one clear message
         return refuse("advise", f"cannot read dataset {args.dataset}: {error}")
+    readings = []
+    if pilot_run is not None:
+        if pilot_run.fingerprint != record["fingerprint"]:
+            return refuse(
+                "advise",
+                f"the pilot {args.pilot} trained on other data, plans or fold than {header['dataset']} "
+                f"{args.configuration} fold {args.fold} -p {args.plans} (data fingerprint "
+                f"{pilot_run.fingerprint[:12]}… against {record['fingerprint'][:12]}…): give a pilot trained on these",
+            )
+        readings = _pilot_readings(pilot_run, classes, sampling, annotated, pilot_cases)
+        header["pilot"] = {
+            "folder": os.path.abspath(args.pilot),
+            "trainer": pilot_run.trainer,
+            "schedule": list(pilot_run.schedule),
+            "factor": schedule_factor(*pilot_run.schedule),
+            "cases": os.path.abspath(args.pilot_cases) if args.pilot_cases else None,
+        }
     judged = Setting.from_trainer(args.trainer) is not None
     extra = [args.trainer] if judged else []
-    predictions = advise(classes, sampling, extra=extra, rho_half=header["model"]["rho_half"])
+    speeds = {m.channel: r.speed for m, r in zip(classes, readings) if r.speed}
+    predictions = advise(classes, sampling, extra=extra, rho_half=header["model"]["rho_half"], speeds=speeds)
+    if readings:
+        predictions = [replace(p, pilot=r.to_json()) for p, r in zip(predictions, readings)]
     heuristic = record["heuristic_eps"]
     result = {
         **header,
@@ -1379,6 +1486,30 @@ def run_advise(args: argparse.Namespace) -> int:
         _write(output, figure_file, predictions, result, text, header)
         print(f"wrote {output}", file=sys.stderr)
     return 0
+
+
+def _validation_cases(trainer, classes: Sequence[ClassMaps]) -> dict[int, set[str]]:
+    """Per channel, the fold's validation cases that annotate the class (the manifest's; all without one)."""
+    validation = [str(key) for key in trainer.do_split()[1]]
+    table = trainer._annotation_table()
+    if table is None:
+        return {m.channel: set(validation) for m in classes}
+    mask = table.mask(validation)
+    return {m.channel: {key for key, row in zip(validation, mask) if row[m.channel]} for m in classes}
+
+
+def _pilot_readings(run, classes: Sequence[ClassMaps], sampling: Sampling, annotated: dict, cases: set | None) -> list:
+    """Each class's reading of the pilot, on its annotated validation cases (among ``cases`` when given)."""
+    from nnunet_dicephi.analysis.pilot import read_class
+
+    readings = []
+    for index, maps in enumerate(classes):
+        own = annotated.get(maps.channel, set())
+        own = own & cases if cases is not None else own
+        readings.append(
+            read_class(run, index, maps.name, lambda e, m=maps: float(push_ratio("I", e, m, sampling)), own)
+        )
+    return readings
 
 
 def _write(output: str, figure_file: bool, predictions, result: dict, text: str, header: dict) -> None:

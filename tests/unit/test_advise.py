@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from nnunet_dicephi.analysis import advise as A
+from nnunet_dicephi.analysis.advise import schedule_factor
 from nnunet_dicephi.analysis.eq4 import transition
 from nnunet_dicephi.statistics import SamplingModel, expected_volumes
 
@@ -453,3 +454,80 @@ def test_the_schedule_factor_weighs_iterations_by_nnunets_poly_learning_rate():
     first = 40 * 1e-2 * sum((1 - t / 66) ** 0.9 for t in range(5))
     assert A.lr_weighted_steps(66, 40, 1e-2, 5) == pytest.approx(first)
     assert A.lr_weighted_steps(66, 40, 1e-2, 500) == A.lr_weighted_steps(66, 40, 1e-2)
+
+
+def _pilot(folder, fingerprint, dsc, *, phi="I", eps=20.0):
+    """A pilot's fold folder: its loss record and a validation record whose DSC on every case is ``dsc``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    loss = {
+        "trainer_name": f"TrainerDice{phi}_eps20_ep6_it10_lr1e-2",
+        "epochs": 6,
+        "iterations": 10,
+        "initial_lr": 0.01,
+        "eps_per_level": [{"scale": 1.0, "eps_nr": eps, "eps_dr": eps}],
+        "data_fingerprint": {"fingerprint": fingerprint},
+        "loss": "Dice",
+        "phi": phi,
+        "include_background": False,
+        "ce": False,
+        "exclusion": False,
+        "mime": None,
+    }
+    (folder / "dicephi_loss.json").write_text(json.dumps(loss))
+    lines = []
+    for epoch, value in enumerate(dsc):
+        tp = 100 * value / (2 - value)  # fp = 0, fn = 100 − tp
+        cases = {case: [[tp, 0.0, 100 - tp]] for case in ("val_000", "val_001", "val_002")}
+        lines.append(json.dumps({"epoch": epoch, "cases": cases}))
+    (folder / "dicephi_validation.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_advise_calibrates_each_class_with_a_pilots_speed(toy, tmp_path, capsys):
+    reference = ["977", "2d", "0", "-tr", "TrainerDiceIEps_ep22_it40_lr1e-2", "--json"]
+    assert _run(reference) == 0
+    plain = json.loads(capsys.readouterr().out)
+    (lesion,) = plain["classes"]
+    assert plain["pilot"] is None and lesion["pilot"] is None and lesion["rho_half"] == 0.5
+    # the suggested pilot's ε: ρ times the pilot's training reaches the pilot push (on the class's curve)
+    curve = lesion["curve"]
+    rho = np.interp(math.log(lesion["pilot_eps"]), np.log(curve["eps"]), curve["push_ratio_I"])
+    assert rho * schedule_factor(60, 40, 1e-2) == pytest.approx(2.0, rel=0.05)
+
+    # segmented after 2 epochs, left after 5 (of 6 at 10 iterations): the push between, over the demo's
+    folder = _pilot(tmp_path / "pilot" / "fold_0", plain["data_fingerprint"], [0.5, 0.95, 0.96, 0.9, 0.2, 0.1])
+    assert _run([*reference, "--pilot", str(folder)]) == 0
+    calibrated = json.loads(capsys.readouterr().out)
+    (read,) = calibrated["classes"]
+    pilot = read["pilot"]
+    assert (pilot["segmented_epoch"], pilot["left_epoch"], pilot["cases"], pilot["eps"]) == (2, 5, 3, 20.0)
+    assert pilot["rho"] == pytest.approx(
+        np.interp(math.log(20.0), np.log(curve["eps"]), curve["push_ratio_I"]), rel=0.02
+    )
+    push = (
+        10
+        * 0.01
+        * sum((1 - t / 6) ** 0.9 for t in (2, 3, 4))
+        / (40 * 1e-2 * sum((1 - t / 22) ** 0.9 for t in range(22)))
+    )
+    assert pilot["amount"] == pytest.approx(pilot["rho"] * push)
+    assert read["rho_half"] == pytest.approx(0.5 * pilot["amount"] / 0.72)
+    assert calibrated["pilot"]["trainer"] == "TrainerDiceI_eps20_ep6_it10_lr1e-2"
+    # a slower regime (speed < 1 here: a weak pilot push) leaves at a smaller ρ: the window moves down
+    assert pilot["speed"] < 1 and read["eps_half_I"] < lesion["eps_half_I"]
+    assert _run(reference[:-1] + ["--pilot", str(folder)]) == 0
+    assert "left out from epoch 5" in capsys.readouterr().out
+
+    # one case only (--pilot-cases), a pilot on other data, of another Φ, and cases without a pilot
+    cases = tmp_path / "cases.txt"
+    cases.write_text("val_001\n")
+    assert _run([*reference, "--pilot", str(folder), "--pilot-cases", str(cases)]) == 0
+    assert json.loads(capsys.readouterr().out)["classes"][0]["pilot"]["cases"] == 1
+    other = _pilot(tmp_path / "other" / "fold_0", "0" * 64, [0.9, 0.1])
+    assert _run([*reference, "--pilot", str(other)]) == 2
+    assert "trained on other data" in capsys.readouterr().err
+    batch = _pilot(tmp_path / "bi" / "fold_0", plain["data_fingerprint"], [0.9, 0.1], phi="BI")
+    assert _run([*reference, "--pilot", str(batch)]) == 2
+    assert "not a pilot the model reads" in capsys.readouterr().err
+    assert _run([*reference, "--pilot-cases", str(cases)]) == 2
+    assert "give the pilot with --pilot" in capsys.readouterr().err
