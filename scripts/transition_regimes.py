@@ -19,6 +19,11 @@ the measured DSC B over its ε ≈ 0 value. Φ = I trained for another number of
 it has two ε or more. Last, when in training each Φ = I run left type B out: the first epoch from
 which its validation DSC stays at 0.1 or less (the trainers' per-epoch validation record, on the
 fully labelled validation images).
+
+A Φ = I training at ``advise``'s pilot schedule (60 epochs × 40 iterations at 1e-2) is a pilot, not a
+sweep point: ``advise --pilot`` reads the regime's speed from it, on the validation cases of type B
+(``--pilot-cases``), and the last table sets the windows that speed gives, at every training length
+with a measured half-way ε, against it.
 """
 
 from __future__ import annotations
@@ -355,9 +360,17 @@ def calibrate(row: dict, prediction: Mapping) -> None:
     predicted = next(c for c in prediction["classes"] if c["name"] == CLASS)
     reading = predicted.get("pilot")
     row["pilot"], row["calibrated"] = reading, []
-    if not reading or reading.get("speed") is None or "measured_half_I" not in row:
-        return
-    schedule = prediction["schedule"]
+    if reading and reading.get("speed") is not None:
+        row["calibrated"] = calibrated_windows(
+            row, predicted, prediction["model"], prediction["schedule"], reading["speed"]
+        )
+
+
+def calibrated_windows(row: Mapping, predicted: Mapping, model: Mapping, schedule: Mapping, speed: float) -> list[dict]:
+    """At each training length with a measured half-way ε: the window with ρ½ times ``speed``, and the measure."""
+    if "measured_half_I" not in row:
+        return []
+    out = []
     lengths = [
         (schedule["epochs"], schedule["factor"], row["measured_half_I"], row["censored"], row["sweep_I"][-1]["eps"])
     ]
@@ -366,9 +379,14 @@ def calibrate(row: dict, prediction: Mapping) -> None:
         for h in row.get("longer_half_I", [])
     ]
     for epochs, factor, measured, censored, last in lengths:
-        low, half, high = window_at(predicted, prediction["model"], factor / reading["speed"])
+        low, half, high = window_at(predicted, model, factor / speed)
         found = measured is not None and not censored
-        row["calibrated"].append(
+        inside = bool(found and low and high and low <= measured <= high)
+        # a half-way ε known only as a bound is outside when the bound already lies beyond the window
+        beyond = (censored == "above" and high is not None and last >= high) or (
+            censored == "at or below" and low is not None and measured < low
+        )
+        out.append(
             {
                 "epochs": epochs,
                 "schedule_factor": factor,
@@ -377,10 +395,43 @@ def calibrate(row: dict, prediction: Mapping) -> None:
                 "measured_half_I": measured,
                 "censored": censored,
                 "last_eps": last,
-                "inside": bool(found and low and high and low <= measured <= high),
+                "inside": inside,
+                "outside": bool((found and not inside) or beyond),
                 "ratio": measured / half if found and half else None,
             }
         )
+    return out
+
+
+def sweep_speeds(row: Mapping, prediction: Mapping, fold_folders: Mapping[str, Path], cases: set[str]) -> list[dict]:
+    """Every Φ = I training of the regime that left type B out, read as if it were the pilot.
+
+    Not held out (these runs make the measured half-way ε): how much the speed, and the windows it
+    gives, depend on the pilot's ε and length. Per run: its ε, length, seed, the reading and the
+    calibrated windows (:func:`calibrated_windows`).
+    """
+    from nnunet_dicephi.analysis.pilot import PilotError, read_class, read_pilot
+
+    predicted = next(c for c in prediction["classes"] if c["name"] == CLASS)
+    curve = predicted["curve"]
+    out = []
+    for configuration, folder in sorted(fold_folders.items()):
+        loss = parse_trainer_name(configuration.split("__")[0])
+        if loss.phi != "I" or "_bs" in configuration.split("__")[1]:
+            continue
+        try:
+            run = read_pilot(folder)
+        except PilotError:
+            continue
+        reading = read_class(run, 0, CLASS, lambda e: _on_curve(curve["eps"], curve["push_ratio_I"], e), cases)
+        if reading.speed is None or reading.bound:
+            continue
+        windows = calibrated_windows(row, predicted, prediction["model"], prediction["schedule"], reading.speed)
+        out.append(
+            {"eps": reading.eps, "epochs": run.schedule[0], "seed": loss.seed or 0, "pilot": is_pilot(loss)}
+            | {"speed": reading.speed, "windows": windows}
+        )
+    return out
 
 
 def _number(x: float | None) -> str:
@@ -492,8 +543,20 @@ def markdown(rows: Sequence[dict]) -> str:
                 lines.append(
                     head + f"| {c['epochs']} | {_number(low)}–{_number(high)} ({_number(c['eps_half_I'])}) "
                     f"| {_censored(c['measured_half_I'], c['censored'], c['last_eps'])} "
-                    f"| {'yes' if c['inside'] else 'no' if not c['censored'] else '—'} | {ratio} |"
+                    f"| {'yes' if c['inside'] else 'no' if c['outside'] else '—'} | {ratio} |"
                 )
+    spread = [r for r in rows if r.get("sweep_speeds")]
+    if spread:
+        lines += [
+            "",
+            "| regime | sweep runs read as pilots (ε/epochs: speed) | windows holding the measured half-way ε |",
+            "|---|---|---|",
+        ]
+        for r in spread:
+            runs = ", ".join(f"{_number(p['eps'])}/{p['epochs']}: {p['speed']:.2g}" for p in r["sweep_speeds"])
+            judged = [w for p in r["sweep_speeds"] for w in p["windows"] if w["inside"] or w["outside"]]
+            held = sum(w["inside"] for w in judged)
+            lines.append(f"| {r['dataset']} | {runs} | {held} of {len(judged)} |")
     batch_rows = [r for r in rows if r["sweep_BI"]]
     if batch_rows:
         lines += [
@@ -588,6 +651,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     ["--pilot", str(pilots[0]), "--pilot-cases", str(cases)],
                 )
             calibrate(row, with_pilot)
+        b_cases = {c for c, kind in validation_types.items() if kind == "B"}
+        row["sweep_speeds"] = sweep_speeds(row, prediction, folds, b_cases)
         rows.append(row)
     print(json.dumps(rows, indent=2) if args.json else markdown(rows))
     return 0

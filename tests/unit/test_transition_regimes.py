@@ -216,3 +216,53 @@ def test_the_window_at_another_length_scales_every_rho_threshold_by_the_inverse_
     assert high == pytest.approx(10 ** ((0.25 * edge - 0.2) / 1.8))
     # a tenth of the training: ρ½ = 5, beyond the curve's largest ρ (2.0): never reached
     assert script.window_at(predicted, prediction["model"], 0.1) == (None, None, None)
+
+
+def test_a_pilot_is_read_for_the_speed_not_counted_as_a_sweep_point():
+    pilot = "TrainerDiceI_eps3_ep60_it40_lr1e-2_seed1__nnUNetPlans_f16__2d"
+    means = {_conf("TrainerDiceI"): {"B": 0.9}, _conf("TrainerDiceI_eps1e1"): {"B": 0.1}, pilot: {"B": 0.0}}
+    row = script.regime(_prediction(), means)
+    assert [p["eps"] for p in row["sweep_I"]] == [1e-7, 10.0] and row["longer_I"] == []
+    assert script.sweep_trainer(means) == "TrainerDiceI_ep22_it40_lr1e-2_seed0"
+    assert script.is_pilot(script.parse_trainer_name(pilot.split("__")[0]))
+    assert not script.is_pilot(script.parse_trainer_name("TrainerDiceI_eps3_ep60_it40_lr5e-3"))  # another rate
+
+
+def test_the_pilots_speed_scales_the_window_at_every_length_and_meets_the_measured_half_way_eps():
+    means = {
+        _conf("TrainerDiceI"): {"B": 0.9},
+        _conf("TrainerDiceI_eps1"): {"B": 0.9},
+        _conf("TrainerDiceI_eps1e1"): {"B": 0.0},  # half-way (0.45) at √10 ≈ 3.2
+        _conf("TrainerDiceI_eps1").replace("ep22", "ep66"): {"B": 0.0},  # at or below 1 at 66 epochs
+        _conf("TrainerDiceI_eps1e1").replace("ep22", "ep66"): {"B": 0.0},
+    }
+    prediction = _prediction()
+    row = script.regime(prediction, means)
+    reading = {"eps": 3.0, "segmented_epoch": 2, "left_epoch": 20, "recorded_epochs": 60, "amount": 0.36}
+    reading |= {"speed": 0.5, "bound": False, "note": ""}
+    prediction["classes"][0]["pilot"] = reading
+    prediction["schedule"] = {"epochs": 22, "factor": 1.0}
+    script.calibrate(row, prediction)
+    at_22, at_66 = row["calibrated"]
+    # speed ½: ρ½ halves, as if the training were twice as long
+    low, half, high = script.window_at(prediction["classes"][0], prediction["model"], 2.0)
+    assert at_22["eps_window_I"] == [low, high] and at_22["eps_half_I"] == half
+    assert at_22["measured_half_I"] == pytest.approx(10**0.5) and at_22["inside"] == (low <= 10**0.5 <= high)
+    assert at_22["ratio"] == pytest.approx(10**0.5 / half)
+    assert at_66["epochs"] == 66 and at_66["censored"] == "at or below" and at_66["ratio"] is None
+    assert not at_66["inside"] and not at_66["outside"]  # at or below 1: the window reaches below 1 too
+    # ten times as slow at 66 epochs: the window starts above ε = 1, so "at or below 1" lies outside it
+    (_, fast_66) = script.calibrated_windows(
+        row, prediction["classes"][0], prediction["model"], {"epochs": 22, "factor": 1.0}, 10.0
+    )
+    assert fast_66["eps_window_I"][0] > 1 and fast_66["outside"] and not fast_66["inside"]
+    shown = script.markdown([row])
+    assert "| Dataset973_ToyTransitionEmpty1In2 | 3, 2 → 20 | 0.36 | 0.5 | 22 |" in shown
+    # a pilot that had not left: a bound, shown as such
+    reading |= {"left_epoch": None, "bound": True}
+    script.calibrate(row, prediction)
+    assert "| 3, 2 → > 60 | ≥ 0.36 | ≥ 0.5 | 22 |" in script.markdown([row])
+    # a pilot without a reading: its note, no window
+    prediction["classes"][0]["pilot"] = reading | {"speed": None, "amount": None, "note": "never segmented"}
+    script.calibrate(row, prediction)
+    assert row["calibrated"] == [] and "| never segmented |" in script.markdown([row])
