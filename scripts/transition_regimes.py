@@ -350,20 +350,20 @@ def _half_by_length(points: Sequence[Mapping], reference: float, predicted: Mapp
     return out
 
 
-def calibrate(row: dict, prediction: Mapping) -> None:
-    """The windows once a pilot has read the regime's speed, beside the measured half-way ε of each length.
+def calibrate(row: Mapping, prediction: Mapping, seed: int | None = None) -> dict:
+    """What one pilot read, and the windows its speed gives beside the measured half-way ε of each length.
 
-    ``prediction``: ``advise --json --pilot …`` for the sweep's plans and training. Sets ``row["pilot"]``
-    (the reading, or None) and ``row["calibrated"]``: per training length with a measured half-way ε
-    (the sweep's, then the longer ones), the time law's window at that length with ρ½ times the speed.
+    ``prediction``: ``advise --json --pilot …`` for the sweep's plans and training. Returns
+    ``{"seed", "reading", "calibrated"}``: the class's reading (None without one) and, per training
+    length with a measured half-way ε (the sweep's, then the longer ones), the time law's window at
+    that length with ρ½ times the speed (:func:`calibrated_windows`).
     """
     predicted = next(c for c in prediction["classes"] if c["name"] == CLASS)
     reading = predicted.get("pilot")
-    row["pilot"], row["calibrated"] = reading, []
+    windows = []
     if reading and reading.get("speed") is not None:
-        row["calibrated"] = calibrated_windows(
-            row, predicted, prediction["model"], prediction["schedule"], reading["speed"]
-        )
+        windows = calibrated_windows(row, predicted, prediction["model"], prediction["schedule"], reading["speed"])
+    return {"seed": seed, "reading": reading, "calibrated": windows}
 
 
 def calibrated_windows(row: Mapping, predicted: Mapping, model: Mapping, schedule: Mapping, speed: float) -> list[dict]:
@@ -519,25 +519,25 @@ def markdown(rows: Sequence[dict]) -> str:
                     if p["epochs"] == epochs
                 )
                 lines.append(f"| {r['dataset']} | {epochs} | {shown} |")
-    piloted = [r for r in rows if r.get("pilot")]
+    piloted = [(r, p) for r in rows for p in r.get("pilots", []) if p["reading"]]
     if piloted:
         lines += [
             "",
-            "| regime | pilot: ε, epochs segmented → left out | push | speed | epochs | window with the speed (half) "
-            "| measured half-way ε | inside | measured / predicted |",
+            "| regime | pilot: ε, seed, epochs segmented → left out | push | speed | epochs "
+            "| window with the speed (half) | measured half-way ε | inside | measured / predicted |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
-        for r in piloted:
-            p = r["pilot"]
+        for r, pilot in piloted:
+            p = pilot["reading"]
             left = p["left_epoch"] if p["left_epoch"] else f"> {p['recorded_epochs']}"
             at = "≥ " if p["bound"] else ""
             head = (
-                f"| {r['dataset']} | {_number(p['eps'])}, {p['segmented_epoch']} → {left} "
+                f"| {r['dataset']} | {_number(p['eps'])}, {pilot['seed']}, {p['segmented_epoch']} → {left} "
                 f"| {at}{_number(p['amount'])} | {at}{_number(p['speed'])} "
             )
-            if not r["calibrated"]:
+            if not pilot["calibrated"]:
                 lines.append(head + f"| — | {p['note'] or '—'} | — | — | — |")
-            for c in r["calibrated"]:
+            for c in pilot["calibrated"]:
                 low, high = c["eps_window_I"]
                 ratio = "—" if c["ratio"] is None else f"×{c['ratio']:.2f}"
                 lines.append(
@@ -637,20 +637,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             for folder in results.glob(f"*__{base}__{configuration}/fold_{dataset.folds[0]}")
             if is_pilot(parse_trainer_name(folder.parent.name.split("__")[0]))
         )
-        if pilots:  # its speed, read on the validation images' type B (the hidden structure)
-            with tempfile.TemporaryDirectory() as scratch:
-                cases = Path(scratch) / "type_B.json"
-                cases.write_text(json.dumps(sorted(c for c, kind in validation_types.items() if kind == "B")))
+        row["pilots"] = []
+        with tempfile.TemporaryDirectory() as scratch:  # each pilot's speed, read on type B (the hidden structure)
+            cases = Path(scratch) / "type_B.json"
+            cases.write_text(json.dumps(sorted(c for c, kind in validation_types.items() if kind == "B")))
+            for folder in pilots:
+                arguments = ["--pilot", str(folder), "--pilot-cases", str(cases)]
                 with_pilot = _predict(
-                    str(dataset.id),
-                    configuration,
-                    str(dataset.folds[0]),
-                    base,
-                    trainer,
-                    environ,
-                    ["--pilot", str(pilots[0]), "--pilot-cases", str(cases)],
+                    str(dataset.id), configuration, str(dataset.folds[0]), base, trainer, environ, arguments
                 )
-            calibrate(row, with_pilot)
+                seed = parse_trainer_name(folder.parent.name.split("__")[0]).seed
+                row["pilots"].append(calibrate(row, with_pilot, seed))
         b_cases = {c for c, kind in validation_types.items() if kind == "B"}
         row["sweep_speeds"] = sweep_speeds(row, prediction, folds, b_cases)
         rows.append(row)

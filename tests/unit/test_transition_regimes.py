@@ -242,8 +242,8 @@ def test_the_pilots_speed_scales_the_window_at_every_length_and_meets_the_measur
     reading |= {"speed": 0.5, "bound": False, "note": ""}
     prediction["classes"][0]["pilot"] = reading
     prediction["schedule"] = {"epochs": 22, "factor": 1.0}
-    script.calibrate(row, prediction)
-    at_22, at_66 = row["calibrated"]
+    row["pilots"] = [script.calibrate(row, prediction, 1)]
+    at_22, at_66 = row["pilots"][0]["calibrated"]
     # speed ½: ρ½ halves, as if the training were twice as long
     low, half, high = script.window_at(prediction["classes"][0], prediction["model"], 2.0)
     assert at_22["eps_window_I"] == [low, high] and at_22["eps_half_I"] == half
@@ -257,12 +257,12 @@ def test_the_pilots_speed_scales_the_window_at_every_length_and_meets_the_measur
     )
     assert fast_66["eps_window_I"][0] > 1 and fast_66["outside"] and not fast_66["inside"]
     shown = script.markdown([row])
-    assert "| Dataset973_ToyTransitionEmpty1In2 | 3, 2 → 20 | 0.36 | 0.5 | 22 |" in shown
+    assert "| Dataset973_ToyTransitionEmpty1In2 | 3, 1, 2 → 20 | 0.36 | 0.5 | 22 |" in shown
     # a pilot that had not left: a bound, shown as such
     reading |= {"left_epoch": None, "bound": True}
-    script.calibrate(row, prediction)
-    assert "| 3, 2 → > 60 | ≥ 0.36 | ≥ 0.5 | 22 |" in script.markdown([row])
+    row["pilots"] = [script.calibrate(row, prediction, 1)]
+    assert "| 3, 1, 2 → > 60 | ≥ 0.36 | ≥ 0.5 | 22 |" in script.markdown([row])
     # a pilot without a reading: its note, no window
     prediction["classes"][0]["pilot"] = reading | {"speed": None, "amount": None, "note": "never segmented"}
-    script.calibrate(row, prediction)
-    assert row["calibrated"] == [] and "| never segmented |" in script.markdown([row])
+    row["pilots"] = [script.calibrate(row, prediction, 1)]
+    assert row["pilots"][0]["calibrated"] == [] and "| never segmented |" in script.markdown([row])
