@@ -417,7 +417,7 @@ def sweep_speeds(row: Mapping, prediction: Mapping, fold_folders: Mapping[str, P
     out = []
     for configuration, folder in sorted(fold_folders.items()):
         loss = parse_trainer_name(configuration.split("__")[0])
-        if loss.phi != "I" or "_bs" in configuration.split("__")[1]:
+        if loss.phi != "I" or "_bs" in configuration.split("__")[1] or is_pilot(loss):
             continue
         try:
             run = read_pilot(folder)
@@ -428,7 +428,7 @@ def sweep_speeds(row: Mapping, prediction: Mapping, fold_folders: Mapping[str, P
             continue
         windows = calibrated_windows(row, predicted, prediction["model"], prediction["schedule"], reading.speed)
         out.append(
-            {"eps": reading.eps, "epochs": run.schedule[0], "seed": loss.seed or 0, "pilot": is_pilot(loss)}
+            {"eps": reading.eps, "epochs": run.schedule[0], "seed": loss.seed or 0}
             | {"speed": reading.speed, "windows": windows}
         )
     return out

@@ -266,3 +266,49 @@ def test_the_pilots_speed_scales_the_window_at_every_length_and_meets_the_measur
     prediction["classes"][0]["pilot"] = reading | {"speed": None, "amount": None, "note": "never segmented"}
     row["pilots"] = [script.calibrate(row, prediction, 1)]
     assert row["pilots"][0]["calibrated"] == [] and "| never segmented |" in script.markdown([row])
+
+
+def test_each_sweep_run_that_left_type_b_is_read_as_if_it_were_the_pilot(tmp_path):
+    import json
+
+    from nnunet_dicephi.analysis.pilot import PUSH_TO_LEAVE
+
+    def folder(configuration, b_dsc, eps, epochs=22):
+        fold = tmp_path / configuration / "fold_0"
+        fold.mkdir(parents=True)
+        loss = {"trainer_name": configuration.split("__")[0], "epochs": epochs, "iterations": 40, "initial_lr": 0.01}
+        loss |= {
+            "eps_per_level": [{"scale": 1.0, "eps_nr": eps, "eps_dr": eps}],
+            "data_fingerprint": {"fingerprint": "f"},
+        }
+        loss |= {"loss": "Dice", "phi": "I", "include_background": False, "ce": False, "exclusion": False, "mime": None}
+        (fold / "dicephi_loss.json").write_text(json.dumps(loss))
+        lines = [
+            json.dumps({"epoch": e, "cases": {"v1": [[100 * d / (2 - d), 0.0, 100 - 100 * d / (2 - d)]]}})
+            for e, d in enumerate(b_dsc)
+        ]
+        (fold / "dicephi_validation.jsonl").write_text("\n".join(lines) + "\n")
+        return fold
+
+    means = {
+        _conf("TrainerDiceI"): {"B": 0.9},
+        _conf("TrainerDiceI_eps1"): {"B": 0.9},
+        _conf("TrainerDiceI_eps1e1"): {"B": 0.0},
+    }
+    folds = {
+        _conf("TrainerDiceI"): folder(_conf("TrainerDiceI"), [0.9] * 22, 1e-7),  # never left: no reading
+        _conf("TrainerDiceI_eps1e1"): folder(_conf("TrainerDiceI_eps1e1"), [0.9] * 5 + [0.0] * 17, 10.0),
+        "TrainerDiceI_eps3_ep60_it40_lr1e-2_seed1__nnUNetPlans_f16__2d": folder("p", [0.9, 0.0], 3.0, 60),  # a pilot
+    }
+    prediction = _prediction() | {"schedule": {"epochs": 22, "factor": 1.0}}
+    row = script.regime(prediction, means)
+    (read,) = script.sweep_speeds(row, prediction, folds, {"v1"})
+    # segmented after epoch 1, left after epoch 6: ρ = 2.0 at ε = 10 (the curve) times the poly rate of epochs 1–5
+    poly = [(1 - t / 22) ** 0.9 for t in range(22)]
+    assert (read["eps"], read["epochs"], read["seed"]) == (10.0, 22, 0)
+    assert read["speed"] == pytest.approx(2.0 * sum(poly[1:6]) / sum(poly) / PUSH_TO_LEAVE)
+    (window,) = read["windows"]  # the sweep's length only: no longer training here
+    assert window["eps_window_I"] == list(
+        script.window_at(prediction["classes"][0], prediction["model"], 1 / read["speed"])[::2]
+    )
+    assert "| Dataset973_ToyTransitionEmpty1In2 | 10/22: " in script.markdown([row | {"sweep_speeds": [read]}])
