@@ -211,7 +211,7 @@ def regime(
             "dsc_A": _mean(per_seed, "A"),
             "dsc_B": _mean(per_seed, "B"),
             "kept": _mean(per_seed, "B") / reference,
-            "predicted": _on_curve(curve["eps"], curve["retained_I"], eps),
+            "predicted": share_at_length(predicted, prediction["model"], eps, schedule_factor(*schedule)),
         }
         for eps, schedule, per_seed in sweeps["I_other"]
     ]
@@ -282,6 +282,15 @@ def _timeline(
                 {"eps": eps, "epochs": epochs, "seed": seed, "left_out_from": epoch, "rho": rho, "amount": amount}
             )
     return sorted(points, key=lambda p: (p["epochs"], p["eps"], p["seed"]))
+
+
+def share_at_length(predicted: Mapping, model: Mapping, eps: float, factor: float) -> float | None:
+    """R at ``eps`` for a training of ``factor`` times the reference: ρ from the curve, ρ½ over the factor."""
+    rho = _on_curve(predicted["curve"]["eps"], predicted["curve"]["push_ratio_I"], eps)
+    if rho is None:
+        return None
+    rho_half = model.get("rho_half_reference", model["rho_half"]) / factor
+    return 1 / (1 + (max(rho, 0.0) / rho_half) ** model["steepness"])
 
 
 def _crossing(xs: Sequence[float], ys: Sequence[float], level: float) -> float | None:
@@ -475,7 +484,7 @@ def markdown(rows: Sequence[dict]) -> str:
     if other:
         lines += [
             "",
-            "| regime | ε | epochs | DSC A | DSC B | kept (measured) | R (predicted) |",
+            "| regime | ε | epochs | DSC A | DSC B | kept (measured) | R at this length (predicted) |",
             "|---|---|---|---|---|---|---|",
         ]
         for r, p in other:

@@ -133,8 +133,10 @@ def test_trainings_of_another_length_are_not_points_of_the_sweep_but_a_table_of_
     assert [p["eps"] for p in row["sweep_I"]] == [1e-7, 1.0, 10.0]
     (longer,) = row["longer_I"]
     assert (longer["eps"], longer["epochs"], longer["seeds"], longer["dsc_B"]) == (1.0, 66, [0], 0.09)
-    assert longer["kept"] == pytest.approx(0.1) and longer["predicted"] == 0.9
-    assert "| Dataset973_ToyTransitionEmpty1In2 | 1 | 66 | 0.97 | 0.09 | 0.10 | 0.9 |" in script.markdown([row])
+    # R at 66 epochs: ρ = 0.2 at ε = 1 (the curve), ρ½ = ½ over 66 epochs' factor
+    factor = script.schedule_factor(66, 40, 1e-2)
+    assert longer["kept"] == pytest.approx(0.1) and longer["predicted"] == pytest.approx(1 / (1 + (0.4 * factor) ** 4))
+    assert "| Dataset973_ToyTransitionEmpty1In2 | 1 | 66 | 0.97 | 0.09 | 0.10 | 0.35 |" in script.markdown([row])
 
 
 def test_each_other_training_length_gets_its_own_half_way_eps_against_its_own_or_the_sweeps_reference():
