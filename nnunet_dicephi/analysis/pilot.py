@@ -184,26 +184,12 @@ def read_class(
     rho = float(rho_at(eps))
     best, segmented, left = transition_epochs(dsc)
     base = dict(name=name, eps=eps, rho=rho, cases=pooled, best=best, recorded_epochs=len(epochs))
+    unread = dict(segmented_epoch=None, left_epoch=None, amount=None, speed=None, bound=False)
     if not pooled or not math.isfinite(best):
-        return ClassReading(
-            **base,
-            segmented_epoch=None,
-            left_epoch=None,
-            amount=None,
-            speed=None,
-            bound=False,
-            note="no validation case of the pilot holds the class",
-        )
+        return ClassReading(**base, **unread, note="no validation case of the pilot holds the class")
     if best < MIN_BEST:
-        return ClassReading(
-            **base,
-            segmented_epoch=None,
-            left_epoch=None,
-            amount=None,
-            speed=None,
-            bound=False,
-            note=f"the pilot never segmented it (best validation DSC {best:.2f}): no reading",
-        )
+        note = f"the pilot never segmented it (best validation DSC {best:.2f}): no reading"
+        return ClassReading(**base, **unread, note=note)
     done = [e + 1 for e in epochs]  # a record's epoch e is validated after e + 1 epochs of training
     start = done[segmented]
     end = done[left] if left is not None else done[-1]
@@ -245,8 +231,8 @@ def read_pilot(folder: str | os.PathLike) -> PilotRun:
     for path in (loss_file, record_file):
         if not os.path.isfile(path):
             raise PilotError(
-                f"{folder} is not the fold folder of a nnunet-dicephi training: no {os.path.basename(path)} "
-                "(give the fold_N folder of a TrainerDiceI_eps… run)"
+                f"{folder} holds no {os.path.basename(path)}: give the fold_N folder of a TrainerDiceI_eps… "
+                "training of this project (trainings on region-based labels record no validation counts)"
             )
     try:
         with open(loss_file, encoding="utf-8") as handle:

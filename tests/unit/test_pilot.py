@@ -112,7 +112,7 @@ def test_read_pilot_takes_the_full_resolution_eps_and_refuses_what_the_model_doe
     with pytest.raises(P.PilotError, match="not a loss record"):
         P.read_pilot(tmp_path)
     (tmp_path / "dicephi_validation.jsonl").unlink()
-    with pytest.raises(P.PilotError, match="no dicephi_validation.jsonl"):
+    with pytest.raises(P.PilotError, match="holds no dicephi_validation.jsonl"):
         P.read_pilot(tmp_path)
 
 
