@@ -301,7 +301,11 @@ def suggested_eps(rho_at: Callable[[np.ndarray], np.ndarray], low: float, high: 
     ``rho_at``: the class's ρ against ε per map (Φ = I, before calibration). Where ρ never gets that
     high (it peaks near ε ≈ v̂), the ε of its peak.
     """
+    from nnunet_dicephi.analysis.advise import _crossing
+
+    factor = pilot_factor()
+    reached = _crossing(lambda x: -np.asarray(rho_at(x)) * factor, low, high, -PILOT_PUSH)
+    if reached is not None:
+        return reached
     grid = np.logspace(math.log10(low), math.log10(high), 400)
-    rho = np.asarray(rho_at(grid), dtype=np.float64)
-    reached = np.flatnonzero(rho * pilot_factor() >= PILOT_PUSH)
-    return float(grid[reached[0]] if len(reached) else grid[int(np.argmax(rho))])
+    return float(grid[int(np.argmax(rho_at(grid)))])
