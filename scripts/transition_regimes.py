@@ -40,7 +40,9 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from nnunet_dicephi.analysis.advise import REFERENCE_SCHEDULE, lr_weighted_steps, schedule_factor
+import numpy as np
+
+from nnunet_dicephi.analysis.advise import REFERENCE_SCHEDULE, lr_weighted_steps, rho_half_at, schedule_factor
 from nnunet_dicephi.analysis.pilot import PILOT_SCHEDULE
 from nnunet_dicephi.loss_config import HEURISTIC, parse_trainer_name
 
@@ -216,6 +218,7 @@ def regime(
         for eps, schedule, per_seed in sweeps["I_other"]
     ]
     row["longer_half_I"] = _half_by_length(row["longer_I"], reference, predicted, prediction["model"])
+    row["time_law_fit"] = fit_time_law(half_way_points(row, predicted))
     row["timeline"] = _timeline(means, left_out or {}, curve)
     retained_at = dict(zip(predicted["curve"]["batch_size"], predicted["curve"]["retained_BI"]))
     for x, per_seed in sweeps["BI"]:
@@ -284,13 +287,18 @@ def _timeline(
     return sorted(points, key=lambda p: (p["epochs"], p["eps"], p["seed"]))
 
 
+def _rho_half(model: Mapping, factor: float, speed: float = 1.0) -> float:
+    """ρ½ of ``advise``'s model after ``factor`` reference trainings (the time law), times a regime's speed."""
+    reference = model.get("rho_half_reference", model["rho_half"])
+    return rho_half_at(factor, reference, model.get("onset", 0.0)) * speed
+
+
 def share_at_length(predicted: Mapping, model: Mapping, eps: float, factor: float) -> float | None:
-    """R at ``eps`` for a training of ``factor`` times the reference: ρ from the curve, ρ½ over the factor."""
+    """R at ``eps`` for a training of ``factor`` times the reference: ρ from the curve, ρ½ from the time law."""
     rho = _on_curve(predicted["curve"]["eps"], predicted["curve"]["push_ratio_I"], eps)
     if rho is None:
         return None
-    rho_half = model.get("rho_half_reference", model["rho_half"]) / factor
-    return 1 / (1 + (max(rho, 0.0) / rho_half) ** model["steepness"])
+    return 1 / (1 + (max(rho, 0.0) / _rho_half(model, factor)) ** model["steepness"])
 
 
 def _crossing(xs: Sequence[float], ys: Sequence[float], level: float) -> float | None:
@@ -301,18 +309,21 @@ def _crossing(xs: Sequence[float], ys: Sequence[float], level: float) -> float |
     return None
 
 
-def window_at(predicted: Mapping, model: Mapping, factor: float) -> tuple[float | None, float | None, float | None]:
+def window_at(
+    predicted: Mapping, model: Mapping, factor: float, speed: float = 1.0
+) -> tuple[float | None, float | None, float | None]:
     """The predicted window and half-way ε under the time law, at ``factor`` times the reference training.
 
-    ``factor``: ``advise``'s :func:`~nnunet_dicephi.analysis.advise.schedule_factor`.
+    ``factor``: ``advise``'s :func:`~nnunet_dicephi.analysis.advise.schedule_factor`; ``speed``: a
+    pilot's reading, which multiplies ρ½.
 
-    The law (measured on the regimes' validation records, docs/studies.md): the empty maps are
-    learned once the learning-rate-weighted push, ρ times the training, reaches a fixed amount, so
-    that every ρ threshold of the model (ρ½ and the window's edges) scales as 1/factor. The ε are
-    read off ``advise``'s curve of ρ against ε; None where ρ never reaches the threshold.
+    The law (docs/advise.md): the empty maps are learned once ρ times the learning-rate-weighted
+    training past the onset reaches a fixed amount, so that every ρ threshold of the model (ρ½ and
+    the window's edges) scales as 1/(factor − onset). The ε are read off ``advise``'s curve of ρ
+    against ε; None where ρ never reaches the threshold.
     """
     curve = predicted["curve"]
-    rho_half, k = model.get("rho_half_reference", model["rho_half"]) / factor, model["steepness"]
+    rho_half, k = _rho_half(model, factor, speed), model["steepness"]
     odds_low = (1 / model["segmented"] - 1) ** (1 / k)  # R = 0.9: ρ = ρ½·(1/9)^(1/k)
     odds_high = (1 / model["left_out"] - 1) ** (1 / k)
     return tuple(_crossing(curve["eps"], curve["push_ratio_I"], rho_half * odds) for odds in (odds_low, 1.0, odds_high))
@@ -359,6 +370,49 @@ def _half_by_length(points: Sequence[Mapping], reference: float, predicted: Mapp
     return out
 
 
+def fit_time_law(points: Sequence[tuple[float, float]], step: float = 0.01) -> dict | None:
+    """ρ½ at the reference training and the onset f₀ that fit measured half-way points best.
+
+    ``points``: ``(factor, ρ at the measured half-way ε)`` per training length. The law
+    ρ½(f) = ρ½ · (1 − f₀)/(f − f₀) is a straight line in log: for each f₀ on a grid below the shortest
+    length, log ρ½·(1 − f₀) is the mean of log ρ·(f − f₀); the f₀ with the smallest spread wins.
+    ``residual``: that spread, the root mean square of log ρ about the law. None below two lengths.
+    """
+    if len({f for f, _ in points}) < 2:
+        return None
+    shortest = min(f for f, _ in points)
+    best = None
+    for onset in np.arange(0.0, shortest - step / 2, step):
+        logs = np.log([rho * (f - onset) for f, rho in points])
+        residual = float(np.sqrt(np.mean((logs - logs.mean()) ** 2)))
+        if best is None or residual < best[0] - 1e-12:
+            best = (residual, float(onset), float(np.exp(logs.mean())))
+    residual, onset, amount = best
+    without = np.log([rho * f for f, rho in points])
+    return {
+        "rho_half": amount / (1 - onset),
+        "onset": onset,
+        "residual": residual,
+        "residual_without_onset": float(np.sqrt(np.mean((without - without.mean()) ** 2))),
+        "points": [list(p) for p in points],
+    }
+
+
+def half_way_points(row: Mapping, predicted: Mapping) -> list[tuple[float, float]]:
+    """``(factor, ρ at the measured half-way ε)`` of each training length whose half-way ε was found."""
+    curve = predicted["curve"]
+    found = []
+    if row.get("measured_half_I") is not None and not row.get("censored"):
+        found.append((1.0, row["measured_half_I"]))  # the sweep trains the reference schedule
+    found += [
+        (h["schedule_factor"], h["measured_half_I"])
+        for h in row.get("longer_half_I", [])
+        if h["measured_half_I"] is not None and not h["censored"]
+    ]
+    points = [(f, _on_curve(curve["eps"], curve["push_ratio_I"], eps)) for f, eps in found]
+    return [(f, rho) for f, rho in points if rho]
+
+
 def calibrate(row: Mapping, prediction: Mapping, seed: int | None = None) -> dict:
     """What one pilot read, and the windows its speed gives beside the measured half-way ε of each length.
 
@@ -388,13 +442,16 @@ def calibrated_windows(row: Mapping, predicted: Mapping, model: Mapping, schedul
         for h in row.get("longer_half_I", [])
     ]
     for epochs, factor, measured, censored, last in lengths:
-        low, half, high = window_at(predicted, model, factor / speed)
+        low, half, high = window_at(predicted, model, factor, speed)
         found = measured is not None and not censored
         inside = bool(found and low and high and low <= measured <= high)
         # a half-way ε known only as a bound is outside when the bound already lies beyond the window
         beyond = (censored == "above" and high is not None and last >= high) or (
             censored == "at or below" and low is not None and measured < low
         )
+        # no upper edge: ρ never reaches it at this length and speed, and a measure above the lower edge
+        # agrees with the window without meeting a window's width
+        open_above = bool(found and low is not None and high is None and measured >= low)
         out.append(
             {
                 "epochs": epochs,
@@ -405,7 +462,8 @@ def calibrated_windows(row: Mapping, predicted: Mapping, model: Mapping, schedul
                 "censored": censored,
                 "last_eps": last,
                 "inside": inside,
-                "outside": bool((found and not inside) or beyond),
+                "open_above": open_above,
+                "outside": bool((found and not inside and not open_above) or beyond),
                 "ratio": measured / half if found and half else None,
             }
         )
@@ -451,6 +509,14 @@ def _number(x: float | None) -> str:
 
 def _censored(x: float | None, why: str, last: float) -> str:
     return {"": _number(x), "above": f"> {_number(last)}"}.get(why, f"≤ {_number(x)}")
+
+
+def _judged(window: Mapping) -> str:
+    if window["inside"]:
+        return "yes"
+    if window.get("open_above"):
+        return "open above"
+    return "no" if window["outside"] else "—"
 
 
 def markdown(rows: Sequence[dict]) -> str:
@@ -511,6 +577,21 @@ def markdown(rows: Sequence[dict]) -> str:
                 f"| {_number(at_low)}–{_number(at_high)} ({_number(h['eps_half_I_at_length'])}) "
                 f"| {shown} | {'yes' if h['inside_at_length'] else 'no'} | {ratio} |"
             )
+    fitted = [r for r in rows if r.get("time_law_fit")]
+    if fitted:
+        lines += [
+            "",
+            "| regime | lengths (× reference: ρ at the measured half-way ε) | ρ½ at the reference | onset f₀ "
+            "| spread in log ρ (without onset) |",
+            "|---|---|---|---|---|",
+        ]
+        for r in fitted:
+            fit = r["time_law_fit"]
+            shown = ", ".join(f"{f:.2f}: {rho:.3g}" for f, rho in fit["points"])
+            lines.append(
+                f"| {r['dataset']} | {shown} | {fit['rho_half']:.2f} | {fit['onset']:.2f} "
+                f"| {fit['residual']:.3f} ({fit['residual_without_onset']:.3f}) |"
+            )
     timed = [r for r in rows if r.get("timeline")]
     if timed:
         lines += [
@@ -550,9 +631,10 @@ def markdown(rows: Sequence[dict]) -> str:
                 low, high = c["eps_window_I"]
                 ratio = "—" if c["ratio"] is None else f"×{c['ratio']:.2f}"
                 lines.append(
-                    head + f"| {c['epochs']} | {_number(low)}–{_number(high)} ({_number(c['eps_half_I'])}) "
+                    head + f"| {c['epochs']} | {_number(low)}–{'∞' if high is None else _number(high)} "
+                    f"({_number(c['eps_half_I'])}) "
                     f"| {_censored(c['measured_half_I'], c['censored'], c['last_eps'])} "
-                    f"| {'yes' if c['inside'] else 'no' if c['outside'] else '—'} | {ratio} |"
+                    f"| {_judged(c)} | {ratio} |"
                 )
     spread = [r for r in rows if r.get("sweep_speeds")]
     if spread:

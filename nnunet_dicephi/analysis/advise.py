@@ -27,10 +27,11 @@ subset with a labelled one is pushed exactly like that map's background, so for 
 
 .. math::
 
-    \rho_\Phi = P_\text{mix} + (1 - P_\text{mix})\,\rho_I(\epsilon_\text{map}),
+    \rho_\Phi = g\,P_\text{mix} + (1 - P_\text{mix})\,\rho_I(\epsilon_\text{map}),
 
 P_mix the probability that an empty map's subset holds a labelled map (0 for I; for BI the other
-B − 1 slots, for CI the other classes of the patch, for BCI both) and ε_map the subset's ε per map
+B − 1 slots, for CI the other classes of the patch, for BCI both), g = 1 by Eq. 4 and 1.36 as the
+B sweeps measure it (:data:`MIXED_PUSH`), and ε_map the subset's ε per map
 (Eq. 4 is unchanged when every sum and ε are scaled alike, so an all-empty subset of m maps behaves
 like one map at ε/m). A structure hidden in the empty maps stays segmented in the share
 
@@ -40,8 +41,14 @@ like one map at ε/m). A structure hidden in the empty maps stays segmented in t
 
 calibrated on the demo's measured transition (docs/studies.md) at the reference training, 22 epochs ×
 40 iterations at 1e-2; the window is R from 0.9 (segmented) to 0.1 (left out). A training with
-``factor`` times the reference's learning-rate-weighted iterations has ρ½ / factor (the time law,
-:func:`schedule_factor`): the verb reads the trainer's schedule. Every function here is a pure
+``factor`` times the reference's learning-rate-weighted iterations has
+
+.. math::
+
+    \rho_{1/2}(f) = \rho_{1/2}\,\frac{1 - f_0}{f - f_0}
+
+(the time law, :func:`rho_half_at`; f₀ the onset, :data:`ONSET`): the verb reads the trainer's
+schedule. Every function here is a pure
 function of numbers; :func:`read_class_maps` and the verb read them from a dataset fold, through the
 trainers' own data and sampling model.
 """
@@ -63,6 +70,8 @@ from nnunet_dicephi.loss_config import DEFAULT_EPS
 
 __all__ = [
     "RHO_HALF",
+    "ONSET",
+    "MIXED_PUSH",
     "REFERENCE_SCHEDULE",
     "TIME_LAW_CHECKED",
     "STEEPNESS",
@@ -81,6 +90,7 @@ __all__ = [
     "push_ratio_I",
     "lr_weighted_steps",
     "schedule_factor",
+    "rho_half_at",
     "retained",
     "mixed_share",
     "push_ratio",
@@ -95,16 +105,29 @@ __all__ = [
     "add_parser",
 ]
 
-RHO_HALF = 0.5
-"""ρ at which half of a structure hidden in the empty maps stays segmented (the demo's transition), at
-the reference training :data:`REFERENCE_SCHEDULE`; at another length it is ``RHO_HALF / factor``
-(:func:`schedule_factor`, the time law)."""
+RHO_HALF = 0.68
+"""ρ at which half of a structure hidden in the empty maps stays segmented at the reference training
+:data:`REFERENCE_SCHEDULE`; at another length :func:`rho_half_at` (the time law). Fitted with
+:data:`ONSET` on the demo's data, its measured half-way ε at 22, 66 and 132 epochs
+(examples/transition_regimes.toml, Dataset976; scripts/transition_regimes.py prints the fit)."""
+ONSET = 0.40
+"""f₀ of the time law, in reference trainings: the learning-rate-weighted training (about 200
+iterations at 1e-2) after which the push on the empty maps starts to count toward where a training
+ends. Fitted with :data:`RHO_HALF` on the demo's data: ρ½ · f, the push at the measured half-way ε,
+fell from 0.68 at 22 epochs to 0.46 at 66 and 0.45 at 132, which 1/f alone (no onset) cannot give."""
 REFERENCE_SCHEDULE = (22, 40, 1e-2)
 """Epochs, iterations per epoch and initial learning rate of the training on which :data:`RHO_HALF` was
 read (examples/transition.toml, nnU-Net's poly schedule)."""
 TIME_LAW_CHECKED = (1.0, 5.8)
 """The range of trainings, as multiples of the reference, on which the time law was checked
 (docs/studies.md); outside it the window is an extrapolation, and ``advise`` says so."""
+MIXED_PUSH = RHO_HALF / 0.5
+"""The push on an empty map in a step whose subset also holds a labelled map (P_mix of the model), in
+units of ρ: 1 by Eq. 4 at one step, 1.36 as the B sweeps measure it. Read at 22 epochs, Φ = BI left
+type B out at B = 2 further than the average push predicts (docs/studies.md: a push in two steps of
+three does more than two thirds of a push in every step); at 1.36, the ratio by which ρ½ was
+re-read on Φ = I from 0.5, the Φ = BI, CI and BCI predictions stay where the B sweeps checked them,
+upper bounds of the measured batch sizes."""
 STEEPNESS = 4.0
 """k of R(ρ) = 1 / (1 + (ρ/ρ½)^k): the window (R from 0.9 to 0.1) spans ρ from 0.29 to 0.87."""
 SEGMENTED = 0.9
@@ -270,11 +293,25 @@ def lr_weighted_steps(epochs: int, iterations: int, initial_lr: float, elapsed: 
 def schedule_factor(epochs: int, iterations: int, initial_lr: float) -> float:
     """How many times the reference training (:data:`REFERENCE_SCHEDULE`) a schedule amounts to.
 
-    The time law (docs/advise.md): a structure hidden in the empty maps is left out once ρ times the
-    learning-rate-weighted training reaches a fixed amount, so ρ½ and the window's edges in ρ scale
-    as 1/factor.
+    In learning-rate-weighted iterations (:func:`lr_weighted_steps`); :func:`rho_half_at` turns it
+    into the training's ρ½ (the time law).
     """
     return lr_weighted_steps(epochs, iterations, initial_lr) / lr_weighted_steps(*REFERENCE_SCHEDULE)
+
+
+SHORTEST_SPAN = 0.05
+"""The least training past the onset the law is evaluated at, in reference trainings: a training that
+ends before the onset gets the ρ½ of one that ends just past it (its empty maps ignored)."""
+
+
+def rho_half_at(factor: float, rho_half: float = RHO_HALF, onset: float = ONSET) -> float:
+    """ρ½ after ``factor`` reference trainings (the time law): ``rho_half · (1 − onset) / (factor − onset)``.
+
+    A hidden structure is half left out once ρ times the training past the onset reaches a fixed
+    amount, so every threshold in ρ (ρ½ and the window's edges) scales as 1 / (factor − onset);
+    ``rho_half`` is the value at the reference training (factor 1). docs/advise.md derives it.
+    """
+    return rho_half * (1 - onset) / max(factor - onset, SHORTEST_SPAN)
 
 
 def retained(rho: float | np.ndarray, *, rho_half: float = RHO_HALF, steepness: float = STEEPNESS) -> np.ndarray:
@@ -346,7 +383,7 @@ def push_ratio(
     include_background: bool = False,
     classes: int = 1,
 ) -> np.ndarray:
-    r"""ρ_Φ = P_mix + (1 − P_mix)·ρ_I(ε_map) at the plans' batch size (or ``batch_size``).
+    r"""ρ_Φ = g·P_mix + (1 − P_mix)·ρ_I(ε_map) at the plans' batch size (or ``batch_size``); g: :data:`MIXED_PUSH`.
 
     ``eps`` is added once per subset (a named ε), or once per map (``eps_per_map``: the heuristic);
     ``classes`` is the number of channels in the loss (for CI and BCI).
@@ -359,7 +396,7 @@ def push_ratio(
     eps = np.asarray(eps, dtype=np.float64)
     per_map = eps if eps_per_map else eps / _maps_per_subset(phi, maps, b, classes)
     alone = push_ratio_I(per_map, v_hat=v_hat, volumes=volumes, weights=weights)
-    return mixed + (1 - mixed) * alone
+    return MIXED_PUSH * mixed + (1 - mixed) * alone
 
 
 # --- windows, and the two failures --------------------------------------------------------------------
@@ -447,7 +484,7 @@ def flood_ratio(
 
     .. math::
 
-        \rho_0 = P_\text{mix} + (1 - P_\text{mix})\,
+        \rho_0 = g\,P_\text{mix} + (1 - P_\text{mix})\,
             \frac{\epsilon/(pN + \epsilon)^2}{(2pV + \epsilon)/(V + pN + \epsilon)^2}.
 
     Small ρ₀: the empty maps give no push while the network still predicts the class everywhere.
@@ -455,7 +492,7 @@ def flood_ratio(
     f0 = start_prediction * patch_voxels
     empty = eps_map / (f0 + eps_map) ** 2
     background = (2 * start_prediction * volume + eps_map) / (volume + f0 + eps_map) ** 2
-    return float(mixed + (1 - mixed) * empty / background)
+    return float(MIXED_PUSH * mixed + (1 - mixed) * empty / background)
 
 
 def collapse_ratio(empty: float, learned_share: float, mixed: float = 0.0) -> float:
@@ -631,7 +668,7 @@ def evaluate(
     loss_classes = classes + (1 if include_bg else 0)
     mixed = mixed_share(setting.phi, maps, sampling, include_background=include_bg)
     if setting.leaf:  # leaf Dice drops every subset without a label: an all-empty subset gives no push
-        rho = mixed
+        rho = MIXED_PUSH * mixed
     else:
         rho = float(
             push_ratio(
@@ -677,7 +714,7 @@ def evaluate(
     else:
         start = 0.5 if sampling.has_regions else 1.0 / sampling.output_channels
         rho0 = (
-            mixed
+            MIXED_PUSH * mixed
             if setting.leaf
             else flood_ratio(
                 eps_map, volume=mean_v, patch_voxels=sampling.patch_voxels, start_prediction=start, mixed=mixed
@@ -1159,7 +1196,7 @@ def table_text(header: dict, predictions: Sequence[ClassPrediction]) -> str:
             f"training: {schedule['epochs']} epochs × {schedule['iterations']} iterations at "
             f"{schedule['initial_lr']:g} (-tr {header['trainer']}), {schedule['factor']:.3g} × the reference "
             f"({epochs} × {iterations} at {lr:g}): "
-            f"ρ½ = {RHO_HALF:g} / {schedule['factor']:.3g} (the time law"
+            f"ρ½ = {RHO_HALF:g} · {1 - ONSET:.2g} / ({schedule['factor']:.3g} − {ONSET:g}) (the time law"
             + (
                 ")"
                 if schedule["checked"]
@@ -1377,8 +1414,9 @@ def _header(args, trainer, sampling: Sampling, cases: int) -> dict:
         "level_scales": list(sampling.level_scales),
         "schedule": schedule,
         "model": {
-            "rho_half": RHO_HALF / schedule["factor"],
+            "rho_half": rho_half_at(schedule["factor"]),
             "rho_half_reference": RHO_HALF,
+            "onset": ONSET,
             "reference_schedule": list(REFERENCE_SCHEDULE),
             "time_law_checked": list(TIME_LAW_CHECKED),
             "steepness": STEEPNESS,

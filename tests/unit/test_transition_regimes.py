@@ -220,6 +220,48 @@ def test_the_window_at_another_length_scales_every_rho_threshold_by_the_inverse_
     assert script.window_at(predicted, prediction["model"], 0.1) == (None, None, None)
 
 
+def test_with_an_onset_the_window_scales_by_the_training_past_it_and_a_speed_multiplies_rho_half():
+    prediction = _prediction()
+    (predicted,) = prediction["classes"]
+    model = prediction["model"] | {"rho_half_reference": 0.5, "onset": 0.5}
+    # 3 reference trainings, 0.5 of them before the onset: ρ½ = 0.5 · 0.5 / 2.5 = 0.1; at speed 2.5: 0.25,
+    # the ρ½ of twice the training without an onset (the test above)
+    assert script.window_at(predicted, model, 3.0, 2.5) == pytest.approx(
+        script.window_at(predicted, prediction["model"], 2.0)
+    )
+    assert script.share_at_length(predicted, model, 1.0, 3.0) == pytest.approx(1 / (1 + (0.2 / 0.1) ** 4))
+
+
+def test_the_time_law_fit_recovers_rho_half_and_the_onset_and_says_what_no_onset_would_leave():
+    # ρ at the half-way ε of a law with ρ½ = 0.6 and f₀ = 0.3, at 1, 3 and 6 reference trainings
+    points = [(f, 0.6 * 0.7 / (f - 0.3)) for f in (1.0, 3.0, 6.0)]
+    fit = script.fit_time_law(points)
+    assert fit["rho_half"] == pytest.approx(0.6) and fit["onset"] == pytest.approx(0.3)
+    assert fit["residual"] == pytest.approx(0.0, abs=1e-9) and fit["residual_without_onset"] > 0.1
+    # the plain 1/f law is the onset 0
+    plain = script.fit_time_law([(1.0, 0.5), (2.0, 0.25), (4.0, 0.125)])
+    assert plain["onset"] == 0.0 and plain["rho_half"] == pytest.approx(0.5)
+    assert script.fit_time_law([(1.0, 0.5)]) is None  # one length fits nothing
+    means = {_conf("TrainerDiceI"): {"B": 0.9}, _conf("TrainerDiceI_eps1e1"): {"B": 0.1}}
+    row = script.regime(_prediction(), means) | {"time_law_fit": fit}
+    shown = script.markdown([row])
+    assert "| Dataset973_ToyTransitionEmpty1In2 | 1.00: 0.6, 3.00: 0.156, 6.00: 0.0737 | 0.60 | 0.30 | 0.000 (" in shown
+
+
+def test_a_window_without_an_upper_edge_is_open_above_not_a_hold_nor_a_miss():
+    prediction = _prediction()
+    (predicted,) = prediction["classes"]
+    row = {"measured_half_I": 5.0, "censored": "", "sweep_I": [{"eps": 10.0}]}
+    schedule = {"epochs": 22, "factor": 1.0}
+    # speed 3: ρ½ = 1.5, the upper edge 1.5·9^¼ = 2.6 beyond the curve's largest ρ (2.0)
+    (window,) = script.calibrated_windows(row, predicted, prediction["model"], schedule, 3.0)
+    assert window["eps_window_I"][1] is None and window["eps_window_I"][0] < 5.0
+    assert window["open_above"] and not window["inside"] and not window["outside"]
+    (below,) = script.calibrated_windows(row | {"measured_half_I": 1.5}, predicted, prediction["model"], schedule, 3.0)
+    assert below["outside"] and not below["open_above"]
+    assert script._judged(window) == "open above" and script._judged(below) == "no"
+
+
 def test_a_pilot_is_read_for_the_speed_not_counted_as_a_sweep_point():
     pilot = "TrainerDiceI_eps3_ep60_it40_lr1e-2_seed1__nnUNetPlans_f16__2d"
     means = {_conf("TrainerDiceI"): {"B": 0.9}, _conf("TrainerDiceI_eps1e1"): {"B": 0.1}, pilot: {"B": 0.0}}
