@@ -416,17 +416,27 @@ def half_way_points(row: Mapping, predicted: Mapping) -> list[tuple[float, float
 def calibrate(row: Mapping, prediction: Mapping, seed: int | None = None) -> dict:
     """What one pilot read, and the windows its speed gives beside the measured half-way ε of each length.
 
-    ``prediction``: ``advise --json --pilot …`` for the sweep's plans and training. Returns
-    ``{"seed", "reading", "calibrated"}``: the class's reading (None without one) and, per training
-    length with a measured half-way ε (the sweep's, then the longer ones), the time law's window at
-    that length with ρ½ times the speed (:func:`calibrated_windows`).
+    ``prediction``: ``advise --json --pilot …`` (one pilot or several) for the sweep's plans and
+    training. Returns ``{"seed", "reading", "speed", "speeds", "calibrated"}``: the (first) pilot's
+    reading of the class (None without one), the speed the class takes (several pilots: the geometric
+    mean of their ``speeds``) and, per training length with a measured half-way ε (the sweep's, then
+    the longer ones), the time law's window at that length with ρ½ times the speed
+    (:func:`calibrated_windows`).
     """
     predicted = next(c for c in prediction["classes"] if c["name"] == CLASS)
     reading = predicted.get("pilot")
+    speed = predicted.get("speed", reading.get("speed") if reading else None)  # several pilots: their mean
     windows = []
-    if reading and reading.get("speed") is not None:
-        windows = calibrated_windows(row, predicted, prediction["model"], prediction["schedule"], reading["speed"])
-    return {"seed": seed, "reading": reading, "calibrated": windows}
+    if speed is not None:
+        windows = calibrated_windows(row, predicted, prediction["model"], prediction["schedule"], speed)
+    readings = predicted.get("pilots") or ([reading] if reading else [])
+    return {
+        "seed": seed,
+        "reading": reading,
+        "speed": speed,
+        "speeds": [r["speed"] for r in readings],
+        "calibrated": windows,
+    }
 
 
 def calibrated_windows(row: Mapping, predicted: Mapping, model: Mapping, schedule: Mapping, speed: float) -> list[dict]:
@@ -636,6 +646,25 @@ def markdown(rows: Sequence[dict]) -> str:
                     f"| {_censored(c['measured_half_I'], c['censored'], c['last_eps'])} "
                     f"| {_judged(c)} | {ratio} |"
                 )
+    together = [r for r in rows if r.get("pilots_together") and r["pilots_together"]["calibrated"]]
+    if together:
+        lines += [
+            "",
+            "| regime | pilots' speeds → their geometric mean | epochs | window with the mean speed (half) "
+            "| measured half-way ε | inside | measured / predicted |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in together:
+            both = r["pilots_together"]
+            speeds = ", ".join("—" if x is None else f"{x:.2g}" for x in both["speeds"])
+            for c in both["calibrated"]:
+                low, high = c["eps_window_I"]
+                ratio = "—" if c["ratio"] is None else f"×{c['ratio']:.2f}"
+                lines.append(
+                    f"| {r['dataset']} | {speeds} → {both['speed']:.2g} | {c['epochs']} "
+                    f"| {_number(low)}–{'∞' if high is None else _number(high)} ({_number(c['eps_half_I'])}) "
+                    f"| {_censored(c['measured_half_I'], c['censored'], c['last_eps'])} | {_judged(c)} | {ratio} |"
+                )
     spread = [r for r in rows if r.get("sweep_speeds")]
     if spread:
         lines += [
@@ -647,7 +676,9 @@ def markdown(rows: Sequence[dict]) -> str:
             runs = ", ".join(f"{_number(p['eps'])}/{p['epochs']}: {p['speed']:.2g}" for p in r["sweep_speeds"])
             judged = [w for p in r["sweep_speeds"] for w in p["windows"] if w["inside"] or w["outside"]]
             held = sum(w["inside"] for w in judged)
-            lines.append(f"| {r['dataset']} | {runs} | {held} of {len(judged)} |")
+            opened = sum(w.get("open_above", False) for p in r["sweep_speeds"] for w in p["windows"])
+            also = f" ({opened} more open above)" if opened else ""
+            lines.append(f"| {r['dataset']} | {runs} | {held} of {len(judged)}{also} |")
     batch_rows = [r for r in rows if r["sweep_BI"]]
     if batch_rows:
         lines += [
@@ -739,6 +770,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 seed = parse_trainer_name(folder.parent.name.split("__")[0]).seed
                 row["pilots"].append(calibrate(row, with_pilot, seed))
+            row["pilots_together"] = None
+            if len(pilots) > 1:  # every pilot at once: the class takes the geometric mean of their speeds
+                arguments = [a for folder in pilots for a in ("--pilot", str(folder))] + ["--pilot-cases", str(cases)]
+                together = _predict(
+                    str(dataset.id), configuration, str(dataset.folds[0]), base, trainer, environ, arguments
+                )
+                row["pilots_together"] = calibrate(row, together)
         b_cases = {c for c, kind in validation_types.items() if kind == "B"}
         row["sweep_speeds"] = sweep_speeds(row, prediction, folds, b_cases)
         rows.append(row)

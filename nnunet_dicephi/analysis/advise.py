@@ -594,7 +594,13 @@ class ClassPrediction:
     pilot_eps: float | None = None
     """The suggested pilot's ε for this class (:mod:`~nnunet_dicephi.analysis.pilot`)."""
     pilot: dict | None = None
-    """What ``--pilot`` read for this class (:class:`~nnunet_dicephi.analysis.pilot.ClassReading`)."""
+    """What the (first) ``--pilot`` read for this class (:class:`~nnunet_dicephi.analysis.pilot.ClassReading`)."""
+    pilots: list = field(default_factory=list)
+    """What every ``--pilot`` read for this class, in the order given."""
+    speed: float | None = None
+    """The speed the class's ρ½ takes: the pilot's, or the geometric mean of several; None without."""
+    speed_bound: bool = False
+    """The speed is a lower bound (a pilot that had not left the class out yet)."""
 
     def to_json(self) -> dict:
         out = asdict(self)
@@ -1257,29 +1263,36 @@ def _speed_lines(p: ClassPrediction, header: dict) -> list[str]:
     """How fast the class's regime leaves a hidden structure: read by a pilot, or how to read it."""
     from nnunet_dicephi.analysis.pilot import PUSH_TO_LEAVE, pilot_trainer
 
-    r = p.pilot
-    if r is None:
+    if not p.pilots:
         if p.pilot_eps is None or not p.eps_window_I:
             return []
         return [
             f"  speed: the demo's (not measured); a pilot reads this class's: -tr {pilot_trainer(p.pilot_eps)}, "
-            "then advise … --pilot <its fold folder>"
+            "then advise … --pilot <its fold folder> (two pilots, other seeds, read it finer)"
         ]
-    head = f"  pilot {header['pilot']['trainer']} (ε = {r['eps']:.3g}, {r['cases']} validation cases): "
-    if r["speed"] is None:
-        return [head + r["note"]]
-    at = "at least " if r["bound"] else ""
-    when = f"segmented from epoch {r['segmented_epoch']}, " + (
-        f"left out from epoch {r['left_epoch']}"
-        if r["left_epoch"]
-        else f"still segmented at epoch {r['recorded_epochs']}"
-    )
-    lines = [
-        head + when + f": push {at}{r['amount']:.2g} = {at}{r['speed']:.2g} × the demo's {PUSH_TO_LEAVE:g} "
-        f"→ ρ½ = {at}{p.rho_half:.3g} (the windows above take it)"
-    ]
-    if r["note"]:
-        lines.append(f"  note: {r['note']}")
+    lines, alone = [], len(p.pilots) == 1
+    for r, run in zip(p.pilots, header["pilots"]):
+        head = f"  pilot {run['trainer']} (ε = {r['eps']:.3g}, {r['cases']} validation cases): "
+        if r["speed"] is None:
+            lines.append(head + r["note"])
+            continue
+        at = "at least " if r["bound"] else ""
+        when = f"segmented from epoch {r['segmented_epoch']}, " + (
+            f"left out from epoch {r['left_epoch']}"
+            if r["left_epoch"]
+            else f"still segmented at epoch {r['recorded_epochs']}"
+        )
+        read = head + when + f": push {at}{r['amount']:.2g} = {at}{r['speed']:.2g} × the demo's {PUSH_TO_LEAVE:g}"
+        lines.append(read + (f" → ρ½ = {at}{p.rho_half:.3g} (the windows above take it)" if alone else ""))
+        if r["note"]:
+            lines.append(f"    note: {r['note']}")
+    if not alone and p.speed is not None:
+        at = "at least " if p.speed_bound else ""
+        read = sum(r["speed"] is not None for r in p.pilots)
+        lines.append(
+            f"  speed {at}{p.speed:.2g}, the geometric mean of {read} pilots' → ρ½ = {at}{p.rho_half:.3g} "
+            "(the windows above take it)"
+        )
     return lines
 
 
@@ -1371,8 +1384,10 @@ def add_parser(verbs) -> None:
     p.add_argument(
         "--pilot",
         metavar="FOLD_FOLDER",
+        action="append",
         help="fold folder of a pilot training on the same data and plans (the TrainerDiceI_eps…_ep60_it40_lr1e-2 "
-        "advise suggests; finished or not): calibrates each class's speed from its validation record",
+        "advise suggests; finished or not): calibrates each class's speed from its validation record; "
+        "given more than once (pilots of other seeds), the speed is the geometric mean of theirs",
     )
     p.add_argument(
         "--pilot-cases",
@@ -1429,6 +1444,7 @@ def _header(args, trainer, sampling: Sampling, cases: int) -> dict:
             "pilot_push": PILOT_PUSH,
         },
         "pilot": None,
+        "pilots": [],
     }
 
 
@@ -1450,12 +1466,12 @@ def run_advise(args: argparse.Namespace) -> int:
         parse_trainer_name(args.trainer)
     except TrainerNameError as error:
         return refuse("advise", error)
-    pilot_run, pilot_cases = None, None
+    pilot_runs, pilot_cases = [], None
     if args.pilot:
         from nnunet_dicephi.analysis.pilot import PilotError, read_cases, read_pilot
 
         try:
-            pilot_run = read_pilot(args.pilot)
+            pilot_runs = [read_pilot(folder) for folder in args.pilot]
             pilot_cases = read_cases(args.pilot_cases) if args.pilot_cases else None
         except (PilotError, OSError) as error:
             return refuse("advise", error)
@@ -1480,32 +1496,47 @@ def run_advise(args: argparse.Namespace) -> int:
         with reading_trainer(args.dataset, args.configuration, args.fold, args.trainer, args.plans) as trainer:
             classes, sampling, record = read_class_maps(trainer, log=lambda text: print(text, file=sys.stderr))
             header = _header(args, trainer, sampling, len(trainer.do_split()[0]))
-            annotated = _validation_cases(trainer, classes) if pilot_run is not None else {}
+            annotated = _validation_cases(trainer, classes) if pilot_runs else {}
     except Exception as error:  # nnU-Net's many failure types become one clear message
         return refuse("advise", f"cannot read dataset {args.dataset}: {error}")
-    readings = []
-    if pilot_run is not None:
-        if pilot_run.fingerprint != record["fingerprint"]:
+    readings = []  # per pilot, per class
+    for folder, run in zip(args.pilot or [], pilot_runs):
+        if run.fingerprint != record["fingerprint"]:
             return refuse(
                 "advise",
-                f"the pilot {args.pilot} trained on other data, plans or fold than {header['dataset']} "
+                f"the pilot {folder} trained on other data, plans or fold than {header['dataset']} "
                 f"{args.configuration} fold {args.fold} -p {args.plans} (data fingerprint "
-                f"{pilot_run.fingerprint[:12]}… against {record['fingerprint'][:12]}…): give a pilot trained on these",
+                f"{run.fingerprint[:12]}… against {record['fingerprint'][:12]}…): give a pilot trained on these",
             )
-        readings = _pilot_readings(pilot_run, classes, sampling, annotated, pilot_cases)
-        header["pilot"] = {
-            "folder": os.path.abspath(args.pilot),
-            "trainer": pilot_run.trainer,
-            "schedule": list(pilot_run.schedule),
-            "factor": schedule_factor(*pilot_run.schedule),
-            "cases": os.path.abspath(args.pilot_cases) if args.pilot_cases else None,
-        }
+        readings.append(_pilot_readings(run, classes, sampling, annotated, pilot_cases))
+        header["pilots"].append(
+            {
+                "folder": os.path.abspath(folder),
+                "trainer": run.trainer,
+                "schedule": list(run.schedule),
+                "factor": schedule_factor(*run.schedule),
+                "cases": os.path.abspath(args.pilot_cases) if args.pilot_cases else None,
+            }
+        )
+    header["pilot"] = header["pilots"][0] if header["pilots"] else None
     judged = Setting.from_trainer(args.trainer) is not None
     extra = [args.trainer] if judged else []
-    speeds = {m.channel: r.speed for m, r in zip(classes, readings) if r.speed}
+    from nnunet_dicephi.analysis.pilot import combined_speed
+
+    per_class = [combined_speed([own[index] for own in readings]) for index in range(len(classes))]
+    speeds = {m.channel: speed for m, (speed, _) in zip(classes, per_class) if speed}
     predictions = advise(classes, sampling, extra=extra, rho_half=header["model"]["rho_half"], speeds=speeds)
     if readings:
-        predictions = [replace(p, pilot=r.to_json()) for p, r in zip(predictions, readings)]
+        predictions = [
+            replace(
+                p,
+                pilot=readings[0][index].to_json(),
+                pilots=[own[index].to_json() for own in readings],
+                speed=per_class[index][0],
+                speed_bound=per_class[index][1],
+            )
+            for index, p in enumerate(predictions)
+        ]
     heuristic = record["heuristic_eps"]
     result = {
         **header,

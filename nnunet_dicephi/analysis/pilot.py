@@ -55,6 +55,7 @@ __all__ = [
     "read_cases",
     "pilot_factor",
     "suggested_eps",
+    "combined_speed",
 ]
 
 PUSH_TO_LEAVE = 0.72
@@ -309,3 +310,17 @@ def suggested_eps(rho_at: Callable[[np.ndarray], np.ndarray], low: float, high: 
         return reached
     grid = np.logspace(math.log10(low), math.log10(high), 400)
     return float(grid[int(np.argmax(rho_at(grid)))])
+
+
+def combined_speed(readings: Sequence[ClassReading]) -> tuple[float | None, bool]:
+    """The speed several pilots give one class: the geometric mean of the speeds they read.
+
+    Two pilots of one regime read speeds up to ×1.8 apart (docs/studies.md): the mean of two is the
+    finer measurement. Returns ``(speed, bound)``: None without any reading; a lower bound when one
+    of the speeds it averages is one.
+    """
+    read = [r for r in readings if r.speed]
+    if not read:
+        return None, False
+    speed = math.exp(sum(math.log(r.speed) for r in read) / len(read))
+    return speed, any(r.bound for r in read)

@@ -549,6 +549,21 @@ def test_advise_calibrates_each_class_with_a_pilots_speed(toy, tmp_path, capsys)
     other = _pilot(tmp_path / "other" / "fold_0", "0" * 64, [0.9, 0.1])
     assert _run([*reference, "--pilot", str(other)]) == 2
     assert "trained on other data" in capsys.readouterr().err
+
+    # two pilots (another seed, here four times the push): the class takes the geometric mean of their speeds
+    again = _pilot(tmp_path / "again" / "fold_0", plain["data_fingerprint"], [0.5, 0.95, 0.96, 0.9, 0.2, 0.1], eps=80.0)
+    assert _run([*reference, "--pilot", str(folder), "--pilot", str(again)]) == 0
+    both = json.loads(capsys.readouterr().out)
+    (two,) = both["classes"]
+    first, second = two["pilots"]
+    assert two["pilot"] == first == pilot and second["eps"] == 80.0 and len(both["pilots"]) == 2
+    assert two["speed"] == pytest.approx(math.sqrt(first["speed"] * second["speed"])) and not two["speed_bound"]
+    assert two["rho_half"] == pytest.approx(A.RHO_HALF * two["speed"])
+    assert first["speed"] < two["speed"] < second["speed"]
+    assert _run(reference[:-1] + ["--pilot", str(folder), "--pilot", str(again)]) == 0
+    assert "the geometric mean of 2 pilots" in capsys.readouterr().out
+    assert _run([*reference, "--pilot", str(folder), "--pilot", str(other)]) == 2  # one on other data: refused
+    assert "trained on other data" in capsys.readouterr().err
     batch = _pilot(tmp_path / "bi" / "fold_0", plain["data_fingerprint"], [0.9, 0.1], phi="BI")
     assert _run([*reference, "--pilot", str(batch)]) == 2
     assert "not a pilot the model reads" in capsys.readouterr().err

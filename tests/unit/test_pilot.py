@@ -72,6 +72,19 @@ def test_a_pilot_that_has_not_left_gives_a_lower_bound_and_one_that_never_segmen
     assert early.left_epoch == 3 and "may read high" in early.note
 
 
+def test_several_pilots_give_the_geometric_mean_of_their_speeds():
+    fast = P.read_class(_run(_record([0.5, 0.95, 0.96, 0.9, 0.2, 0.1])), 0, "lesion", lambda eps: 0.8, {"a", "b"})
+    slow = P.read_class(_run(_record([0.5, 0.95, 0.96, 0.9, 0.2, 0.1])), 0, "lesion", lambda eps: 0.2, {"a", "b"})
+    assert P.combined_speed([fast]) == (pytest.approx(fast.speed), False)
+    assert P.combined_speed([fast, slow]) == (pytest.approx(math.sqrt(fast.speed * slow.speed)), False)
+    assert P.combined_speed([fast, slow])[0] == pytest.approx(fast.speed / 2)  # ρ four times smaller
+    never = P.read_class(_run(_record([0.1, 0.3, 0.2])), 0, "lesion", lambda eps: 0.5, {"a", "b"})
+    assert P.combined_speed([never, slow]) == (pytest.approx(slow.speed), False)  # no reading: left out
+    assert P.combined_speed([never]) == (None, False)
+    still = P.read_class(_run(_record([0.5, 0.95, 0.9, 0.8])), 0, "lesion", lambda eps: 0.5, {"a", "b"})
+    assert P.combined_speed([still, fast])[1]  # a bound among them: the mean is a bound too
+
+
 def _pilot_folder(tmp_path, **loss):
     record = {
         "trainer_name": "TrainerDiceI_eps16_ep60_it40_lr1e-2",

@@ -310,6 +310,12 @@ def test_the_pilots_speed_scales_the_window_at_every_length_and_meets_the_measur
     prediction["classes"][0]["pilot"] = reading | {"speed": None, "amount": None, "note": "never segmented"}
     row["pilots"] = [script.calibrate(row, prediction, 1)]
     assert row["pilots"][0]["calibrated"] == [] and "| never segmented |" in script.markdown([row])
+    # two pilots at once: the class's speed is their mean, and a table of its own
+    prediction["classes"][0] |= {"pilots": [reading | {"speed": 0.25}, reading | {"speed": 1.0}], "speed": 0.5}
+    row["pilots_together"] = script.calibrate(row, prediction)
+    assert row["pilots_together"]["speeds"] == [0.25, 1.0] and row["pilots_together"]["speed"] == 0.5
+    assert row["pilots_together"]["calibrated"][0]["eps_window_I"] == [low, high]  # the speed ½ above
+    assert "| Dataset973_ToyTransitionEmpty1In2 | 0.25, 1 → 0.5 | 22 |" in script.markdown([row])
 
 
 def test_each_sweep_run_that_left_type_b_is_read_as_if_it_were_the_pilot(tmp_path):
