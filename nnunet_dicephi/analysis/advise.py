@@ -1290,7 +1290,7 @@ def _speed_lines(p: ClassPrediction, header: dict) -> list[str]:
         at = "at least " if p.speed_bound else ""
         read = sum(r["speed"] is not None for r in p.pilots)
         lines.append(
-            f"  speed {at}{p.speed:.2g}, the geometric mean of {read} pilots' → ρ½ = {at}{p.rho_half:.3g} "
+            f"  speed {at}{p.speed:.2g}: the geometric mean of {read} pilots' speeds → ρ½ = {at}{p.rho_half:.3g} "
             "(the windows above take it)"
         )
     return lines
