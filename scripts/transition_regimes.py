@@ -529,6 +529,17 @@ def _judged(window: Mapping) -> str:
     return "no" if window["outside"] else "—"
 
 
+def _window_cells(window: Mapping) -> str:
+    """A calibrated window's cells: the window (half), the measured half-way ε, the judgement, the ratio."""
+    low, high = window["eps_window_I"]
+    ratio = "—" if window["ratio"] is None else f"×{window['ratio']:.2f}"
+    return (
+        f"| {_number(low)}–{'∞' if high is None else _number(high)} ({_number(window['eps_half_I'])}) "
+        f"| {_censored(window['measured_half_I'], window['censored'], window['last_eps'])} "
+        f"| {_judged(window)} | {ratio} |"
+    )
+
+
 def markdown(rows: Sequence[dict]) -> str:
     """The regimes table (predicted window against the measured half-way ε), then the B sweeps."""
     lines = [
@@ -638,14 +649,7 @@ def markdown(rows: Sequence[dict]) -> str:
             if not pilot["calibrated"]:
                 lines.append(head + f"| — | {p['note'] or '—'} | — | — | — |")
             for c in pilot["calibrated"]:
-                low, high = c["eps_window_I"]
-                ratio = "—" if c["ratio"] is None else f"×{c['ratio']:.2f}"
-                lines.append(
-                    head + f"| {c['epochs']} | {_number(low)}–{'∞' if high is None else _number(high)} "
-                    f"({_number(c['eps_half_I'])}) "
-                    f"| {_censored(c['measured_half_I'], c['censored'], c['last_eps'])} "
-                    f"| {_judged(c)} | {ratio} |"
-                )
+                lines.append(head + f"| {c['epochs']} {_window_cells(c)}")
     together = [r for r in rows if r.get("pilots_together") and r["pilots_together"]["calibrated"]]
     if together:
         lines += [
@@ -658,13 +662,7 @@ def markdown(rows: Sequence[dict]) -> str:
             both = r["pilots_together"]
             speeds = ", ".join("—" if x is None else f"{x:.2g}" for x in both["speeds"])
             for c in both["calibrated"]:
-                low, high = c["eps_window_I"]
-                ratio = "—" if c["ratio"] is None else f"×{c['ratio']:.2f}"
-                lines.append(
-                    f"| {r['dataset']} | {speeds} → {both['speed']:.2g} | {c['epochs']} "
-                    f"| {_number(low)}–{'∞' if high is None else _number(high)} ({_number(c['eps_half_I'])}) "
-                    f"| {_censored(c['measured_half_I'], c['censored'], c['last_eps'])} | {_judged(c)} | {ratio} |"
-                )
+                lines.append(f"| {r['dataset']} | {speeds} → {both['speed']:.2g} | {c['epochs']} {_window_cells(c)}")
     spread = [r for r in rows if r.get("sweep_speeds")]
     if spread:
         lines += [
