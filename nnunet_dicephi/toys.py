@@ -272,6 +272,7 @@ TRANSITION_REGIMES: Sequence[tuple[str, str, dict[str, Any]]] = (
     ("empty-1in2", "one training image in two of type B", {"unlabelled_every": 2}),
     ("3d", "spheres in 32³ volumes", {"dimensions": 3, "image": 32}),
     ("among-others", "two other structures labelled in every image", {"others": True}),
+    ("medium", "twice the area (radius ×√2)", {"radius_scale": 2**0.5}),
 )
 """``transition-<name>`` scenarios: the demo's data with one thing changed (:func:`lesion_regime`)."""
 

@@ -426,21 +426,34 @@ def calibrate(row: Mapping, prediction: Mapping, seed: int | None = None) -> dic
     predicted = next(c for c in prediction["classes"] if c["name"] == CLASS)
     reading = predicted.get("pilot")
     speed = predicted.get("speed", reading.get("speed") if reading else None)  # several pilots: their mean
+    span = predicted.get("speed_span")  # several pilots: the window runs over their speeds
     windows = []
     if speed is not None:
-        windows = calibrated_windows(row, predicted, prediction["model"], prediction["schedule"], speed)
+        windows = calibrated_windows(row, predicted, prediction["model"], prediction["schedule"], speed, span)
     readings = predicted.get("pilots") or ([reading] if reading else [])
     return {
         "seed": seed,
         "reading": reading,
         "speed": speed,
         "speeds": [r["speed"] for r in readings],
+        "speed_span": span,
         "calibrated": windows,
     }
 
 
-def calibrated_windows(row: Mapping, predicted: Mapping, model: Mapping, schedule: Mapping, speed: float) -> list[dict]:
-    """At each training length with a measured half-way ε: the window with ρ½ times ``speed``, and the measure."""
+def calibrated_windows(
+    row: Mapping,
+    predicted: Mapping,
+    model: Mapping,
+    schedule: Mapping,
+    speed: float,
+    span: Sequence[float] | None = None,
+) -> list[dict]:
+    """At each training length with a measured half-way ε: the window with ρ½ times ``speed``, and the measure.
+
+    ``span``: the slowest and fastest of several pilots' speeds (``advise``'s ``speed_span``): the
+    window runs from the lower edge at the slowest to the upper edge at the fastest, as ``advise``'s.
+    """
     if "measured_half_I" not in row:
         return []
     out = []
@@ -453,6 +466,8 @@ def calibrated_windows(row: Mapping, predicted: Mapping, model: Mapping, schedul
     ]
     for epochs, factor, measured, censored, last in lengths:
         low, half, high = window_at(predicted, model, factor, speed)
+        if span:
+            low, high = window_at(predicted, model, factor, span[0])[0], window_at(predicted, model, factor, span[1])[2]
         found = measured is not None and not censored
         inside = bool(found and low and high and low <= measured <= high)
         # a half-way ε known only as a bound is outside when the bound already lies beyond the window
@@ -654,7 +669,7 @@ def markdown(rows: Sequence[dict]) -> str:
     if together:
         lines += [
             "",
-            "| regime | pilots' speeds → their geometric mean | epochs | window with the mean speed (half) "
+            "| regime | pilots' speeds → their geometric mean | epochs | window over the speeds (half at the mean) "
             "| measured half-way ε | inside | measured / predicted |",
             "|---|---|---|---|---|---|---|",
         ]
@@ -769,7 +784,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 seed = parse_trainer_name(folder.parent.name.split("__")[0]).seed
                 row["pilots"].append(calibrate(row, with_pilot, seed))
             row["pilots_together"] = None
-            if len(pilots) > 1:  # every pilot at once: the class takes the geometric mean of their speeds
+            if len(pilots) > 1:  # every pilot at once: the window spans their speeds, the half at their mean
                 arguments = [a for folder in pilots for a in ("--pilot", str(folder))] + ["--pilot-cases", str(cases)]
                 together = _predict(
                     str(dataset.id), configuration, str(dataset.folds[0]), base, trainer, environ, arguments

@@ -601,10 +601,13 @@ class ClassPrediction:
     """The speed the class's ρ½ takes: the pilot's, or the geometric mean of several; None without."""
     speed_bound: bool = False
     """The speed is a lower bound (a pilot that had not left the class out yet)."""
+    speed_span: tuple[float, float] | None = None
+    """The slowest and the fastest of several pilots' speeds: the Φ = I window spans both."""
 
     def to_json(self) -> dict:
         out = asdict(self)
         out["eps_window_I"] = list(self.eps_window_I) if self.eps_window_I else None
+        out["speed_span"] = list(self.speed_span) if self.speed_span else None
         out["labelled_volume_quantiles"] = dict(zip(("10", "50", "90"), self.volume_quantiles))
         del out["volume_quantiles"]
         out["curve"] = {
@@ -661,8 +664,12 @@ def evaluate(
     batch_edges: tuple[int | None, int | None],
     rho_half: float = RHO_HALF,
     steepness: float = STEEPNESS,
+    rho_half_span: tuple[float, float] | None = None,
 ) -> Verdict:
-    """What ``setting`` does to the class's empty maps at the plans' batch size."""
+    """What ``setting`` does to the class's empty maps at the plans' batch size.
+
+    ``rho_half_span`` (see :func:`predict_class`) widens the window a margin in ρ is taken against.
+    """
     b = sampling.batch_size
     e = empty_share(maps, sampling)
     volumes, weights = labelled_volumes(maps, sampling)
@@ -710,7 +717,8 @@ def evaluate(
         elif state != "learned" and ignoring:
             margin = ignoring / b
     if margin is None and of == "rho":
-        low, high = (rho_half * 9 ** (-1 / steepness), rho_half * 9 ** (1 / steepness))
+        slowest, fastest = rho_half_span or (rho_half, rho_half)
+        low, high = (slowest * 9 ** (-1 / steepness), fastest * 9 ** (1 / steepness))
         margin = rho / high if state == "learned" else (low / rho if rho > 0 else math.inf)
 
     # flood: Dice only, nothing trains the background, a class absent from most patches whose empty
@@ -756,11 +764,16 @@ def predict_class(
     extra: Sequence[str] = (),
     rho_half: float = RHO_HALF,
     steepness: float = STEEPNESS,
+    rho_half_span: tuple[float, float] | None = None,
 ) -> ClassPrediction:
     """The prediction for one class: windows, curves, and the trainers for each intent.
 
     ``classes``: foreground channels in the loss (CI and BCI share a patch's subset among them).
     ``extra``: trainer names to evaluate besides the standard ones (``-tr``).
+    ``rho_half_span``: the smallest and largest ρ½ the class may have (pilots that read different
+    speeds): the Φ = I window runs from the lower edge at the smallest to the upper edge at the
+    largest, and the margins are taken against it; ``rho_half`` (their mean) gives the half-way ε,
+    the curves and R. None when the upper edge is out of reach.
     """
     b = sampling.batch_size
     volumes, weights = labelled_volumes(maps, sampling)
@@ -796,6 +809,9 @@ def predict_class(
 
     edges = eps_window(maps, sampling, rho_half=rho_half, steepness=steepness)
     window = (edges[0], edges[2]) if edges else None
+    if rho_half_span is not None:
+        slowest, fastest = (eps_window(maps, sampling, rho_half=r, steepness=steepness) for r in rho_half_span)
+        window = (slowest[0], fastest[2]) if slowest and fastest else None
     ignoring, learned = batch_window(maps, sampling, rho_half=rho_half, steepness=steepness)
     low, high = window if window else (v_hat / 10, v_hat)
     grid = np.logspace(math.log10(low) - 2, math.log10(high) + 2, 81)
@@ -840,6 +856,7 @@ def predict_class(
                 batch_edges=(ignoring, learned),
                 rho_half=rho_half,
                 steepness=steepness,
+                rho_half_span=rho_half_span,
             )
         )
 
@@ -1230,6 +1247,11 @@ def table_text(header: dict, predictions: Sequence[ClassPrediction]) -> str:
                 + (f", ignored up to B = {p.max_batch_ignoring_BI}" if p.max_batch_ignoring_BI else "")
                 + f" (ρ = {p.push_ratio_BI:.2f} at B = {header['batch_size']})"
             )
+        elif p.eps_half_I is not None and p.speed_span:
+            lines.append(
+                f"  Φ = I: half left out at ε ≈ {_number(p.eps_half_I)}; at the fastest pilot's speed no ε leaves "
+                "all of a hidden structure out at this training (the window is open above)"
+            )
         lines += _speed_lines(p, header)
         for note in p.notes:
             lines.append(f"  note: {note}")
@@ -1289,10 +1311,15 @@ def _speed_lines(p: ClassPrediction, header: dict) -> list[str]:
     if not alone and p.speed is not None:
         at = "at least " if p.speed_bound else ""
         read = sum(r["speed"] is not None for r in p.pilots)
-        lines.append(
-            f"  speed {at}{p.speed:.2g}: the geometric mean of {read} pilots' speeds → ρ½ = {at}{p.rho_half:.3g} "
-            "(the windows above take it)"
-        )
+        line = f"  speed {at}{p.speed:.2g}: the geometric mean of {read} pilots' speeds → ρ½ = {at}{p.rho_half:.3g} "
+        if p.speed_span:
+            line += (
+                f"(the half-way ε above); the Φ = I window runs from the slowest pilot's lower edge to the fastest's "
+                f"upper edge ({p.speed_span[0]:.2g}–{p.speed_span[1]:.2g})"
+            )
+        else:
+            line += "(the windows above take it)"
+        lines.append(line)
     return lines
 
 
@@ -1344,14 +1371,16 @@ def advise(
     rho_half: float = RHO_HALF,
     steepness: float = STEEPNESS,
     speeds: Mapping[int, float] | None = None,
+    spans: Mapping[int, tuple[float, float]] | None = None,
 ) -> list[ClassPrediction]:
     """The prediction for every class (the verb without reading or writing).
 
     ``speeds``: per channel, the regime's speed a pilot read (:mod:`~nnunet_dicephi.analysis.pilot`):
-    that class's ρ½ is ``rho_half`` times it.
+    that class's ρ½ is ``rho_half`` times it. ``spans``: per channel, the slowest and fastest of
+    several pilots' speeds, over which the class's Φ = I window runs (:func:`predict_class`).
     """
     included = len(classes)
-    speeds = speeds or {}
+    speeds, spans = speeds or {}, spans or {}
     return [
         predict_class(
             m,
@@ -1360,6 +1389,9 @@ def advise(
             extra=extra,
             rho_half=rho_half * speeds.get(m.channel, 1.0),
             steepness=steepness,
+            rho_half_span=(
+                (rho_half * spans[m.channel][0], rho_half * spans[m.channel][1]) if m.channel in spans else None
+            ),
         )
         for m in classes
     ]
@@ -1387,7 +1419,8 @@ def add_parser(verbs) -> None:
         action="append",
         help="fold folder of a pilot training on the same data and plans (the TrainerDiceI_eps…_ep60_it40_lr1e-2 "
         "advise suggests; finished or not): calibrates each class's speed from its validation record; "
-        "given more than once (pilots of other seeds), the speed is the geometric mean of theirs",
+        "given more than once (pilots of other seeds), the speed is the geometric mean of theirs and the Φ = I "
+        "window spans the slowest and the fastest",
     )
     p.add_argument(
         "--pilot-cases",
@@ -1521,11 +1554,15 @@ def run_advise(args: argparse.Namespace) -> int:
     header["pilot"] = header["pilots"][0] if header["pilots"] else None
     judged = Setting.from_trainer(args.trainer) is not None
     extra = [args.trainer] if judged else []
-    from nnunet_dicephi.analysis.pilot import combined_speed
+    from nnunet_dicephi.analysis.pilot import combined_speed, speed_span
 
     per_class = [combined_speed([own[index] for own in readings]) for index in range(len(classes))]
     speeds = {m.channel: speed for m, (speed, _) in zip(classes, per_class) if speed}
-    predictions = advise(classes, sampling, extra=extra, rho_half=header["model"]["rho_half"], speeds=speeds)
+    per_span = [speed_span([own[index] for own in readings]) for index in range(len(classes))]
+    spans = {m.channel: span for m, span in zip(classes, per_span) if span}
+    predictions = advise(
+        classes, sampling, extra=extra, rho_half=header["model"]["rho_half"], speeds=speeds, spans=spans
+    )
     if readings:
         predictions = [
             replace(
@@ -1534,6 +1571,7 @@ def run_advise(args: argparse.Namespace) -> int:
                 pilots=[own[index].to_json() for own in readings],
                 speed=per_class[index][0],
                 speed_bound=per_class[index][1],
+                speed_span=per_span[index],
             )
             for index, p in enumerate(predictions)
         ]

@@ -56,6 +56,7 @@ __all__ = [
     "pilot_factor",
     "suggested_eps",
     "combined_speed",
+    "speed_span",
 ]
 
 PUSH_TO_LEAVE = 0.72
@@ -310,6 +311,17 @@ def suggested_eps(rho_at: Callable[[np.ndarray], np.ndarray], low: float, high: 
         return reached
     grid = np.logspace(math.log10(low), math.log10(high), 400)
     return float(grid[int(np.argmax(rho_at(grid)))])
+
+
+def speed_span(readings: Sequence[ClassReading]) -> tuple[float, float] | None:
+    """The slowest and the fastest speed of several pilots of one class; None below two readings.
+
+    A pilot's seed moves its reading (two pilots of one regime up to ×1.8 apart, docs/studies.md):
+    the spread of the pilots is the measure of what the mean does not know, and ``advise``'s Φ = I
+    window runs over it.
+    """
+    read = [r.speed for r in readings if r.speed]
+    return (min(read), max(read)) if len(read) > 1 else None
 
 
 def combined_speed(readings: Sequence[ClassReading]) -> tuple[float | None, bool]:

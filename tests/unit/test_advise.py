@@ -560,8 +560,15 @@ def test_advise_calibrates_each_class_with_a_pilots_speed(toy, tmp_path, capsys)
     assert two["speed"] == pytest.approx(math.sqrt(first["speed"] * second["speed"])) and not two["speed_bound"]
     assert two["rho_half"] == pytest.approx(A.RHO_HALF * two["speed"])
     assert first["speed"] < two["speed"] < second["speed"]
+    # ... and its Φ = I window spans both: the slower pilot's lower edge, the faster's upper edge
+    assert two["speed_span"] == [pytest.approx(first["speed"]), pytest.approx(second["speed"])]
+    assert _run([*reference, "--pilot", str(again)]) == 0
+    alone = json.loads(capsys.readouterr().out)["classes"][0]
+    assert two["eps_window_I"] == [pytest.approx(read["eps_window_I"][0]), pytest.approx(alone["eps_window_I"][1])]
+    assert read["eps_half_I"] < two["eps_half_I"] < alone["eps_half_I"]
     assert _run(reference[:-1] + ["--pilot", str(folder), "--pilot", str(again)]) == 0
-    assert "the geometric mean of 2 pilots" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "the geometric mean of 2 pilots" in shown and "from the slowest pilot's lower edge" in shown
     assert _run([*reference, "--pilot", str(folder), "--pilot", str(other)]) == 2  # one on other data: refused
     assert "trained on other data" in capsys.readouterr().err
     batch = _pilot(tmp_path / "bi" / "fold_0", plain["data_fingerprint"], [0.9, 0.1], phi="BI")

@@ -85,6 +85,14 @@ def test_several_pilots_give_the_geometric_mean_of_their_speeds():
     assert P.combined_speed([still, fast])[1]  # a bound among them: the mean is a bound too
 
 
+def test_the_span_of_several_pilots_is_their_slowest_and_fastest_speed():
+    fast = P.read_class(_run(_record([0.5, 0.95, 0.96, 0.9, 0.2, 0.1])), 0, "lesion", lambda eps: 0.8, {"a", "b"})
+    slow = P.read_class(_run(_record([0.5, 0.95, 0.96, 0.9, 0.2, 0.1])), 0, "lesion", lambda eps: 0.2, {"a", "b"})
+    never = P.read_class(_run(_record([0.1, 0.3, 0.2])), 0, "lesion", lambda eps: 0.5, {"a", "b"})
+    assert P.speed_span([fast, never, slow]) == (pytest.approx(slow.speed), pytest.approx(fast.speed))
+    assert P.speed_span([fast]) is None and P.speed_span([fast, never]) is None  # one reading: no spread to span
+
+
 def _pilot_folder(tmp_path, **loss):
     record = {
         "trainer_name": "TrainerDiceI_eps16_ep60_it40_lr1e-2",

@@ -316,6 +316,13 @@ def test_the_pilots_speed_scales_the_window_at_every_length_and_meets_the_measur
     assert row["pilots_together"]["speeds"] == [0.25, 1.0] and row["pilots_together"]["speed"] == 0.5
     assert row["pilots_together"]["calibrated"][0]["eps_window_I"] == [low, high]  # the speed ½ above
     assert "| Dataset973_ToyTransitionEmpty1In2 | 0.25, 1 → 0.5 | 22 |" in script.markdown([row])
+    # with their span (advise's speed_span): the window runs from the slowest's lower edge to the fastest's upper
+    prediction["classes"][0]["speed_span"] = [0.25, 1.0]
+    spanned = script.calibrate(row, prediction)["calibrated"][0]
+    slowest = script.window_at(prediction["classes"][0], prediction["model"], 1.0, 0.25)
+    fastest = script.window_at(prediction["classes"][0], prediction["model"], 1.0, 1.0)
+    assert spanned["eps_window_I"] == [slowest[0], fastest[2]] and spanned["eps_half_I"] == half
+    assert slowest[0] < low and high < fastest[2]  # wider than the mean speed's on both sides
 
 
 def test_each_sweep_run_that_left_type_b_is_read_as_if_it_were_the_pilot(tmp_path):
