@@ -1219,7 +1219,13 @@ def table_text(header: dict, predictions: Sequence[ClassPrediction]) -> str:
             f"training: {schedule['epochs']} epochs × {schedule['iterations']} iterations at "
             f"{schedule['initial_lr']:g} (-tr {header['trainer']}), {schedule['factor']:.3g} × the reference "
             f"({epochs} × {iterations} at {lr:g}): "
-            f"ρ½ = {RHO_HALF:g} · {1 - ONSET:.2g} / ({schedule['factor']:.3g} − {ONSET:g}) (the time law"
+            f"ρ½ = {RHO_HALF:g} · {1 - ONSET:.2g} / "
+            + (
+                f"({schedule['factor']:.3g} − {ONSET:g})"
+                if schedule["factor"] - ONSET >= SHORTEST_SPAN
+                else f"{SHORTEST_SPAN:g} (a training that ends before the onset counts as one just past it)"
+            )
+            + " (the time law"
             + (
                 ")"
                 if schedule["checked"]
@@ -1320,6 +1326,13 @@ def _speed_lines(p: ClassPrediction, header: dict) -> list[str]:
         else:
             line += "(the windows above take it)"
         lines.append(line)
+    longest = max((run["factor"] for run in header["pilots"]), default=0.0)
+    if p.speed is not None and header["schedule"]["factor"] < longest:
+        lines.append(
+            f"  note: this training ({header['schedule']['factor']:.2g} × the reference) is shorter than the pilot "
+            f"({longest:.2g} ×): windows with a pilot's speed were checked on trainings at least as long as the "
+            "pilot, on shorter ones they missed (docs/studies.md)"
+        )
     return lines
 
 

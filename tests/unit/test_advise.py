@@ -539,7 +539,12 @@ def test_advise_calibrates_each_class_with_a_pilots_speed(toy, tmp_path, capsys)
     # a slower regime (speed < 1 here: a weak pilot push) leaves at a smaller ρ: the window moves down
     assert pilot["speed"] < 1 and read["eps_half_I"] < lesion["eps_half_I"]
     assert _run(reference[:-1] + ["--pilot", str(folder)]) == 0
-    assert "left out from epoch 5" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "left out from epoch 5" in shown and "is shorter than the pilot" not in shown  # 22 × 40 against 6 × 10
+    assert _run(["977", "2d", "0", "-tr", "TrainerDiceIEps_ep2_it10_lr1e-2", "--pilot", str(folder)]) == 0
+    shown = capsys.readouterr().out
+    assert "this training (0.032 × the reference) is shorter than the pilot (0.076 ×)" in shown
+    assert "ρ½ = 0.68 · 0.6 / 0.05 (a training that ends before the onset counts as one just past it)" in shown
 
     # one case only (--pilot-cases), a pilot on other data, of another Φ, and cases without a pilot
     cases = tmp_path / "cases.txt"
