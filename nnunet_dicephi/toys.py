@@ -273,6 +273,11 @@ TRANSITION_REGIMES: Sequence[tuple[str, str, dict[str, Any]]] = (
     ("3d", "spheres in 32³ volumes", {"dimensions": 3, "image": 32}),
     ("among-others", "two other structures labelled in every image", {"others": True}),
     ("medium", "twice the area (radius ×√2)", {"radius_scale": 2**0.5}),
+    (
+        "large-1in2",
+        "four times the area, one training image in two of type B",
+        {"radius_scale": 2.0, "unlabelled_every": 2},
+    ),
 )
 """``transition-<name>`` scenarios: the demo's data with one thing changed (:func:`lesion_regime`)."""
 
