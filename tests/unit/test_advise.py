@@ -4,6 +4,7 @@ import argparse
 import functools
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -167,6 +168,25 @@ def test_verdicts_on_the_demo_and_on_a_rare_class():
     assert bg.push_ratio == pytest.approx(2 * 17 / 4096, rel=0.01)  # 2V̄/N, the empty maps' own push ≈ 0
     assert by["TrainerDiceIEps"].collapse == pytest.approx(4.0, rel=0.02)  # e/(1 − e) = 4
     assert rare.intents["missing"]["trainers"][0] == "TrainerDiceI_bg"
+
+
+def test_a_span_of_speeds_widens_the_window_and_the_rho_margins_and_may_leave_it_open_above():
+    maps, sampling = _maps(1 / 3, volumes=(140.71875,)), _sampling(3)
+    mean = A.predict_class(maps, sampling)
+    slow, fast = (A.predict_class(maps, sampling, rho_half=A.RHO_HALF * s) for s in (0.5, 1.2))
+    spanned = A.predict_class(maps, sampling, rho_half_span=(A.RHO_HALF * 0.5, A.RHO_HALF * 1.2))
+    assert spanned.eps_window_I == (slow.eps_window_I[0], fast.eps_window_I[1])
+    assert spanned.eps_half_I == mean.eps_half_I and spanned.rho_half == mean.rho_half  # R at the mean
+    bg = {v.trainer: v for v in spanned.verdicts}["TrainerDiceI_bg"]  # a margin in ρ: the slowest lower edge
+    assert bg.margin == pytest.approx(0.5 * A.RHO_HALF * 9**-0.25 / bg.push_ratio)
+    # ρ never reaches the fastest upper edge (ρ½ ten times the demo's): no window, the half-way ε stays
+    beyond = A.predict_class(maps, sampling, rho_half_span=(A.RHO_HALF * 0.5, A.RHO_HALF * 10.0))
+    assert beyond.eps_window_I is None and beyond.eps_half_I == mean.eps_half_I
+    header = {"model": {"rho_half": A.RHO_HALF, "steepness": 4.0}, "schedule": None, "pilots": []}
+    header |= {"dataset": "Dataset977_X", "configuration": "2d", "fold": "0", "plans": "nnUNetPlans"}
+    header |= {"level_scales": [1.0], "batch_size": 3, "forced_slots": 1, "patch_voxels": 2304, "training_cases": 9}
+    text = A.table_text(header, [replace(beyond, speed_span=(0.5, 10.0))])
+    assert "no ε leaves all of a hidden structure out at this training (the window is open above)" in text
 
 
 def test_settings_from_trainer_names():
