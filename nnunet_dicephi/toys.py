@@ -279,7 +279,8 @@ TRANSITION_REGIMES: Sequence[tuple[str, str, dict[str, Any]]] = (
         {"radius_scale": 2.0, "unlabelled_every": 2},
     ),
 )
-"""``transition-<name>`` scenarios: the demo's data with one thing changed (:func:`lesion_regime`)."""
+"""``transition-<name>`` scenarios: the demo's data with one thing changed, ``large-1in2`` two
+(:func:`lesion_regime`)."""
 
 ORGAN_LABELS = {"background": 0, **{organ.name: value for value, organ in enumerate(ORGANS, start=1)}}
 
